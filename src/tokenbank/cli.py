@@ -1,0 +1,326 @@
+"""The ``tokenbank`` command.
+
+Every command takes ``--database-url`` (or ``TOKENBANK_DATABASE_URL``). Errors print
+one line on stderr and exit non-zero: 2 for bad input, 1 for everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from tokenbank.config import DEFAULT_PAGE_SIZE, get_settings
+from tokenbank.db.engine import create_engine
+from tokenbank.db.migrate import current_revision, head_revision, upgrade
+from tokenbank.ledger.audit import AuditReport
+from tokenbank.ledger.errors import IdempotencyConflict, InvalidInput, TokenBankError
+from tokenbank.ledger.results import OperationResult
+from tokenbank.service import TokenService
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="tokenbank",
+    help="tokenbank: wallets, a double-entry token ledger, and the API apps bill through.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+users_app = typer.Typer(help="User wallets.", no_args_is_help=True)
+costs_app = typer.Typer(help="The operation cost table.", no_args_is_help=True)
+holds_app = typer.Typer(help="Token holds (reservations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(costs_app, name="costs")
+app.add_typer(holds_app, name="holds")
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="TOKENBANK_DATABASE_URL",
+        help="SQLAlchemy URL (default: a SQLite file tokenbank.db in this directory).",
+        show_envvar=True,
+    ),
+]
+
+
+class CommandFailed(Exception):
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fail(message: str, exit_code: int = 1) -> NoReturn:
+    raise CommandFailed(message, exit_code)
+
+
+def die(message: str, exit_code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(exit_code)
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; turn every expected failure into one clear line."""
+    try:
+        return asyncio.run(coroutine)
+    except CommandFailed as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
+    except (InvalidInput, IdempotencyConflict) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    except TokenBankError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    except (OperationalError, OSError) as error:
+        typer.echo(f"error: cannot use the database: {_first_line(error)}", err=True)
+        raise typer.Exit(1) from None
+    except DBAPIError as error:
+        typer.echo(f"error: database refused the operation: {_first_line(error)}", err=True)
+        raise typer.Exit(1) from None
+    except ValueError as error:  # e.g. an unsupported database URL
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def _url(database_url: str | None) -> str:
+    return database_url or get_settings().database_url
+
+
+async def with_service(
+    database_url: str | None, action: Callable[[TokenService], Awaitable[T]]
+) -> T:
+    """Open the service on a migrated database (refusing an unmigrated one) and act."""
+    async with TokenService(_url(database_url), auto_migrate=False) as service:
+        current = await current_revision(await service.engine())
+        if current != head_revision():
+            fail("the database is not migrated: run `tokenbank db upgrade` first")
+        return await action(service)
+
+
+def echo_result(result: OperationResult) -> None:
+    if not result.success:
+        die(f"{result.error} ({result.error_code})")
+    typer.echo(
+        f"ok: balance {result.new_balance} (entry {result.ledger_entry_id},"
+        f" transaction {result.transaction_id})"
+    )
+
+
+# --- db ----------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseUrl = None) -> None:
+    """Create or migrate the database schema to the newest version."""
+
+    async def action() -> str | None:
+        engine = create_engine(_url(database_url), get_settings())
+        try:
+            await upgrade(engine)
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"database at revision {run(action())}")
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseUrl = None) -> None:
+    """Print the schema revision of the database and the newest one."""
+
+    async def action() -> str | None:
+        engine = create_engine(_url(database_url), get_settings())
+        try:
+            return await current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    typer.echo(f"current: {run(action())}  head: {head_revision()}")
+
+
+# --- users -------------------------------------------------------------------------------
+
+
+@users_app.command("create")
+def users_create(user_id: str, database_url: DatabaseUrl = None) -> None:
+    """Open a wallet for USER_ID (idempotent; a new wallet gets the welcome bonus)."""
+    result = run(with_service(database_url, lambda service: service.open_wallet(user_id)))
+    state = "created" if result.created else "already exists"
+    typer.echo(f"wallet {user_id} {state}: balance {result.new_balance}")
+
+
+@users_app.command("set-status")
+def users_set_status(
+    user_id: str,
+    status: Annotated[str, typer.Argument(help="active, suspended or closed")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Suspend, close or reactivate a wallet."""
+    info = run(with_service(database_url, lambda s: s.set_wallet_status(user_id, status)))
+    if info is None:
+        die(f"no wallet for user {user_id!r}")
+    typer.echo(f"wallet {user_id} is now {status}")
+
+
+# --- money ---------------------------------------------------------------------------------
+
+
+@app.command("grant")
+def grant(
+    user_id: str,
+    amount: int,
+    reason: Annotated[str, typer.Option("--reason", help="Why: recorded on the ledger.")],
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="Makes a retried grant safe.")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Grant AMOUNT tokens to USER_ID as an admin_grant."""
+    result = run(
+        with_service(
+            database_url,
+            lambda service: service.credit(
+                user_id,
+                amount=amount,
+                operation_type="admin_grant",
+                description=reason,
+                idempotency_key=idempotency_key,
+            ),
+        )
+    )
+    echo_result(result)
+
+
+@app.command("balance")
+def balance(user_id: str, database_url: DatabaseUrl = None) -> None:
+    """Show a user's balance, held and available tokens."""
+    info = run(with_service(database_url, lambda service: service.get_balance(user_id)))
+    if info is None:
+        die(f"no wallet for user {user_id!r}")
+    typer.echo(
+        f"{user_id}: balance {info.tokens_balance}, held {info.held},"
+        f" available {info.available}, spent {info.tokens_spent}, status {info.status}"
+    )
+
+
+@app.command("history")
+def history(
+    user_id: str,
+    limit: Annotated[int, typer.Option(help="Entries per page.")] = DEFAULT_PAGE_SIZE,
+    offset: Annotated[int, typer.Option(help="Entries to skip.")] = 0,
+    operation_type: Annotated[str | None, typer.Option("--type", help="Only this type.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List a user's ledger entries, newest first."""
+    entries = run(
+        with_service(
+            database_url,
+            lambda service: service.get_ledger().get_user_entries(
+                user_id, limit=limit, offset=offset, operation_type=operation_type
+            ),
+        )
+    )
+    for entry in entries:
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {
+                        "id": entry.id,
+                        "type": entry.operation_type,
+                        "amount": entry.tokens_amount,
+                        "balance_before": entry.balance_before,
+                        "balance_after": entry.balance_after,
+                        "description": entry.description,
+                        "created_at": entry.created_at.isoformat(),
+                    }
+                )
+            )
+        else:
+            typer.echo(
+                f"{entry.created_at:%Y-%m-%d %H:%M:%S}  #{entry.id:<6}"
+                f" {entry.operation_type:<18} {entry.tokens_amount:>+12}"
+                f"  -> {entry.balance_after:<12} {entry.description or ''}"
+            )
+    if not entries and not as_json:
+        typer.echo(f"no entries for {user_id}")
+
+
+# --- costs ---------------------------------------------------------------------------------
+
+
+@costs_app.command("set")
+def costs_set(operation: str, tokens: int, database_url: DatabaseUrl = None) -> None:
+    """Set what one OPERATION costs, in tokens."""
+    run(with_service(database_url, lambda service: service.set_operation_cost(operation, tokens)))
+    typer.echo(f"{operation} costs {tokens} tokens")
+
+
+@costs_app.command("list")
+def costs_list(database_url: DatabaseUrl = None) -> None:
+    """List the cost table."""
+    table = run(with_service(database_url, lambda service: service.get_operation_costs()))
+    for operation, tokens in sorted(table.items()):
+        typer.echo(f"{operation:<32} {tokens:>12}")
+
+
+@costs_app.command("delete")
+def costs_delete(operation: str, database_url: DatabaseUrl = None) -> None:
+    """Remove OPERATION from the cost table."""
+    deleted = run(
+        with_service(database_url, lambda service: service.delete_operation_cost(operation))
+    )
+    if not deleted:
+        die(f"no cost is set for {operation!r}")
+    typer.echo(f"{operation} removed")
+
+
+# --- holds and audit -----------------------------------------------------------------------
+
+
+@holds_app.command("sweep")
+def holds_sweep(database_url: DatabaseUrl = None) -> None:
+    """Release every expired hold."""
+    released = run(with_service(database_url, lambda service: service.release_expired_holds()))
+    typer.echo(f"released {released} expired holds")
+
+
+@app.command("audit")
+def audit(database_url: DatabaseUrl = None) -> None:
+    """Prove the books: exit 0 exactly when every check passes."""
+    report = run(with_service(database_url, lambda service: service.audit()))
+    print_audit(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def print_audit(report: AuditReport) -> None:
+    typer.echo(
+        f"{report.transactions} transactions, {report.entries} entries, {report.wallets} wallets"
+    )
+    for account, total in sorted(report.system_balances.items()):
+        typer.echo(f"  system account {account}: {total}")
+    if report.ok:
+        typer.echo("audit passed: every transaction sums to zero and every balance matches")
+        return
+    for problem, rows in report.problems.items():
+        typer.echo(f"FAILED {problem}:", err=True)
+        for row in rows:
+            typer.echo(f"  {row}", err=True)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,50 @@
+"""Settings read from ``TOKENBANK_*`` environment variables.
+
+Every limit tokenbank enforces is named here so that it can be read, tuned and
+documented in one place.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./tokenbank.db"
+
+# Hard limits: these protect the database and the arithmetic, not business rules.
+MAX_AMOUNT_TOKENS = 1_000_000_000_000  # one trillion tokens in a single operation
+MAX_USER_ID_LENGTH = 128
+MAX_OPERATION_TYPE_LENGTH = 64
+MAX_DESCRIPTION_LENGTH = 500
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_METADATA_BYTES = 8_192
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 50
+MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600
+MAX_WRITE_RETRIES = 3
+
+SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+class Settings(BaseSettings):
+    """Deployment settings; each field reads ``TOKENBANK_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TOKENBANK_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    # FULL makes every commit durable across power loss; NORMAL in WAL mode may
+    # lose the last commits on power loss (never on a process crash).
+    sqlite_synchronous: SqliteSynchronous = "FULL"
+    sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0, le=600_000)
+    welcome_bonus_tokens: int = Field(default=10_000, ge=0, le=MAX_AMOUNT_TOKENS)
+    hold_default_ttl_seconds: int = Field(default=900, ge=1, le=MAX_HOLD_TTL_SECONDS)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_statement_timeout_ms: int = Field(default=15_000, ge=100, le=600_000)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

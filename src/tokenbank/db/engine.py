@@ -1,0 +1,109 @@
+"""Engines for SQLite (the embedded default) and PostgreSQL (production).
+
+SQLite needs three things set on every connection to be a safe ledger store:
+WAL (readers never block the writer), foreign keys on (off by default!), and
+``BEGIN IMMEDIATE`` for writing transactions, so that two writers queue on the
+database lock instead of both reading a balance and one failing at commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from tokenbank.config import Settings
+
+READ_ONLY_OPTION = "tokenbank_read_only"
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept plain ``sqlite:///`` and ``postgresql://`` URLs and pick the async drivers."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ValueError(f"unsupported database URL {parsed.drivername!r}: use sqlite or postgresql")
+
+
+def is_sqlite(engine: AsyncEngine | AsyncConnection) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str, settings: Settings) -> AsyncEngine:
+    url = normalize_database_url(url)
+    if make_url(url).get_backend_name() == "sqlite":
+        return _create_sqlite_engine(url, settings)
+    return _create_postgres_engine(url, settings)
+
+
+def _create_postgres_engine(url: str, settings: Settings) -> AsyncEngine:
+    server_settings = {
+        "application_name": "tokenbank",
+        "statement_timeout": str(settings.db_statement_timeout_ms),
+    }
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_pre_ping=True,
+        pool_timeout=settings.db_statement_timeout_ms / 1000,
+        connect_args={
+            "server_settings": server_settings,
+            "timeout": settings.db_statement_timeout_ms / 1000,
+        },
+    )
+
+
+def _create_sqlite_engine(url: str, settings: Settings) -> AsyncEngine:
+    engine = create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=0,
+        pool_timeout=settings.sqlite_busy_timeout_ms / 1000,
+        connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000},
+    )
+    pragmas = (
+        "PRAGMA journal_mode=WAL",
+        f"PRAGMA synchronous={settings.sqlite_synchronous}",
+        "PRAGMA foreign_keys=ON",
+        f"PRAGMA busy_timeout={settings.sqlite_busy_timeout_ms}",
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take BEGIN away from the sqlite3 module; we emit our own below.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in pragmas:
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Connection) -> None:
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+@asynccontextmanager
+async def read_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A consistent read snapshot that does not take SQLite's write lock."""
+    async with engine.connect() as connection:
+        await connection.execution_options(**{READ_ONLY_OPTION: True})
+        async with connection.begin():
+            yield connection
+
+
+@asynccontextmanager
+async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A writing transaction: committed when the block ends, rolled back on error."""
+    async with engine.begin() as connection:
+        yield connection

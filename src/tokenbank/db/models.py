@@ -1,0 +1,218 @@
+"""Table definitions: the single source of truth for the schema.
+
+The migrations create exactly these tables (plus the triggers that SQLAlchemy cannot
+express); a test compares the two. Every money invariant that a row can state about
+itself is a CHECK constraint here, so that the database refuses a bad row even when
+the Python layer is bypassed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tokenbank.db.types import BigId, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+WALLET_STATUSES = ("active", "suspended", "closed")
+SUSPENSION_REASONS = ("overdraft", "admin")
+TRANSACTION_KINDS = ("credit", "debit", "refund")
+HOLD_STATUSES = ("pending", "captured", "voided", "expired")
+SYSTEM_ACCOUNTS = ("tokens_sold", "tokens_granted", "tokens_consumed")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return f"{column} IN ({quoted})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Wallet(Base):
+    """A user's token account with its cached balance (decision 2)."""
+
+    __tablename__ = "wallets"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(128), unique=True)
+    balance_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    held_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    spent_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    suspended_reason: Mapped[str | None] = mapped_column(String(16))
+    plan: Mapped[str | None] = mapped_column(String(64))
+    last_renewal_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", WALLET_STATUSES), name="status_known"),
+        CheckConstraint(
+            "suspended_reason IS NULL OR " + _in("suspended_reason", SUSPENSION_REASONS),
+            name="suspended_reason_known",
+        ),
+        CheckConstraint(
+            "(status = 'suspended') = (suspended_reason IS NOT NULL)",
+            name="suspended_has_reason",
+        ),
+        CheckConstraint("held_tokens >= 0", name="held_not_negative"),
+        CheckConstraint("spent_tokens >= 0", name="spent_not_negative"),
+        # Decision 3: an active wallet can never spend more than it has. Only usage
+        # that already happened (decision 6) may overdraw, and it suspends the wallet.
+        CheckConstraint(
+            "status <> 'active' OR balance_tokens >= held_tokens",
+            name="active_not_overdrawn",
+        ),
+    )
+
+
+class LedgerTransaction(Base):
+    """One atomic, balanced movement of tokens; append-only.
+
+    The header row is inserted after its entries; a trigger refuses the header
+    unless those entries sum to zero, and refuses any entry added afterwards.
+    """
+
+    __tablename__ = "ledger_transactions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    wallet_id: Mapped[int] = mapped_column(BigId, ForeignKey("wallets.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    operation_type: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(String(500))
+    metadata_json: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    pricing: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    idempotency_scope: Mapped[str] = mapped_column(String(64), default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    refund_of_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("ledger_transactions.id")
+    )
+    hold_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("holds.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", TRANSACTION_KINDS), name="kind_known"),
+        CheckConstraint("refund_of_id IS NULL OR kind = 'refund'", name="refund_link_on_refund"),
+        UniqueConstraint(
+            "idempotency_scope", "idempotency_key", name="uq_ledger_transactions_idempotency"
+        ),
+        Index("ix_ledger_transactions_wallet_created", "wallet_id", "created_at"),
+        Index("ix_ledger_transactions_refund_of", "refund_of_id"),
+    )
+
+
+class LedgerEntry(Base):
+    """One leg of a transaction: a wallet or a system account, and a signed amount."""
+
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    transaction_id: Mapped[str] = mapped_column(String(36))
+    wallet_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("wallets.id"))
+    system_account: Mapped[str | None] = mapped_column(String(32))
+    amount_tokens: Mapped[int] = mapped_column(BigInteger)
+    balance_before: Mapped[int | None] = mapped_column(BigInteger)
+    balance_after: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # Deferred: entries are written before their header (see LedgerTransaction).
+        ForeignKeyConstraint(
+            ["transaction_id"],
+            ["ledger_transactions.id"],
+            name="fk_ledger_entries_transaction_id_ledger_transactions",
+            deferrable=True,
+            initially="DEFERRED",
+        ),
+        CheckConstraint("amount_tokens <> 0", name="amount_not_zero"),
+        CheckConstraint("(wallet_id IS NULL) <> (system_account IS NULL)", name="one_account"),
+        CheckConstraint(
+            "system_account IS NULL OR " + _in("system_account", SYSTEM_ACCOUNTS),
+            name="system_account_known",
+        ),
+        CheckConstraint(
+            "wallet_id IS NULL OR (balance_before IS NOT NULL"
+            " AND balance_after = balance_before + amount_tokens)",
+            name="wallet_balance_chain",
+        ),
+        CheckConstraint(
+            "wallet_id IS NOT NULL OR (balance_before IS NULL AND balance_after IS NULL)",
+            name="system_no_balance",
+        ),
+        Index("ix_ledger_entries_wallet_id", "wallet_id", "id"),
+        Index("ix_ledger_entries_transaction_id", "transaction_id"),
+    )
+
+
+class Hold(Base):
+    """A reservation of tokens (decision 5); only a pending hold may change."""
+
+    __tablename__ = "holds"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    wallet_id: Mapped[int] = mapped_column(BigId, ForeignKey("wallets.id"))
+    amount_tokens: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    captured_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    operation_type: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str | None] = mapped_column(String(500))
+    metadata_json: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    idempotency_scope: Mapped[str] = mapped_column(String(64), default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("amount_tokens > 0", name="amount_positive"),
+        CheckConstraint(_in("status", HOLD_STATUSES), name="status_known"),
+        CheckConstraint("(status = 'pending') = (resolved_at IS NULL)", name="resolved_at_set"),
+        CheckConstraint(
+            "(status = 'captured') = (captured_tokens IS NOT NULL)", name="captured_amount_set"
+        ),
+        CheckConstraint(
+            "captured_tokens IS NULL OR captured_tokens >= 0", name="captured_not_negative"
+        ),
+        UniqueConstraint("idempotency_scope", "idempotency_key", name="uq_holds_idempotency"),
+        Index("ix_holds_status_expires_at", "status", "expires_at"),
+        Index("ix_holds_wallet_id_status", "wallet_id", "status"),
+    )
+
+
+class OperationCost(Base):
+    """The editable cost table: what one operation of a type costs in tokens."""
+
+    __tablename__ = "operation_costs"
+
+    operation_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cost_tokens: Mapped[int] = mapped_column(BigInteger)
+    description: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("cost_tokens > 0 AND cost_tokens <= 1000000000000", name="cost_in_range"),
+    )

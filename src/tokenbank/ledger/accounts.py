@@ -1,0 +1,32 @@
+"""Operation types, and which system account is the other side of each.
+
+System accounts have no balance row (that row would serialise all traffic); their
+balances are derived by summing their entries.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+TOKENS_SOLD: Final = "tokens_sold"
+TOKENS_GRANTED: Final = "tokens_granted"
+TOKENS_CONSUMED: Final = "tokens_consumed"
+
+# Credits add tokens to a wallet; the source decides the system account.
+CREDIT_SOURCES: Final[dict[str, str]] = {
+    "purchase": TOKENS_SOLD,
+    "auto_recharge": TOKENS_SOLD,
+    "bonus": TOKENS_GRANTED,
+    "admin_grant": TOKENS_GRANTED,
+    "renewal": TOKENS_GRANTED,
+}
+CREDIT_OPERATION_TYPES: Final = frozenset(CREDIT_SOURCES)
+
+# The operation type of a debit that is not priced from the cost table.
+USAGE: Final = "usage"
+REFUND: Final = "refund"
+RESERVED_OPERATION_TYPES: Final = frozenset({*CREDIT_OPERATION_TYPES, REFUND})
+
+
+def credit_source_account(operation_type: str) -> str:
+    return CREDIT_SOURCES[operation_type]

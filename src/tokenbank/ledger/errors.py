@@ -1,0 +1,70 @@
+"""Error codes and exceptions of the ledger.
+
+Business refusals (insufficient tokens, unknown wallet, ...) are *results*, with a
+machine-readable :class:`ErrorCode`, so callers never match on message text. Bad
+input is an *exception*: the call was wrong and nothing was written.
+
+    TokenBankError
+    ├── InvalidInput          bad amount, unknown operation type, over-long string (400)
+    └── IdempotencyConflict   a key reused with a different request (409)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INSUFFICIENT_TOKENS = "insufficient_tokens"
+    WALLET_NOT_FOUND = "wallet_not_found"
+    WALLET_SUSPENDED = "wallet_suspended"
+    WALLET_CLOSED = "wallet_closed"
+    HOLD_NOT_FOUND = "hold_not_found"
+    HOLD_NOT_PENDING = "hold_not_pending"
+    HOLD_EXPIRED = "hold_expired"
+    DEBIT_NOT_FOUND = "debit_not_found"
+    REFUND_EXCEEDS_DEBIT = "refund_exceeds_debit"
+    REFUND_EXCEEDS_SPENT = "refund_exceeds_spent"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+
+
+ERROR_MESSAGES: dict[ErrorCode, str] = {
+    ErrorCode.INSUFFICIENT_TOKENS: "Insufficient tokens",
+    ErrorCode.WALLET_NOT_FOUND: "User wallet not found",
+    ErrorCode.WALLET_SUSPENDED: "Wallet is suspended",
+    ErrorCode.WALLET_CLOSED: "Wallet is closed",
+    ErrorCode.HOLD_NOT_FOUND: "Hold not found",
+    ErrorCode.HOLD_NOT_PENDING: "Hold is no longer pending",
+    ErrorCode.HOLD_EXPIRED: "Hold has expired",
+    ErrorCode.DEBIT_NOT_FOUND: "The debit to refund was not found for this user",
+    ErrorCode.REFUND_EXCEEDS_DEBIT: "Refund exceeds what remains of the debit",
+    ErrorCode.REFUND_EXCEEDS_SPENT: "Refund exceeds what the user has spent",
+    ErrorCode.IDEMPOTENCY_CONFLICT: "Idempotency key was already used with a different request",
+}
+
+
+class TokenBankError(Exception):
+    """Base of every exception tokenbank raises on purpose."""
+
+    status_code = 500
+
+
+class InvalidInput(TokenBankError, ValueError):
+    """The request itself is wrong; nothing was written."""
+
+    status_code = 400
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class IdempotencyConflict(TokenBankError):
+    """The idempotency key was first used with a different request."""
+
+    status_code = 409
+
+    def __init__(self, idempotency_key: str) -> None:
+        super().__init__(ERROR_MESSAGES[ErrorCode.IDEMPOTENCY_CONFLICT])
+        self.idempotency_key = idempotency_key

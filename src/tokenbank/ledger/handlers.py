@@ -1,0 +1,435 @@
+"""How each operation changes the books, inside a transaction the writer owns.
+
+A handler returns a result; when the result is a refusal the writer rolls back
+whatever the handler wrote, so a refusal never leaves a trace.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tokenbank.ledger import repository as repo
+from tokenbank.ledger.accounts import REFUND, TOKENS_CONSUMED, credit_source_account
+from tokenbank.ledger.errors import ErrorCode
+from tokenbank.ledger.operations import (
+    CaptureHold,
+    Credit,
+    Debit,
+    LedgerOperation,
+    OpenWallet,
+    PlaceHold,
+    Refund,
+    VoidHold,
+)
+from tokenbank.ledger.repository import AnyRow
+from tokenbank.ledger.results import (
+    HoldResult,
+    OperationResult,
+    WalletResult,
+    refused_hold,
+    refused_operation,
+)
+
+EXPIRED_HOLDS_PER_WALLET_LIMIT = 100
+
+
+def new_transaction_id() -> str:
+    return str(uuid.uuid4())
+
+
+def new_hold_id() -> str:
+    return f"hold_{uuid.uuid4().hex}"
+
+
+def _header(
+    op: LedgerOperation,
+    *,
+    transaction_id: str,
+    wallet_id: int,
+    kind: str,
+    operation_type: str,
+    now: datetime,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "id": transaction_id,
+        "wallet_id": wallet_id,
+        "kind": kind,
+        "operation_type": operation_type,
+        "description": op.description,
+        "metadata": op.metadata,
+        "idempotency_scope": op.idempotency_scope,
+        "idempotency_key": op.idempotency_key,
+        "request_hash": op.request_hash() if op.idempotency_key else None,
+        "created_at": now,
+        **extra,
+    }
+
+
+async def _record(
+    conn: AsyncConnection,
+    op: LedgerOperation,
+    wallet: AnyRow,
+    *,
+    amount_tokens: int,
+    system_account: str,
+    header: dict[str, Any],
+    now: datetime,
+) -> OperationResult:
+    """Write the two entries, then the header that seals them."""
+    transaction_id = header["id"]
+    entry_id = await repo.insert_entries(
+        conn,
+        transaction_id=transaction_id,
+        wallet_id=wallet.id,
+        amount_tokens=amount_tokens,
+        balance_after=wallet.balance_tokens,
+        system_account=system_account,
+        now=now,
+    )
+    await repo.insert_transaction(conn, header)
+    return OperationResult(
+        success=True,
+        new_balance=wallet.balance_tokens,
+        ledger_entry_id=entry_id,
+        transaction_id=transaction_id,
+        available_tokens=wallet.balance_tokens - wallet.held_tokens,
+        user_id=getattr(op, "user_id", None),
+    )
+
+
+async def open_wallet(conn: AsyncConnection, op: OpenWallet, now: datetime) -> WalletResult:
+    wallet_id = await repo.insert_wallet(conn, op.user_id, now)
+    if wallet_id is None:
+        existing = await repo.wallet_by_user(conn, op.user_id)
+        balance = existing.balance_tokens if existing is not None else 0
+        return WalletResult(
+            success=True,
+            user_id=op.user_id,
+            created=False,
+            new_balance=balance,
+            welcome_bonus_tokens=0,
+        )
+    balance = 0
+    if op.welcome_bonus_tokens > 0:
+        bonus = Credit(
+            user_id=op.user_id,
+            amount_tokens=op.welcome_bonus_tokens,
+            operation_type="bonus",
+            description="Welcome bonus",
+        )
+        balance = (await credit(conn, bonus, now)).new_balance or 0
+    return WalletResult(
+        success=True,
+        user_id=op.user_id,
+        created=True,
+        new_balance=balance,
+        welcome_bonus_tokens=op.welcome_bonus_tokens,
+    )
+
+
+async def credit(conn: AsyncConnection, op: Credit, now: datetime) -> OperationResult:
+    wallet = await repo.credit_wallet(conn, op.user_id, op.amount_tokens, now)
+    if wallet is None:
+        return await _explain_refusal(conn, op.user_id, op.amount_tokens)
+    header = _header(
+        op,
+        transaction_id=new_transaction_id(),
+        wallet_id=wallet.id,
+        kind="credit",
+        operation_type=op.operation_type,
+        now=now,
+    )
+    return await _record(
+        conn,
+        op,
+        wallet,
+        amount_tokens=op.amount_tokens,
+        system_account=credit_source_account(op.operation_type),
+        header=header,
+        now=now,
+    )
+
+
+async def debit(
+    conn: AsyncConnection, op: Debit, now: datetime, *, released_expired: bool = False
+) -> OperationResult:
+    if op.allow_overdraft:
+        wallet = await repo.overdraw_wallet(conn, op.user_id, op.amount_tokens, now)
+    else:
+        wallet = await repo.debit_wallet(conn, op.user_id, op.amount_tokens, now)
+    if wallet is None:
+        if not released_expired and await _release_expired_for(conn, op.user_id, now):
+            return await debit(conn, op, now, released_expired=True)
+        return await _explain_refusal(conn, op.user_id, op.amount_tokens)
+    header = _header(
+        op,
+        transaction_id=new_transaction_id(),
+        wallet_id=wallet.id,
+        kind="debit",
+        operation_type=op.operation_type,
+        now=now,
+        pricing=op.pricing,
+    )
+    return await _record(
+        conn,
+        op,
+        wallet,
+        amount_tokens=-op.amount_tokens,
+        system_account=TOKENS_CONSUMED,
+        header=header,
+        now=now,
+    )
+
+
+async def refund(conn: AsyncConnection, op: Refund, now: datetime) -> OperationResult:
+    debited_tokens = None
+    if op.refund_of is not None:
+        debited = await repo.debit_for_refund(conn, op.refund_of)
+        if debited is None or debited.user_id != op.user_id:
+            return refused_operation(ErrorCode.DEBIT_NOT_FOUND, user_id=op.user_id)
+        debited_tokens = int(debited.debited_tokens)
+    wallet = await repo.refund_wallet(conn, op.user_id, op.amount_tokens, now)
+    if wallet is None:
+        return await _explain_refund_refusal(conn, op)
+    # The wallet row is locked now, so the sum below sees every committed refund.
+    if debited_tokens is not None and op.refund_of is not None:
+        remaining = debited_tokens - await repo.refunded_tokens(conn, op.refund_of)
+        if op.amount_tokens > remaining:
+            return refused_operation(
+                ErrorCode.REFUND_EXCEEDS_DEBIT,
+                user_id=op.user_id,
+                available_tokens=remaining,
+                required_tokens=op.amount_tokens,
+            )
+    header = _header(
+        op,
+        transaction_id=new_transaction_id(),
+        wallet_id=wallet.id,
+        kind="refund",
+        operation_type=REFUND,
+        now=now,
+        refund_of_id=op.refund_of,
+    )
+    return await _record(
+        conn,
+        op,
+        wallet,
+        amount_tokens=op.amount_tokens,
+        system_account=TOKENS_CONSUMED,
+        header=header,
+        now=now,
+    )
+
+
+async def place_hold(
+    conn: AsyncConnection, op: PlaceHold, now: datetime, *, released_expired: bool = False
+) -> HoldResult:
+    wallet = await repo.reserve_tokens(conn, op.user_id, op.amount_tokens, now)
+    if wallet is None:
+        if not released_expired and await _release_expired_for(conn, op.user_id, now):
+            return await place_hold(conn, op, now, released_expired=True)
+        refusal = await _explain_refusal(conn, op.user_id, op.amount_tokens)
+        return refused_hold(
+            refusal.error_code or ErrorCode.INSUFFICIENT_TOKENS,
+            user_id=op.user_id,
+            available_tokens=refusal.available_tokens,
+            required_tokens=op.amount_tokens,
+        )
+    hold_id = new_hold_id()
+    expires_at = now + timedelta(seconds=op.ttl_seconds)
+    await repo.insert_hold(
+        conn,
+        {
+            "id": hold_id,
+            "wallet_id": wallet.id,
+            "amount_tokens": op.amount_tokens,
+            "status": "pending",
+            "operation_type": op.operation_type,
+            "description": op.description,
+            "metadata": op.metadata,
+            "idempotency_scope": op.idempotency_scope,
+            "idempotency_key": op.idempotency_key,
+            "request_hash": op.request_hash() if op.idempotency_key else None,
+            "expires_at": expires_at,
+            "created_at": now,
+        },
+    )
+    return HoldResult(
+        success=True,
+        hold_id=hold_id,
+        status="pending",
+        amount_tokens=op.amount_tokens,
+        expires_at=expires_at,
+        new_balance=wallet.balance_tokens,
+        available_tokens=wallet.balance_tokens - wallet.held_tokens,
+        user_id=op.user_id,
+    )
+
+
+def hold_result(hold: AnyRow, **overrides: Any) -> HoldResult:
+    fields: dict[str, Any] = {
+        "success": True,
+        "hold_id": hold.id,
+        "status": hold.status,
+        "amount_tokens": hold.amount_tokens,
+        "captured_tokens": hold.captured_tokens,
+        "expires_at": hold.expires_at,
+        "user_id": hold.user_id,
+    }
+    return HoldResult(**(fields | overrides))
+
+
+def _unusable_hold(hold: AnyRow | None, hold_id: str, now: datetime) -> HoldResult | None:
+    if hold is None:
+        return refused_hold(ErrorCode.HOLD_NOT_FOUND, hold_id=hold_id)
+    if hold.status == "expired" or (hold.status == "pending" and hold.expires_at <= now):
+        return refused_hold(ErrorCode.HOLD_EXPIRED, hold_id=hold_id, status=hold.status)
+    if hold.status != "pending":
+        return refused_hold(ErrorCode.HOLD_NOT_PENDING, hold_id=hold_id, status=hold.status)
+    return None
+
+
+async def capture_hold(conn: AsyncConnection, op: CaptureHold, now: datetime) -> HoldResult:
+    hold = await repo.hold_by_id(conn, op.hold_id)
+    if hold is not None and hold.status == "captured":
+        return await _replay_capture(conn, hold, op)
+    refusal = _unusable_hold(hold, op.hold_id, now)
+    if refusal is not None or hold is None:
+        return refusal or refused_hold(ErrorCode.HOLD_NOT_FOUND, hold_id=op.hold_id)
+    if not await repo.resolve_hold(
+        conn, hold.id, status="captured", captured_tokens=op.amount_tokens, now=now
+    ):
+        # Another request resolved it between our read and our write: answer as it did.
+        return await capture_hold(conn, op, now)
+    wallet = await repo.settle_hold(
+        conn,
+        hold.wallet_id,
+        held_tokens=hold.amount_tokens,
+        captured_tokens=op.amount_tokens,
+        now=now,
+    )
+    captured = hold_result(hold, status="captured", captured_tokens=op.amount_tokens)
+    if op.amount_tokens == 0:
+        return _with_wallet(captured, wallet)
+    header = _header(
+        op,
+        transaction_id=new_transaction_id(),
+        wallet_id=hold.wallet_id,
+        kind="debit",
+        operation_type=hold.operation_type,
+        now=now,
+        hold_id=hold.id,
+        pricing=op.pricing,
+    )
+    recorded = await _record(
+        conn,
+        op,
+        wallet,
+        amount_tokens=-op.amount_tokens,
+        system_account=TOKENS_CONSUMED,
+        header=header,
+        now=now,
+    )
+    return _with_wallet(
+        captured,
+        wallet,
+        ledger_entry_id=recorded.ledger_entry_id,
+        transaction_id=recorded.transaction_id,
+    )
+
+
+def _with_wallet(result: HoldResult, wallet: AnyRow, **fields: Any) -> HoldResult:
+    from dataclasses import replace
+
+    return replace(
+        result,
+        new_balance=wallet.balance_tokens,
+        available_tokens=wallet.balance_tokens - wallet.held_tokens,
+        **fields,
+    )
+
+
+async def _replay_capture(conn: AsyncConnection, hold: AnyRow, op: CaptureHold) -> HoldResult:
+    if hold.captured_tokens != op.amount_tokens:
+        return refused_hold(ErrorCode.HOLD_NOT_PENDING, hold_id=hold.id, status=hold.status)
+    recorded = await repo.transaction_by_hold(conn, hold.id)
+    if recorded is None:
+        return hold_result(hold, replayed=True)
+    return hold_result(
+        hold,
+        replayed=True,
+        new_balance=recorded.balance_after,
+        ledger_entry_id=recorded.entry_id,
+        transaction_id=recorded.id,
+    )
+
+
+async def void_hold(conn: AsyncConnection, op: VoidHold, now: datetime) -> HoldResult:
+    hold = await repo.hold_by_id(conn, op.hold_id)
+    if hold is None:
+        return refused_hold(ErrorCode.HOLD_NOT_FOUND, hold_id=op.hold_id)
+    if hold.status in ("voided", "expired"):
+        # Releasing is what void asks for, and it has happened: a repeat is a success.
+        return hold_result(hold, replayed=True)
+    if hold.status != "pending":
+        return refused_hold(ErrorCode.HOLD_NOT_PENDING, hold_id=hold.id, status=hold.status)
+    if not await repo.resolve_hold(conn, hold.id, status="voided", now=now):
+        return await void_hold(conn, op, now)
+    wallet = await repo.release_reservation(conn, hold.wallet_id, hold.amount_tokens, now)
+    return _with_wallet(hold_result(hold, status="voided"), wallet)
+
+
+async def release_expired_holds(
+    conn: AsyncConnection, now: datetime, *, limit: int, wallet_id: int | None = None
+) -> list[str]:
+    """Expire pending holds whose time is up; the user ids whose held amount changed."""
+    released: list[str] = []
+    for hold in await repo.expired_holds(conn, now, limit=limit, wallet_id=wallet_id):
+        if await repo.resolve_hold(conn, hold.id, status="expired", now=now):
+            await repo.release_reservation(conn, hold.wallet_id, hold.amount_tokens, now)
+            released.append(hold.id)
+    return released
+
+
+async def _release_expired_for(conn: AsyncConnection, user_id: str, now: datetime) -> bool:
+    wallet = await repo.wallet_by_user(conn, user_id)
+    if wallet is None or wallet.held_tokens == 0:
+        return False
+    released = await release_expired_holds(
+        conn, now, limit=EXPIRED_HOLDS_PER_WALLET_LIMIT, wallet_id=wallet.id
+    )
+    return bool(released)
+
+
+async def _explain_refusal(
+    conn: AsyncConnection, user_id: str, amount_tokens: int
+) -> OperationResult:
+    wallet = await repo.wallet_by_user(conn, user_id)
+    if wallet is None:
+        return refused_operation(ErrorCode.WALLET_NOT_FOUND, user_id=user_id)
+    available = wallet.balance_tokens - wallet.held_tokens
+    fields = {"user_id": user_id, "available_tokens": available, "required_tokens": amount_tokens}
+    if wallet.status == "closed":
+        return refused_operation(ErrorCode.WALLET_CLOSED, **fields)
+    if wallet.status == "suspended":
+        return refused_operation(ErrorCode.WALLET_SUSPENDED, **fields)
+    return refused_operation(ErrorCode.INSUFFICIENT_TOKENS, **fields)
+
+
+async def _explain_refund_refusal(conn: AsyncConnection, op: Refund) -> OperationResult:
+    wallet = await repo.wallet_by_user(conn, op.user_id)
+    if wallet is None:
+        return refused_operation(ErrorCode.WALLET_NOT_FOUND, user_id=op.user_id)
+    if wallet.status == "closed":
+        return refused_operation(ErrorCode.WALLET_CLOSED, user_id=op.user_id)
+    return refused_operation(
+        ErrorCode.REFUND_EXCEEDS_SPENT,
+        user_id=op.user_id,
+        available_tokens=wallet.spent_tokens,
+        required_tokens=op.amount_tokens,
+    )

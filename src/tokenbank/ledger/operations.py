@@ -1,0 +1,289 @@
+"""The operations the ledger writer applies, each validated when it is built.
+
+An operation is a plain immutable value: it can be queued, batched with others and
+applied in one database transaction. Validation happens here, before any database
+work, so bad input raises :class:`InvalidInput` and writes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenbank.config import (
+    MAX_AMOUNT_TOKENS,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_HOLD_TTL_SECONDS,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_METADATA_BYTES,
+    MAX_OPERATION_TYPE_LENGTH,
+    MAX_USER_ID_LENGTH,
+)
+from tokenbank.ledger.accounts import CREDIT_OPERATION_TYPES, RESERVED_OPERATION_TYPES, USAGE
+from tokenbank.ledger.errors import InvalidInput
+
+OPERATION_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_.:-]*$")
+HOLD_ID_PATTERN = re.compile(r"^hold_[0-9a-f]{32}$")
+TRANSACTION_ID_PATTERN = re.compile(r"^[0-9a-f-]{36}$")
+
+
+def validate_amount(value: object, *, field_name: str = "amount", allow_zero: bool = False) -> int:
+    # bool is an int in Python; a JSON true must not become one token.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidInput(field_name, "must be a whole number of tokens")
+    low = 0 if allow_zero else 1
+    if value < low:
+        raise InvalidInput(field_name, f"must be at least {low}")
+    if value > MAX_AMOUNT_TOKENS:
+        raise InvalidInput(field_name, f"must be at most {MAX_AMOUNT_TOKENS}")
+    return value
+
+
+def validate_text(value: object, *, field_name: str, max_length: int, required: bool) -> None:
+    if value is None:
+        if required:
+            raise InvalidInput(field_name, "is required")
+        return
+    if not isinstance(value, str):
+        raise InvalidInput(field_name, "must be a string")
+    if required and not value.strip():
+        raise InvalidInput(field_name, "must not be empty")
+    if len(value) > max_length:
+        raise InvalidInput(field_name, f"must be at most {max_length} characters")
+    if "\x00" in value:
+        raise InvalidInput(field_name, "must not contain NUL characters")
+
+
+def validate_user_id(value: object) -> None:
+    validate_text(value, field_name="user_id", max_length=MAX_USER_ID_LENGTH, required=True)
+
+
+def validate_operation_type(value: object) -> None:
+    validate_text(
+        value, field_name="operation_type", max_length=MAX_OPERATION_TYPE_LENGTH, required=True
+    )
+    if not OPERATION_TYPE_PATTERN.match(str(value)):
+        raise InvalidInput(
+            "operation_type", "must be lower case letters, digits and _ . : - (a letter first)"
+        )
+
+
+def validate_metadata(value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise InvalidInput("metadata", "must be an object")
+    try:
+        encoded = json.dumps(value, allow_nan=False, default=_refuse_unserialisable)
+    except (TypeError, ValueError) as error:
+        raise InvalidInput("metadata", f"must be JSON-serialisable ({error})") from None
+    if len(encoded.encode()) > MAX_METADATA_BYTES:
+        raise InvalidInput("metadata", f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+
+
+def _refuse_unserialisable(value: object) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def validate_common(op: LedgerOperation) -> None:
+    validate_text(
+        op.description, field_name="description", max_length=MAX_DESCRIPTION_LENGTH, required=False
+    )
+    validate_metadata(op.metadata)
+    validate_text(
+        op.idempotency_key,
+        field_name="idempotency_key",
+        max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+        required=False,
+    )
+    if op.idempotency_key is not None and not op.idempotency_key.strip():
+        raise InvalidInput("idempotency_key", "must not be empty")
+
+
+def fingerprint(*parts: object) -> str:
+    """What makes two requests "the same" for an idempotency key.
+
+    Only the fields that move money count: metadata and descriptions often carry
+    timestamps that differ between a request and its retry.
+    """
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerOperation:
+    description: str | None = None
+    metadata: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    # Keys of different apps never collide: each app has its own scope.
+    idempotency_scope: str = ""
+
+    def request_hash(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def user_key(self) -> str | None:
+        """The user whose balance this operation changes, when known up front."""
+        return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenWallet(LedgerOperation):
+    user_id: str
+    welcome_bonus_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        validate_user_id(self.user_id)
+        validate_amount(self.welcome_bonus_tokens, field_name="welcome_bonus", allow_zero=True)
+
+    def request_hash(self) -> str:
+        return fingerprint("open", self.user_id)
+
+    @property
+    def user_key(self) -> str:
+        return self.user_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credit(LedgerOperation):
+    user_id: str
+    amount_tokens: int
+    operation_type: str = "purchase"
+
+    def __post_init__(self) -> None:
+        validate_user_id(self.user_id)
+        validate_amount(self.amount_tokens)
+        validate_operation_type(self.operation_type)
+        if self.operation_type not in CREDIT_OPERATION_TYPES:
+            known = ", ".join(sorted(CREDIT_OPERATION_TYPES))
+            raise InvalidInput("operation_type", f"a credit must be one of: {known}")
+        validate_common(self)
+
+    def request_hash(self) -> str:
+        return fingerprint("credit", self.user_id, self.amount_tokens, self.operation_type)
+
+    @property
+    def user_key(self) -> str:
+        return self.user_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Debit(LedgerOperation):
+    """Take tokens from a wallet.
+
+    ``allow_overdraft`` is for usage that already happened (decision 6): the full
+    cost is recorded even past zero, and an overdrawn wallet is suspended.
+    """
+
+    user_id: str
+    amount_tokens: int
+    operation_type: str = USAGE
+    allow_overdraft: bool = False
+    pricing: dict[str, Any] | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        validate_user_id(self.user_id)
+        validate_amount(self.amount_tokens)
+        validate_operation_type(self.operation_type)
+        if self.operation_type in RESERVED_OPERATION_TYPES:
+            raise InvalidInput("operation_type", f"{self.operation_type!r} is not a debit")
+        validate_common(self)
+
+    def request_hash(self) -> str:
+        return fingerprint(
+            "debit", self.user_id, self.amount_tokens, self.operation_type, self.allow_overdraft
+        )
+
+    @property
+    def user_key(self) -> str:
+        return self.user_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refund(LedgerOperation):
+    """Give back tokens that were spent; never more than the named debit, or than spent."""
+
+    user_id: str
+    amount_tokens: int
+    refund_of: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_user_id(self.user_id)
+        validate_amount(self.amount_tokens)
+        if self.refund_of is not None and not TRANSACTION_ID_PATTERN.match(str(self.refund_of)):
+            raise InvalidInput("refund_of", "must be a transaction id")
+        validate_common(self)
+
+    def request_hash(self) -> str:
+        return fingerprint("refund", self.user_id, self.amount_tokens, self.refund_of)
+
+    @property
+    def user_key(self) -> str:
+        return self.user_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlaceHold(LedgerOperation):
+    user_id: str
+    amount_tokens: int
+    ttl_seconds: int
+    operation_type: str = USAGE
+
+    def __post_init__(self) -> None:
+        validate_user_id(self.user_id)
+        validate_amount(self.amount_tokens)
+        if not isinstance(self.ttl_seconds, int) or isinstance(self.ttl_seconds, bool):
+            raise InvalidInput("ttl_seconds", "must be a whole number of seconds")
+        if not 1 <= self.ttl_seconds <= MAX_HOLD_TTL_SECONDS:
+            raise InvalidInput("ttl_seconds", f"must be between 1 and {MAX_HOLD_TTL_SECONDS}")
+        validate_operation_type(self.operation_type)
+        if self.operation_type in RESERVED_OPERATION_TYPES:
+            raise InvalidInput("operation_type", f"{self.operation_type!r} is not a debit")
+        validate_common(self)
+
+    def request_hash(self) -> str:
+        return fingerprint(
+            "hold", self.user_id, self.amount_tokens, self.ttl_seconds, self.operation_type
+        )
+
+    @property
+    def user_key(self) -> str:
+        return self.user_id
+
+
+def validate_hold_id(value: object) -> None:
+    if not isinstance(value, str) or not HOLD_ID_PATTERN.match(value):
+        raise InvalidInput("hold_id", "must be a hold id (hold_ followed by 32 hex digits)")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaptureHold(LedgerOperation):
+    """Settle a hold for the actual amount (less, equal or more than held)."""
+
+    hold_id: str
+    amount_tokens: int
+    pricing: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        validate_hold_id(self.hold_id)
+        validate_amount(self.amount_tokens, allow_zero=True)
+        validate_common(self)
+
+    def request_hash(self) -> str:
+        return fingerprint("capture", self.hold_id, self.amount_tokens)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoidHold(LedgerOperation):
+    hold_id: str
+
+    def __post_init__(self) -> None:
+        validate_hold_id(self.hold_id)
+
+    def request_hash(self) -> str:
+        return fingerprint("void", self.hold_id)
+
+
+Operation = OpenWallet | Credit | Debit | Refund | PlaceHold | CaptureHold | VoidHold

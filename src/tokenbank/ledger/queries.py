@@ -1,0 +1,144 @@
+"""Read-only queries: balances, history, statistics, holds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, case, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tokenbank.ledger.repository import AnyRow, entries, holds, transactions, wallets
+from tokenbank.ledger.results import (
+    BalanceInfo,
+    HoldView,
+    LedgerEntryView,
+    UserStatistics,
+)
+
+
+def balance_info(wallet: AnyRow) -> BalanceInfo:
+    return BalanceInfo(
+        user_id=wallet.user_id,
+        tokens_balance=wallet.balance_tokens,
+        tokens_spent=wallet.spent_tokens,
+        held=wallet.held_tokens,
+        available=wallet.balance_tokens - wallet.held_tokens,
+        status=wallet.status,
+        tier=wallet.plan,
+        last_renewal_at=wallet.last_renewal_at,
+        created_at=wallet.created_at,
+    )
+
+
+def _wallet_entries(
+    user_id: str,
+    *,
+    operation_type: str | None,
+    start_date: datetime | None,
+    end_date: datetime | None,
+) -> Select[Any]:
+    statement = (
+        select(
+            entries.c.id,
+            entries.c.transaction_id,
+            entries.c.amount_tokens,
+            entries.c.balance_before,
+            entries.c.balance_after,
+            entries.c.created_at,
+            transactions.c.operation_type,
+            transactions.c.description,
+            transactions.c.metadata,
+            transactions.c.refund_of_id,
+            transactions.c.hold_id,
+        )
+        .join(transactions, transactions.c.id == entries.c.transaction_id)
+        .join(wallets, wallets.c.id == entries.c.wallet_id)
+        .where(wallets.c.user_id == user_id)
+    )
+    if operation_type is not None:
+        statement = statement.where(transactions.c.operation_type == operation_type)
+    if start_date is not None:
+        statement = statement.where(entries.c.created_at >= start_date)
+    if end_date is not None:
+        statement = statement.where(entries.c.created_at <= end_date)
+    return statement
+
+
+async def user_entries(
+    conn: AsyncConnection,
+    user_id: str,
+    *,
+    limit: int,
+    offset: int,
+    operation_type: str | None = None,
+    start_date: datetime | None = None,
+    end_date: datetime | None = None,
+) -> list[LedgerEntryView]:
+    statement = _wallet_entries(
+        user_id, operation_type=operation_type, start_date=start_date, end_date=end_date
+    )
+    statement = statement.order_by(entries.c.id.desc()).limit(limit).offset(offset)
+    return [
+        LedgerEntryView(
+            id=row.id,
+            transaction_id=row.transaction_id,
+            operation_type=row.operation_type,
+            tokens_amount=row.amount_tokens,
+            balance_before=row.balance_before,
+            balance_after=row.balance_after,
+            description=row.description,
+            metadata=row.metadata,
+            created_at=row.created_at,
+            refund_of=row.refund_of_id,
+            hold_id=row.hold_id,
+        )
+        for row in await conn.execute(statement)
+    ]
+
+
+async def user_statistics(
+    conn: AsyncConnection,
+    user_id: str,
+    *,
+    start_date: datetime | None,
+    end_date: datetime | None,
+) -> UserStatistics:
+    filtered = _wallet_entries(
+        user_id, operation_type=None, start_date=start_date, end_date=end_date
+    ).subquery()
+    amount = filtered.c.amount_tokens
+    statement = select(
+        func.coalesce(func.sum(case((amount < 0, -amount), else_=0)), 0),
+        func.coalesce(func.sum(case((amount > 0, amount), else_=0)), 0),
+        func.count(),
+    )
+    spent, earned, count = (await conn.execute(statement)).one()
+    return UserStatistics(
+        total_spent=int(spent),
+        total_earned=int(earned),
+        net_change=int(earned) - int(spent),
+        operation_count=int(count),
+    )
+
+
+async def hold_view(conn: AsyncConnection, hold_id: str) -> HoldView | None:
+    statement = (
+        select(*holds.c, wallets.c.user_id)
+        .join(wallets, wallets.c.id == holds.c.wallet_id)
+        .where(holds.c.id == hold_id)
+    )
+    row = (await conn.execute(statement)).first()
+    if row is None:
+        return None
+    return HoldView(
+        hold_id=row.id,
+        user_id=row.user_id,
+        status=row.status,
+        amount_tokens=row.amount_tokens,
+        captured_tokens=row.captured_tokens,
+        operation_type=row.operation_type,
+        expires_at=row.expires_at,
+        created_at=row.created_at,
+        resolved_at=row.resolved_at,
+    )

@@ -1,0 +1,421 @@
+"""All SQL of the ledger, so the hot path and its indexes can be read in one place.
+
+Balance changes are single conditional UPDATEs with RETURNING: the condition is the
+rule (enough available, right status) and the database applies it atomically, so
+two concurrent requests can never both spend the last tokens (decision 3).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeAlias, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Table,
+    and_,
+    case,
+    func,
+    insert,
+    null,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tokenbank.db.models import Hold, LedgerEntry, LedgerTransaction, OperationCost, Wallet
+
+wallets = cast(Table, Wallet.__table__)
+transactions = cast(Table, LedgerTransaction.__table__)
+entries = cast(Table, LedgerEntry.__table__)
+holds = cast(Table, Hold.__table__)
+costs = cast(Table, OperationCost.__table__)
+
+# A result row of any shape (SQLAlchemy types rows by their column types).
+AnyRow: TypeAlias = Row[*tuple[Any, ...]]
+
+WALLET_STATE = (wallets.c.id, wallets.c.balance_tokens, wallets.c.held_tokens)
+
+
+# --- wallets -------------------------------------------------------------------------
+
+
+async def wallet_by_user(conn: AsyncConnection, user_id: str) -> AnyRow | None:
+    result = await conn.execute(select(wallets).where(wallets.c.user_id == user_id))
+    return result.first()
+
+
+async def insert_wallet(conn: AsyncConnection, user_id: str, now: datetime) -> int | None:
+    """Insert a wallet unless one exists; the new id, or None when it existed."""
+    values = {
+        "user_id": user_id,
+        "balance_tokens": 0,
+        "held_tokens": 0,
+        "spent_tokens": 0,
+        "status": "active",
+        "created_at": now,
+        "updated_at": now,
+    }
+    dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    statement = (
+        dialect_insert(wallets)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["user_id"])
+        .returning(wallets.c.id)
+    )
+    result = (await conn.execute(statement)).scalar()
+    return int(result) if result is not None else None
+
+
+def _restores(amount_tokens: int) -> ColumnElement[bool]:
+    """A top-up that covers an overdraft lifts the suspension it caused (decision 6)."""
+    return and_(
+        wallets.c.status == "suspended",
+        wallets.c.suspended_reason == "overdraft",
+        wallets.c.balance_tokens + amount_tokens >= wallets.c.held_tokens,
+    )
+
+
+def _topped_up(amount_tokens: int) -> dict[str, Any]:
+    restores = _restores(amount_tokens)
+    return {
+        "balance_tokens": wallets.c.balance_tokens + amount_tokens,
+        "status": case((restores, "active"), else_=wallets.c.status),
+        "suspended_reason": case((restores, null()), else_=wallets.c.suspended_reason),
+    }
+
+
+def _overdrawn(new_balance: Any, new_held: Any) -> dict[str, Any]:
+    """Suspend an active wallet that usage has overdrawn; other statuses stay."""
+    overdraws = and_(wallets.c.status == "active", new_balance < new_held)
+    return {
+        "status": case((overdraws, "suspended"), else_=wallets.c.status),
+        "suspended_reason": case((overdraws, "overdraft"), else_=wallets.c.suspended_reason),
+    }
+
+
+async def credit_wallet(
+    conn: AsyncConnection, user_id: str, amount_tokens: int, now: datetime
+) -> AnyRow | None:
+    statement = (
+        update(wallets)
+        .where(wallets.c.user_id == user_id, wallets.c.status != "closed")
+        .values(updated_at=now, **_topped_up(amount_tokens))
+        .returning(*WALLET_STATE)
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def refund_wallet(
+    conn: AsyncConnection, user_id: str, amount_tokens: int, now: datetime
+) -> AnyRow | None:
+    statement = (
+        update(wallets)
+        .where(
+            wallets.c.user_id == user_id,
+            wallets.c.status != "closed",
+            wallets.c.spent_tokens >= amount_tokens,
+        )
+        .values(
+            updated_at=now,
+            spent_tokens=wallets.c.spent_tokens - amount_tokens,
+            **_topped_up(amount_tokens),
+        )
+        .returning(*WALLET_STATE)
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def debit_wallet(
+    conn: AsyncConnection, user_id: str, amount_tokens: int, now: datetime
+) -> AnyRow | None:
+    statement = (
+        update(wallets)
+        .where(
+            wallets.c.user_id == user_id,
+            wallets.c.status == "active",
+            wallets.c.balance_tokens - wallets.c.held_tokens >= amount_tokens,
+        )
+        .values(
+            balance_tokens=wallets.c.balance_tokens - amount_tokens,
+            spent_tokens=wallets.c.spent_tokens + amount_tokens,
+            updated_at=now,
+        )
+        .returning(*WALLET_STATE)
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def overdraw_wallet(
+    conn: AsyncConnection, user_id: str, amount_tokens: int, now: datetime
+) -> AnyRow | None:
+    """Record usage that already happened, even past zero (decision 6)."""
+    new_balance = wallets.c.balance_tokens - amount_tokens
+    statement = (
+        update(wallets)
+        .where(wallets.c.user_id == user_id, wallets.c.status != "closed")
+        .values(
+            balance_tokens=new_balance,
+            spent_tokens=wallets.c.spent_tokens + amount_tokens,
+            updated_at=now,
+            **_overdrawn(new_balance, wallets.c.held_tokens),
+        )
+        .returning(*WALLET_STATE)
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def reserve_tokens(
+    conn: AsyncConnection, user_id: str, amount_tokens: int, now: datetime
+) -> AnyRow | None:
+    statement = (
+        update(wallets)
+        .where(
+            wallets.c.user_id == user_id,
+            wallets.c.status == "active",
+            wallets.c.balance_tokens - wallets.c.held_tokens >= amount_tokens,
+        )
+        .values(held_tokens=wallets.c.held_tokens + amount_tokens, updated_at=now)
+        .returning(*WALLET_STATE)
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def settle_hold(
+    conn: AsyncConnection,
+    wallet_id: int,
+    *,
+    held_tokens: int,
+    captured_tokens: int,
+    now: datetime,
+) -> AnyRow:
+    """Release a hold's reservation and take what was actually used."""
+    new_balance = wallets.c.balance_tokens - captured_tokens
+    new_held = wallets.c.held_tokens - held_tokens
+    statement = (
+        update(wallets)
+        .where(wallets.c.id == wallet_id)
+        .values(
+            balance_tokens=new_balance,
+            held_tokens=new_held,
+            spent_tokens=wallets.c.spent_tokens + captured_tokens,
+            updated_at=now,
+            **_overdrawn(new_balance, new_held),
+        )
+        .returning(*WALLET_STATE)
+    )
+    return (await conn.execute(statement)).one()
+
+
+async def set_wallet_status(
+    conn: AsyncConnection, user_id: str, status: str, reason: str | None, now: datetime
+) -> AnyRow | None:
+    statement = (
+        update(wallets)
+        .where(wallets.c.user_id == user_id)
+        .values(status=status, suspended_reason=reason, updated_at=now)
+        .returning(*WALLET_STATE, wallets.c.status)
+    )
+    return (await conn.execute(statement)).first()
+
+
+# --- ledger transactions and entries ---------------------------------------------------
+
+
+async def insert_entries(
+    conn: AsyncConnection,
+    *,
+    transaction_id: str,
+    wallet_id: int,
+    amount_tokens: int,
+    balance_after: int,
+    system_account: str,
+    now: datetime,
+) -> int:
+    """Write both legs of a transaction; the wallet entry's id is returned."""
+    legs = [
+        {
+            "transaction_id": transaction_id,
+            "wallet_id": wallet_id,
+            "system_account": None,
+            "amount_tokens": amount_tokens,
+            "balance_before": balance_after - amount_tokens,
+            "balance_after": balance_after,
+            "created_at": now,
+        },
+        {
+            "transaction_id": transaction_id,
+            "wallet_id": None,
+            "system_account": system_account,
+            "amount_tokens": -amount_tokens,
+            "balance_before": None,
+            "balance_after": None,
+            "created_at": now,
+        },
+    ]
+    statement = insert(entries).values(legs).returning(entries.c.id, entries.c.wallet_id)
+    rows = (await conn.execute(statement)).all()
+    return next(int(row.id) for row in rows if row.wallet_id is not None)
+
+
+async def insert_transaction(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    """Seal a transaction: the header goes in last, after its entries (see models)."""
+    await conn.execute(insert(transactions).values(values))
+
+
+async def transaction_by_key(conn: AsyncConnection, scope: str, key: str) -> AnyRow | None:
+    statement = (
+        select(
+            transactions.c.id,
+            transactions.c.request_hash,
+            transactions.c.hold_id,
+            entries.c.id.label("entry_id"),
+            entries.c.balance_after,
+            wallets.c.user_id,
+            wallets.c.held_tokens,
+        )
+        .join(entries, entries.c.transaction_id == transactions.c.id)
+        .join(wallets, wallets.c.id == entries.c.wallet_id)
+        .where(transactions.c.idempotency_scope == scope, transactions.c.idempotency_key == key)
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def transaction_by_hold(conn: AsyncConnection, hold_id: str) -> AnyRow | None:
+    statement = (
+        select(transactions.c.id, entries.c.id.label("entry_id"), entries.c.balance_after)
+        .join(entries, entries.c.transaction_id == transactions.c.id)
+        .where(transactions.c.hold_id == hold_id, entries.c.wallet_id.is_not(None))
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def debit_for_refund(conn: AsyncConnection, transaction_id: str) -> AnyRow | None:
+    """The debit a refund names: its user and how much it took."""
+    statement = (
+        select(wallets.c.user_id, (-entries.c.amount_tokens).label("debited_tokens"))
+        .select_from(transactions)
+        .join(entries, entries.c.transaction_id == transactions.c.id)
+        .join(wallets, wallets.c.id == entries.c.wallet_id)
+        .where(transactions.c.id == transaction_id, transactions.c.kind == "debit")
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def refunded_tokens(conn: AsyncConnection, transaction_id: str) -> int:
+    statement = (
+        select(func.coalesce(func.sum(entries.c.amount_tokens), 0))
+        .select_from(transactions)
+        .join(entries, entries.c.transaction_id == transactions.c.id)
+        .where(transactions.c.refund_of_id == transaction_id, entries.c.wallet_id.is_not(None))
+    )
+    return int((await conn.execute(statement)).scalar_one())
+
+
+# --- holds -----------------------------------------------------------------------------
+
+
+async def insert_hold(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    await conn.execute(insert(holds).values(values))
+
+
+HOLD_WITH_USER = (*holds.c, wallets.c.user_id)
+
+
+async def hold_by_id(conn: AsyncConnection, hold_id: str) -> AnyRow | None:
+    statement = (
+        select(*HOLD_WITH_USER)
+        .join(wallets, wallets.c.id == holds.c.wallet_id)
+        .where(holds.c.id == hold_id)
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def hold_by_key(conn: AsyncConnection, scope: str, key: str) -> AnyRow | None:
+    statement = (
+        select(*HOLD_WITH_USER)
+        .join(wallets, wallets.c.id == holds.c.wallet_id)
+        .where(holds.c.idempotency_scope == scope, holds.c.idempotency_key == key)
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def resolve_hold(
+    conn: AsyncConnection,
+    hold_id: str,
+    *,
+    status: str,
+    now: datetime,
+    captured_tokens: int | None = None,
+) -> bool:
+    """Move a pending hold to its final status; False when it was no longer pending."""
+    statement = (
+        update(holds)
+        .where(holds.c.id == hold_id, holds.c.status == "pending")
+        .values(status=status, captured_tokens=captured_tokens, resolved_at=now)
+        .returning(holds.c.id)
+    )
+    return (await conn.execute(statement)).first() is not None
+
+
+async def release_reservation(
+    conn: AsyncConnection, wallet_id: int, held_tokens: int, now: datetime
+) -> AnyRow:
+    statement = (
+        update(wallets)
+        .where(wallets.c.id == wallet_id)
+        .values(held_tokens=wallets.c.held_tokens - held_tokens, updated_at=now)
+        .returning(*WALLET_STATE)
+    )
+    return (await conn.execute(statement)).one()
+
+
+async def expired_holds(
+    conn: AsyncConnection, now: datetime, *, limit: int, wallet_id: int | None = None
+) -> list[AnyRow]:
+    statement = (
+        select(holds.c.id, holds.c.wallet_id, holds.c.amount_tokens)
+        .where(holds.c.status == "pending", holds.c.expires_at <= now)
+        .order_by(holds.c.expires_at)
+        .limit(limit)
+    )
+    if wallet_id is not None:
+        statement = statement.where(holds.c.wallet_id == wallet_id)
+    return list((await conn.execute(statement)).all())
+
+
+# --- the cost table --------------------------------------------------------------------
+
+
+async def all_costs(conn: AsyncConnection) -> dict[str, int]:
+    rows = await conn.execute(select(costs.c.operation_type, costs.c.cost_tokens))
+    return {row.operation_type: int(row.cost_tokens) for row in rows}
+
+
+async def upsert_cost(
+    conn: AsyncConnection,
+    operation_type: str,
+    cost_tokens: int,
+    description: str | None,
+    now: datetime,
+) -> None:
+    values = {
+        "operation_type": operation_type,
+        "cost_tokens": cost_tokens,
+        "description": description,
+        "updated_at": now,
+    }
+    dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    statement = dialect_insert(costs).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=["operation_type"],
+        set_={"cost_tokens": cost_tokens, "description": description, "updated_at": now},
+    )
+    await conn.execute(statement)
+
+
+async def delete_cost(conn: AsyncConnection, operation_type: str) -> bool:
+    statement = costs.delete().where(costs.c.operation_type == operation_type)
+    return (await conn.execute(statement)).rowcount > 0

@@ -1,0 +1,135 @@
+"""What the ledger answers: plain values with the seed's field names (seed 002)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tokenbank.ledger.errors import ERROR_MESSAGES, ErrorCode
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperationResult:
+    """The outcome of a credit, debit, refund or capture.
+
+    ``success`` is False for a business refusal; ``error_code`` says which one and
+    ``error`` says it in words. ``available_tokens`` and ``required_tokens`` explain
+    an insufficient-tokens refusal.
+    """
+
+    success: bool
+    new_balance: int | None = None
+    ledger_entry_id: int | None = None
+    transaction_id: str | None = None
+    available_tokens: int | None = None
+    required_tokens: int | None = None
+    error: str | None = None
+    error_code: ErrorCode | None = None
+    replayed: bool = False
+    user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldResult:
+    """The outcome of placing, capturing or voiding a hold."""
+
+    success: bool
+    hold_id: str | None = None
+    status: str | None = None
+    amount_tokens: int | None = None
+    captured_tokens: int | None = None
+    expires_at: datetime | None = None
+    new_balance: int | None = None
+    available_tokens: int | None = None
+    required_tokens: int | None = None
+    ledger_entry_id: int | None = None
+    transaction_id: str | None = None
+    error: str | None = None
+    error_code: ErrorCode | None = None
+    replayed: bool = False
+    user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WalletResult:
+    """The outcome of opening a wallet: created now, or found already open."""
+
+    success: bool
+    user_id: str
+    created: bool
+    new_balance: int
+    welcome_bonus_tokens: int
+    error: str | None = None
+    error_code: ErrorCode | None = None
+    replayed: bool = False
+
+
+LedgerResult = OperationResult | HoldResult | WalletResult
+
+
+def refused_operation(code: ErrorCode, **fields: Any) -> OperationResult:
+    return OperationResult(success=False, error=ERROR_MESSAGES[code], error_code=code, **fields)
+
+
+def refused_hold(code: ErrorCode, **fields: Any) -> HoldResult:
+    return HoldResult(success=False, error=ERROR_MESSAGES[code], error_code=code, **fields)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Affordability:
+    can_afford: bool
+    cost: int
+    balance: int
+    available: int
+    deficit: int
+    error_code: ErrorCode | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BalanceInfo:
+    user_id: str
+    tokens_balance: int
+    tokens_spent: int
+    held: int
+    available: int
+    status: str
+    tier: str | None
+    last_renewal_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedgerEntryView:
+    id: int
+    transaction_id: str
+    operation_type: str
+    tokens_amount: int
+    balance_before: int
+    balance_after: int
+    description: str | None
+    metadata: dict[str, Any] | None
+    created_at: datetime
+    refund_of: str | None
+    hold_id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserStatistics:
+    total_spent: int
+    total_earned: int
+    net_change: int
+    operation_count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldView:
+    hold_id: str
+    user_id: str
+    status: str
+    amount_tokens: int
+    captured_tokens: int | None
+    operation_type: str
+    expires_at: datetime
+    created_at: datetime
+    resolved_at: datetime | None

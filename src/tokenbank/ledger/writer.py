@@ -1,0 +1,170 @@
+"""The one write path of the ledger (decision 8).
+
+``LedgerWriter.apply`` takes a batch of operations and applies them in a single
+database transaction. Each operation runs inside its own savepoint, so its outcome
+is independent of the others: a refusal or a constraint violation rolls back that
+operation alone. This is the shape group commit needs: concurrent requests can be
+coalesced into one batch and one durable commit.
+
+Idempotency is optimistic: the unique (scope, key) constraint on transactions and
+holds decides. When an operation with a key is refused or hits that constraint,
+the writer looks the key up and, if the first request committed, answers with its
+result instead (or a conflict, if the request differs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tokenbank.clock import Clock
+from tokenbank.config import MAX_WRITE_RETRIES
+from tokenbank.db.engine import write_transaction
+from tokenbank.ledger import handlers
+from tokenbank.ledger import repository as repo
+from tokenbank.ledger.errors import ErrorCode
+from tokenbank.ledger.operations import (
+    CaptureHold,
+    Credit,
+    Debit,
+    OpenWallet,
+    Operation,
+    PlaceHold,
+    Refund,
+    VoidHold,
+)
+from tokenbank.ledger.results import (
+    HoldResult,
+    LedgerResult,
+    OperationResult,
+    refused_hold,
+    refused_operation,
+)
+
+# PostgreSQL's serialization failure and deadlock: safe to retry the whole batch.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+SWEEP_BATCH_LIMIT = 1_000
+
+Handler = Callable[[AsyncConnection, Any, Any], Awaitable[LedgerResult]]
+HANDLERS: dict[type, Handler] = {
+    OpenWallet: handlers.open_wallet,
+    Credit: handlers.credit,
+    Debit: handlers.debit,
+    Refund: handlers.refund,
+    PlaceHold: handlers.place_hold,
+    CaptureHold: handlers.capture_hold,
+    VoidHold: handlers.void_hold,
+}
+
+
+class _RollBack(Exception):
+    """Leave the savepoint without keeping what the refused operation wrote."""
+
+    def __init__(self, result: LedgerResult) -> None:
+        self.result = result
+
+
+def _is_retryable(error: DBAPIError) -> bool:
+    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    return sqlstate in RETRYABLE_SQLSTATES
+
+
+class LedgerWriter:
+    def __init__(self, engine: AsyncEngine, *, clock: Clock) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    async def apply(self, operations: Sequence[Operation]) -> list[LedgerResult]:
+        """Apply every operation in one transaction; one result per operation, in order."""
+        for attempt in range(MAX_WRITE_RETRIES):
+            try:
+                async with write_transaction(self._engine) as conn:
+                    now = self._clock()
+                    return [await self._apply_one(conn, op, now) for op in operations]
+            except DBAPIError as error:
+                if isinstance(error, IntegrityError) or not _is_retryable(error):
+                    raise
+                if attempt == MAX_WRITE_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def apply_one(self, operation: Operation) -> LedgerResult:
+        return (await self.apply([operation]))[0]
+
+    async def release_expired_holds(self, *, limit: int = SWEEP_BATCH_LIMIT) -> list[str]:
+        """Release every pending hold whose time is up; the ids released."""
+        async with write_transaction(self._engine) as conn:
+            return await handlers.release_expired_holds(conn, self._clock(), limit=limit)
+
+    async def _apply_one(self, conn: AsyncConnection, op: Operation, now: datetime) -> LedgerResult:
+        handler = HANDLERS[type(op)]
+        for _ in range(MAX_WRITE_RETRIES):
+            try:
+                async with conn.begin_nested():
+                    result = await handler(conn, op, now)
+                    if not result.success:
+                        raise _RollBack(result)
+                    return result
+            except _RollBack as refused:
+                return await self._replay(conn, op, now) or refused.result
+            except IntegrityError:
+                # Most likely a concurrent request with the same idempotency key
+                # committed first; if the key is not found, the violation is real.
+                replay = await self._replay(conn, op, now)
+                if replay is not None:
+                    return replay
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _replay(
+        self, conn: AsyncConnection, op: Operation, now: datetime
+    ) -> LedgerResult | None:
+        """The first result for this idempotency key, if a request with it committed."""
+        key = op.idempotency_key
+        if key is None:
+            return None
+        if isinstance(op, PlaceHold):
+            return await self._replay_hold(conn, op, key)
+        if isinstance(op, Credit | Debit | Refund | CaptureHold):
+            return await self._replay_transaction(conn, op, key, now)
+        return None
+
+    async def _replay_transaction(
+        self,
+        conn: AsyncConnection,
+        op: Credit | Debit | Refund | CaptureHold,
+        key: str,
+        now: datetime,
+    ) -> LedgerResult | None:
+        found = await repo.transaction_by_key(conn, op.idempotency_scope, key)
+        if found is None:
+            return None
+        conflict = found.request_hash != op.request_hash()
+        if isinstance(op, CaptureHold):
+            if conflict:
+                return refused_hold(ErrorCode.IDEMPOTENCY_CONFLICT, hold_id=op.hold_id)
+            return await handlers.capture_hold(conn, op, now)
+        if conflict:
+            return refused_operation(ErrorCode.IDEMPOTENCY_CONFLICT, user_id=found.user_id)
+        return OperationResult(
+            success=True,
+            new_balance=found.balance_after,
+            ledger_entry_id=found.entry_id,
+            transaction_id=found.id,
+            replayed=True,
+            user_id=found.user_id,
+        )
+
+    async def _replay_hold(
+        self, conn: AsyncConnection, op: PlaceHold, key: str
+    ) -> HoldResult | None:
+        hold = await repo.hold_by_key(conn, op.idempotency_scope, key)
+        if hold is None:
+            return None
+        if hold.request_hash != op.request_hash():
+            return refused_hold(ErrorCode.IDEMPOTENCY_CONFLICT, user_id=hold.user_id)
+        return handlers.hold_result(hold, replayed=True)

@@ -1,0 +1,558 @@
+"""The embedded API (seed 002): the whole ledger in-process, for a monolith.
+
+``TokenService`` validates input (raising :class:`InvalidInput`), hands operations
+to the one write path, and after each commit runs the caller's callbacks: cache
+invalidation for every user whose balance changed, and one metrics record per
+operation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokenbank.clock import Clock, system_clock
+from tokenbank.config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Settings, get_settings
+from tokenbank.db.engine import create_engine, read_transaction, write_transaction
+from tokenbank.db.migrate import upgrade
+from tokenbank.ledger import queries
+from tokenbank.ledger import repository as repo
+from tokenbank.ledger.accounts import USAGE
+from tokenbank.ledger.audit import AuditReport, run_audit
+from tokenbank.ledger.costs import CostTable
+from tokenbank.ledger.errors import ErrorCode, IdempotencyConflict, InvalidInput
+from tokenbank.ledger.operations import (
+    CaptureHold,
+    Credit,
+    Debit,
+    OpenWallet,
+    Operation,
+    PlaceHold,
+    Refund,
+    VoidHold,
+    validate_amount,
+    validate_hold_id,
+    validate_operation_type,
+    validate_text,
+    validate_user_id,
+)
+from tokenbank.ledger.results import (
+    Affordability,
+    BalanceInfo,
+    HoldResult,
+    HoldView,
+    LedgerEntryView,
+    LedgerResult,
+    OperationResult,
+    UserStatistics,
+    WalletResult,
+)
+from tokenbank.ledger.writer import LedgerWriter
+
+logger = logging.getLogger("tokenbank")
+
+CacheInvalidationCallback = Callable[[str], Awaitable[None] | None]
+MetricsCallback = Callable[["OperationMetrics"], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class OperationMetrics:
+    """One record per operation, handed to ``metrics_callback``."""
+
+    operation: str
+    user_id: str | None
+    amount: int | None
+    success: bool
+    error: str | None
+    error_code: str | None
+    duration_ms: float
+    replayed: bool
+
+
+OPERATION_NAMES: dict[type, str] = {
+    OpenWallet: "open_wallet",
+    Credit: "credit",
+    Debit: "debit",
+    Refund: "refund",
+    PlaceHold: "hold",
+    CaptureHold: "capture",
+    VoidHold: "void",
+}
+
+
+def _validate_page(limit: int, offset: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidInput("limit", f"must be a whole number from 1 to {MAX_PAGE_SIZE}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidInput("offset", "must be a whole number of at least 0")
+
+
+def _validate_period(start_date: datetime | None, end_date: datetime | None) -> None:
+    for name, value in (("start_date", start_date), ("end_date", end_date)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidInput(name, "must be timezone-aware")
+    if start_date and end_date and start_date > end_date:
+        raise InvalidInput("start_date", "must not be after end_date")
+
+
+class LedgerView:
+    """Read access to one user's history (seed 002's ``getLedger()``)."""
+
+    def __init__(self, service: TokenService) -> None:
+        self._service = service
+
+    async def get_user_entries(
+        self,
+        user_id: str,
+        *,
+        limit: int = DEFAULT_PAGE_SIZE,
+        offset: int = 0,
+        operation_type: str | None = None,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+    ) -> list[LedgerEntryView]:
+        validate_user_id(user_id)
+        _validate_page(limit, offset)
+        if operation_type is not None:
+            validate_operation_type(operation_type)
+        _validate_period(start_date, end_date)
+        async with read_transaction(await self._service.engine()) as conn:
+            return await queries.user_entries(
+                conn,
+                user_id,
+                limit=limit,
+                offset=offset,
+                operation_type=operation_type,
+                start_date=start_date,
+                end_date=end_date,
+            )
+
+    async def get_user_statistics(
+        self,
+        user_id: str,
+        start_date: datetime | None = None,
+        end_date: datetime | None = None,
+    ) -> UserStatistics:
+        validate_user_id(user_id)
+        _validate_period(start_date, end_date)
+        async with read_transaction(await self._service.engine()) as conn:
+            return await queries.user_statistics(
+                conn, user_id, start_date=start_date, end_date=end_date
+            )
+
+
+class TokenService:
+    """Wallets, credits, debits, refunds and holds over one database.
+
+    Use it as an async context manager, or call :meth:`close` when done. The schema
+    is migrated on first use unless ``auto_migrate`` is False.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        engine: AsyncEngine | None = None,
+        clock: Clock = system_clock,
+        cache_invalidation_callback: CacheInvalidationCallback | None = None,
+        metrics_callback: MetricsCallback | None = None,
+        welcome_bonus_tokens: int | None = None,
+        auto_migrate: bool = True,
+    ) -> None:
+        self.settings = settings or get_settings()
+        self._database_url = database_url or self.settings.database_url
+        self._engine = engine
+        self._owns_engine = engine is None
+        self.clock = clock
+        self._cache_invalidation_callback = cache_invalidation_callback
+        self._metrics_callback = metrics_callback
+        bonus = self.settings.welcome_bonus_tokens
+        self.welcome_bonus_tokens = bonus if welcome_bonus_tokens is None else welcome_bonus_tokens
+        validate_amount(self.welcome_bonus_tokens, field_name="welcome_bonus", allow_zero=True)
+        self._auto_migrate = auto_migrate
+        self._ready = asyncio.Lock()
+        self._started = False
+        self._writer: LedgerWriter | None = None
+        self._costs: CostTable | None = None
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def engine(self) -> AsyncEngine:
+        if not self._started:
+            await self._start()
+        assert self._engine is not None  # set by _start
+        return self._engine
+
+    async def _start(self) -> None:
+        async with self._ready:
+            if self._started:
+                return
+            if self._engine is None:
+                self._engine = create_engine(self._database_url, self.settings)
+            if self._auto_migrate:
+                await upgrade(self._engine)
+            self._writer = LedgerWriter(self._engine, clock=self.clock)
+            self._costs = CostTable(self._engine)
+            self._started = True
+
+    async def close(self) -> None:
+        if self._engine is not None and self._owns_engine:
+            await self._engine.dispose()
+        self._started = False
+
+    async def __aenter__(self) -> Self:
+        await self.engine()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _parts(self) -> tuple[LedgerWriter, CostTable]:
+        await self.engine()
+        if self._writer is None or self._costs is None:
+            raise RuntimeError("TokenService failed to start")
+        return self._writer, self._costs
+
+    # --- the write path ----------------------------------------------------------------
+
+    async def apply(self, operations: Sequence[Operation]) -> list[LedgerResult]:
+        """Apply a batch of operations in one transaction (each outcome independent)."""
+        writer, _ = await self._parts()
+        started = time.perf_counter()
+        results = await writer.apply(operations)
+        duration_ms = (time.perf_counter() - started) * 1000
+        for operation, result in zip(operations, results, strict=True):
+            await self._after_commit(operation, result, duration_ms)
+        return results
+
+    async def _apply(self, operation: Operation) -> LedgerResult:
+        result = (await self.apply([operation]))[0]
+        if result.error_code == ErrorCode.IDEMPOTENCY_CONFLICT:
+            raise IdempotencyConflict(operation.idempotency_key or "")
+        return result
+
+    async def _after_commit(
+        self, operation: Operation, result: LedgerResult, duration_ms: float
+    ) -> None:
+        user_id = getattr(result, "user_id", None) or operation.user_key
+        if result.success and not result.replayed and user_id is not None:
+            await self._call(self._cache_invalidation_callback, user_id)
+        if self._metrics_callback is not None:
+            record = OperationMetrics(
+                operation=OPERATION_NAMES[type(operation)],
+                user_id=user_id,
+                amount=getattr(operation, "amount_tokens", None),
+                success=result.success,
+                error=result.error,
+                error_code=str(result.error_code) if result.error_code else None,
+                duration_ms=duration_ms,
+                replayed=result.replayed,
+            )
+            await self._call(self._metrics_callback, record)
+
+    @staticmethod
+    async def _call(callback: Callable[[Any], Awaitable[None] | None] | None, arg: Any) -> None:
+        # A callback must never undo or hide a committed operation: log and go on.
+        if callback is None:
+            return
+        try:
+            outcome = callback(arg)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:
+            logger.exception("tokenbank callback %r failed", callback)
+
+    # --- wallets -----------------------------------------------------------------------
+
+    async def open_wallet(self, user_id: str) -> WalletResult:
+        """Open a wallet (idempotent); a new wallet receives the welcome bonus once."""
+        op = OpenWallet(user_id=user_id, welcome_bonus_tokens=self.welcome_bonus_tokens)
+        result = await self._apply(op)
+        assert isinstance(result, WalletResult)
+        return result
+
+    async def get_balance(self, user_id: str) -> BalanceInfo | None:
+        validate_user_id(user_id)
+        async with read_transaction(await self.engine()) as conn:
+            wallet = await repo.wallet_by_user(conn, user_id)
+        return queries.balance_info(wallet) if wallet is not None else None
+
+    async def set_wallet_status(self, user_id: str, status: str) -> BalanceInfo | None:
+        """Suspend, close or reactivate a wallet (an admin action)."""
+        validate_user_id(user_id)
+        if status not in ("active", "suspended", "closed"):
+            raise InvalidInput("status", "must be active, suspended or closed")
+        reason = "admin" if status == "suspended" else None
+        async with write_transaction(await self.engine()) as conn:
+            updated = await repo.set_wallet_status(conn, user_id, status, reason, self.clock())
+            wallet = await repo.wallet_by_user(conn, user_id) if updated else None
+        if wallet is None:
+            return None
+        await self._call(self._cache_invalidation_callback, user_id)
+        return queries.balance_info(wallet)
+
+    # --- money in and out --------------------------------------------------------------
+
+    async def credit(
+        self,
+        user_id: str,
+        *,
+        amount: int,
+        operation_type: str = "purchase",
+        metadata: dict[str, Any] | None = None,
+        description: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_scope: str = "",
+    ) -> OperationResult:
+        op = Credit(
+            user_id=user_id,
+            amount_tokens=amount,
+            operation_type=operation_type,
+            metadata=metadata,
+            description=description,
+            idempotency_key=idempotency_key,
+            idempotency_scope=idempotency_scope,
+        )
+        return await self._operation(op)
+
+    async def debit(
+        self,
+        user_id: str,
+        *,
+        amount: int,
+        operation_type: str = USAGE,
+        metadata: dict[str, Any] | None = None,
+        description: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_scope: str = "",
+        allow_overdraft: bool = False,
+        pricing: dict[str, Any] | None = None,
+    ) -> OperationResult:
+        op = Debit(
+            user_id=user_id,
+            amount_tokens=amount,
+            operation_type=operation_type,
+            metadata=metadata,
+            description=description,
+            idempotency_key=idempotency_key,
+            idempotency_scope=idempotency_scope,
+            allow_overdraft=allow_overdraft,
+            pricing=pricing,
+        )
+        await self._check_debit_type(op.operation_type)
+        return await self._operation(op)
+
+    async def refund(
+        self,
+        user_id: str,
+        amount: int,
+        metadata: dict[str, Any] | None = None,
+        *,
+        refund_of: str | None = None,
+        description: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_scope: str = "",
+    ) -> OperationResult:
+        op = Refund(
+            user_id=user_id,
+            amount_tokens=amount,
+            refund_of=refund_of,
+            metadata=metadata,
+            description=description,
+            idempotency_key=idempotency_key,
+            idempotency_scope=idempotency_scope,
+        )
+        return await self._operation(op)
+
+    async def _operation(self, op: Credit | Debit | Refund) -> OperationResult:
+        result = await self._apply(op)
+        assert isinstance(result, OperationResult)
+        return result
+
+    async def _check_debit_type(self, operation_type: str) -> None:
+        _, costs = await self._parts()
+        if operation_type != USAGE and not await costs.is_known(operation_type):
+            raise InvalidInput(
+                "operation_type",
+                f"unknown operation type {operation_type!r}: use 'usage' or a type"
+                " from the cost table",
+            )
+
+    # --- priced operations (the cost table) --------------------------------------------
+
+    async def can_afford(self, user_id: str, operation_type: str) -> Affordability:
+        validate_user_id(user_id)
+        validate_operation_type(operation_type)
+        _, costs = await self._parts()
+        cost = await costs.cost_of(operation_type)
+        balance = await self.get_balance(user_id)
+        if balance is None:
+            return Affordability(
+                can_afford=False,
+                cost=cost,
+                balance=0,
+                available=0,
+                deficit=cost,
+                error_code=ErrorCode.WALLET_NOT_FOUND,
+            )
+        active = balance.status == "active"
+        return Affordability(
+            can_afford=active and balance.available >= cost,
+            cost=cost,
+            balance=balance.tokens_balance,
+            available=balance.available,
+            deficit=max(0, cost - balance.available),
+            error_code=None if active else ErrorCode.WALLET_SUSPENDED,
+        )
+
+    async def charge_for_operation(
+        self,
+        user_id: str,
+        operation_type: str,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        *,
+        description: str | None = None,
+        idempotency_scope: str = "",
+    ) -> OperationResult:
+        """Debit the cost-table price of ``operation_type``."""
+        validate_operation_type(operation_type)
+        _, costs = await self._parts()
+        cost = await costs.cost_of(operation_type)
+        op = Debit(
+            user_id=user_id,
+            amount_tokens=cost,
+            operation_type=operation_type,
+            metadata=metadata,
+            description=description,
+            idempotency_key=idempotency_key,
+            idempotency_scope=idempotency_scope,
+        )
+        return await self._operation(op)
+
+    async def get_operation_costs(self) -> dict[str, int]:
+        _, costs = await self._parts()
+        return await costs.all()
+
+    async def set_operation_cost(
+        self, operation_type: str, tokens: int, *, description: str | None = None
+    ) -> None:
+        validate_operation_type(operation_type)
+        validate_amount(tokens, field_name="tokens")
+        validate_text(description, field_name="description", max_length=500, required=False)
+        if operation_type in (
+            "usage",
+            "refund",
+            "purchase",
+            "bonus",
+            "admin_grant",
+            "renewal",
+            "auto_recharge",
+        ):
+            raise InvalidInput("operation_type", f"{operation_type!r} is reserved")
+        _, costs = await self._parts()
+        async with write_transaction(await self.engine()) as conn:
+            await repo.upsert_cost(conn, operation_type, tokens, description, self.clock())
+        await costs.reload()
+
+    async def delete_operation_cost(self, operation_type: str) -> bool:
+        validate_operation_type(operation_type)
+        _, costs = await self._parts()
+        async with write_transaction(await self.engine()) as conn:
+            deleted = await repo.delete_cost(conn, operation_type)
+        await costs.reload()
+        return deleted
+
+    # --- holds (two-phase spending) ----------------------------------------------------
+
+    async def hold(
+        self,
+        user_id: str,
+        amount: int,
+        *,
+        ttl_seconds: int | None = None,
+        operation_type: str = USAGE,
+        metadata: dict[str, Any] | None = None,
+        description: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_scope: str = "",
+    ) -> HoldResult:
+        op = PlaceHold(
+            user_id=user_id,
+            amount_tokens=amount,
+            ttl_seconds=self.settings.hold_default_ttl_seconds
+            if ttl_seconds is None
+            else ttl_seconds,
+            operation_type=operation_type,
+            metadata=metadata,
+            description=description,
+            idempotency_key=idempotency_key,
+            idempotency_scope=idempotency_scope,
+        )
+        await self._check_debit_type(op.operation_type)
+        return await self._hold_operation(op)
+
+    async def capture(
+        self,
+        hold_id: str,
+        amount: int,
+        *,
+        metadata: dict[str, Any] | None = None,
+        description: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_scope: str = "",
+        pricing: dict[str, Any] | None = None,
+    ) -> HoldResult:
+        """Settle a hold: less than held releases the rest; more overdraws (decision 6)."""
+        op = CaptureHold(
+            hold_id=hold_id,
+            amount_tokens=amount,
+            metadata=metadata,
+            description=description,
+            idempotency_key=idempotency_key,
+            idempotency_scope=idempotency_scope,
+            pricing=pricing,
+        )
+        return await self._hold_operation(op)
+
+    async def void(self, hold_id: str) -> HoldResult:
+        return await self._hold_operation(VoidHold(hold_id=hold_id))
+
+    async def _hold_operation(self, op: PlaceHold | CaptureHold | VoidHold) -> HoldResult:
+        result = await self._apply(op)
+        assert isinstance(result, HoldResult)
+        return result
+
+    async def get_hold(self, hold_id: str) -> HoldView | None:
+        validate_hold_id(hold_id)
+        async with read_transaction(await self.engine()) as conn:
+            return await queries.hold_view(conn, hold_id)
+
+    async def release_expired_holds(self) -> int:
+        """Release every expired pending hold; how many were released."""
+        writer, _ = await self._parts()
+        return len(await writer.release_expired_holds())
+
+    # --- reading and proving the books -------------------------------------------------
+
+    def get_ledger(self) -> LedgerView:
+        return LedgerView(self)
+
+    async def audit(self) -> AuditReport:
+        async with read_transaction(await self.engine()) as conn:
+            return await run_audit(conn)

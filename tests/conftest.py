@@ -1,0 +1,95 @@
+"""Shared fixtures: every ledger test runs on SQLite and on a PostgreSQL we start.
+
+Each test database is built by the migrations: a template is migrated once per
+session (a SQLite file, a PostgreSQL template database) and copied for each test,
+so every test starts from exactly what ``tokenbank db upgrade`` produces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.support.postgres import PostgresServer, quote_ident
+from tokenbank import ManualClock, TokenService
+from tokenbank.config import Settings
+from tokenbank.db.engine import create_engine
+from tokenbank.db.migrate import upgrade
+
+ENGINES = ["sqlite", "postgresql"]
+PG_TEMPLATE = "tokenbank_template"
+_database_numbers = itertools.count()
+
+
+async def _migrate(url: str) -> None:
+    engine = create_engine(url, Settings())
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = PostgresServer().start()
+    try:
+        server.create_database(PG_TEMPLATE)
+        asyncio.run(_migrate(server.async_url(PG_TEMPLATE)))
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+async def _create_pg_database(server: PostgresServer, name: str) -> None:
+    connection = await asyncpg.connect(server.sync_dsn("postgres"))
+    try:
+        await connection.execute(
+            f"CREATE DATABASE {quote_ident(name)} TEMPLATE {quote_ident(PG_TEMPLATE)}"
+        )
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(engine_name: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A freshly migrated, empty database of the parametrized engine."""
+    if engine_name == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "tokenbank.db"
+        shutil.copyfile(template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = f"test_{next(_database_numbers)}"
+    asyncio.run(_create_pg_database(server, name))
+    return server.async_url(name)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+async def service(database_url: str, clock: ManualClock) -> AsyncIterator[TokenService]:
+    async with TokenService(
+        database_url, clock=clock, welcome_bonus_tokens=0, auto_migrate=False
+    ) as token_service:
+        yield token_service

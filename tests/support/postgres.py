@@ -1,0 +1,397 @@
+"""Start a throwaway PostgreSQL server for the test suite.
+
+Why this exists: tokenbank's correctness claims (row locks, serialisable
+transfers, concurrent holds) only mean something against a real PostgreSQL,
+and the test suite must not depend on a server somebody happens to have
+running.  `PostgresServer` runs `initdb` into a fresh temporary directory,
+starts a private postmaster on a free 127.0.0.1 port with durability switched
+off (the data is disposable), and removes everything again on `stop()` or at
+interpreter exit.
+
+`initdb` refuses to run as root, so when the tests run as root (CI containers)
+every server-side binary is run as the `postgres` system user via `runuser`.
+
+Only the standard library is used, so this works before anything else is
+importable.  Requires PostgreSQL >= 13 (`DROP DATABASE ... WITH (FORCE)`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import glob
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["PostgresServer", "find_bin_dir", "quote_ident"]
+
+HOST = "127.0.0.1"
+ROOT_DB_USER = "postgres"
+_BIN_ENV = "TOKENBANK_PG_BIN"
+_START_TIMEOUT_S = 60
+_PORT_ATTEMPTS = 5
+_LOG_TAIL_LINES = 40
+# Unix socket paths are limited to ~107 bytes; keep the socket dir short.
+_MAX_SOCKET_DIR_LEN = 80
+_INSTALL_HINT = (
+    "No PostgreSQL server binaries found (looked in ${env}, "
+    "/usr/lib/postgresql/*/bin and `pg_config --bindir`). Install the Debian "
+    "`postgresql` package (apt-get install postgresql) or set ${env} to the "
+    "directory containing initdb, pg_ctl and psql."
+).replace("${env}", _BIN_ENV)
+
+
+def quote_ident(name: str) -> str:
+    """Quote `name` as an SQL identifier (double quotes, embedded quotes doubled)."""
+    if not name or "\x00" in name:
+        raise ValueError(f"invalid SQL identifier: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _has_server_binaries(path: Path) -> bool:
+    return all((path / exe).is_file() for exe in ("initdb", "pg_ctl", "psql"))
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    version = Path(path).parent.name
+    return tuple(int(part) for part in re.findall(r"\d+", version))
+
+
+def _pg_config_bindir() -> Path | None:
+    pg_config = shutil.which("pg_config")
+    if pg_config is None:
+        return None
+    result = subprocess.run(
+        [pg_config, "--bindir"], capture_output=True, text=True, check=False, timeout=30
+    )
+    return Path(result.stdout.strip()) if result.returncode == 0 else None
+
+
+def find_bin_dir() -> Path:
+    """Directory holding initdb/pg_ctl/psql: $TOKENBANK_PG_BIN, newest Debian dir, pg_config."""
+    explicit = os.environ.get(_BIN_ENV)
+    if explicit:
+        if _has_server_binaries(Path(explicit)):
+            return Path(explicit)
+        raise RuntimeError(f"${_BIN_ENV}={explicit} lacks initdb/pg_ctl/psql. {_INSTALL_HINT}")
+    for candidate in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True):
+        if _has_server_binaries(Path(candidate)):
+            return Path(candidate)
+    from_pg_config = _pg_config_bindir()
+    if from_pg_config is not None and _has_server_binaries(from_pg_config):
+        return from_pg_config
+    raise RuntimeError(_INSTALL_HINT)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _clean_env() -> dict[str, str]:
+    """The caller's environment minus PG* variables that could redirect the tools."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+
+
+def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<could not read {path}: {exc}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _is_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie awaiting its (foreign) parent's reaping."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.chown(root, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
+
+
+def _make_temp_dir() -> Path:
+    path = tempfile.mkdtemp(prefix="tokenbank-pg-")
+    if len(path) > _MAX_SOCKET_DIR_LEN:  # a long $TMPDIR would break the socket path
+        shutil.rmtree(path, ignore_errors=True)
+        path = tempfile.mkdtemp(prefix="tokenbank-pg-", dir="/tmp")
+    return Path(path)
+
+
+class PostgresServer:
+    """A private, disposable PostgreSQL cluster listening on 127.0.0.1.
+
+    Usage::
+
+        with PostgresServer() as pg:
+            pg.create_database("app")
+            url = pg.async_url("app")  # postgresql+asyncpg://postgres@127.0.0.1:PORT/app
+    """
+
+    def __init__(self, bin_dir: Path | str | None = None) -> None:
+        self._bin_dir = Path(bin_dir) if bin_dir is not None else None
+        self._as_root = os.geteuid() == 0
+        self._user = ROOT_DB_USER if self._as_root else pwd.getpwuid(os.geteuid()).pw_name
+        self._base_dir: Path | None = None
+        self._port: int | None = None
+        self._postmaster_pid: int | None = None
+
+    # ----------------------------------------------------------------- properties
+
+    @property
+    def host(self) -> str:
+        return HOST
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("PostgresServer is not running; call start() first")
+        return self._port
+
+    @property
+    def user(self) -> str:
+        """Database superuser: 'postgres' when run as root, else the current OS user."""
+        return self._user
+
+    @property
+    def base_dir(self) -> Path:
+        """Temporary directory holding the data dir, the log and the unix socket."""
+        if self._base_dir is None:
+            raise RuntimeError("PostgresServer is not running; call start() first")
+        return self._base_dir
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.base_dir / "postgres.log"
+
+    @property
+    def running(self) -> bool:
+        return self._port is not None
+
+    def async_url(self, dbname: str) -> str:
+        """SQLAlchemy URL for the asyncpg driver."""
+        return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/{dbname}"
+
+    def sync_dsn(self, dbname: str) -> str:
+        """libpq URI, usable by psql (and by asyncpg.connect)."""
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> PostgresServer:
+        """initdb a fresh cluster in a temp dir and start it on a free port."""
+        if self._base_dir is not None:
+            raise RuntimeError("PostgresServer already started")
+        if self._bin_dir is None:
+            self._bin_dir = find_bin_dir()
+        elif not _has_server_binaries(self._bin_dir):
+            raise RuntimeError(f"{self._bin_dir} lacks initdb/pg_ctl/psql. {_INSTALL_HINT}")
+        self._base_dir = _make_temp_dir()
+        atexit.register(self.stop)
+        try:
+            self._prepare_base_dir()
+            self._initdb()
+            self._start_on_free_port()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop this object's server (immediate mode) and delete its temp dir. Idempotent."""
+        atexit.unregister(self.stop)
+        base_dir, self._base_dir = self._base_dir, None
+        if base_dir is None:
+            return
+        if self._port is not None:
+            self._stop_postmaster(base_dir / "data")
+        self._port = None
+        self._postmaster_pid = None
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ databases
+
+    def create_database(self, name: str, template: str | None = None) -> None:
+        """CREATE DATABASE name [TEMPLATE template] (the template must have no sessions)."""
+        sql = f"CREATE DATABASE {quote_ident(name)}"
+        if template is not None:
+            sql += f" TEMPLATE {quote_ident(template)}"
+        self._psql("postgres", ["-c", sql])
+
+    def drop_database(self, name: str) -> None:
+        """DROP DATABASE IF EXISTS name, terminating any sessions still connected to it."""
+        self._psql("postgres", ["-c", f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)"])
+
+    def execute_sql(self, dbname: str, sql: str) -> str:
+        """Run an SQL script in `dbname`; returns psql's unaligned, tuples-only output."""
+        return self._psql(dbname, ["-A", "-t", "-f", "-"], stdin=sql)
+
+    # ------------------------------------------------------------------ internals
+
+    def _bin(self, name: str) -> str:
+        assert self._bin_dir is not None
+        return str(self._bin_dir / name)
+
+    def _command(self, argv: list[str]) -> list[str]:
+        """Wrap argv so it runs as the server's OS user."""
+        if self._as_root:
+            return ["runuser", "-u", ROOT_DB_USER, "--", *argv]
+        return argv
+
+    def _run(
+        self, argv: list[str], *, timeout: float, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self._command(argv),
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+            env=_clean_env(),
+            cwd=self.base_dir,  # an unreadable cwd (e.g. /root) upsets the postgres user
+        )
+
+    def _prepare_base_dir(self) -> None:
+        if not self._as_root:
+            return
+        try:
+            entry = pwd.getpwnam(ROOT_DB_USER)
+        except KeyError:
+            raise RuntimeError(
+                f"running as root but there is no {ROOT_DB_USER!r} system user. {_INSTALL_HINT}"
+            ) from None
+        _chown_tree(self.base_dir, entry.pw_uid, entry.pw_gid)
+
+    def _initdb(self) -> None:
+        argv = [
+            self._bin("initdb"),
+            "-D", str(self.data_dir),
+            "--auth=trust",
+            f"--username={self.user}",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]  # fmt: skip
+        result = self._run(argv, timeout=120)
+        if result.returncode != 0:
+            raise RuntimeError(f"initdb failed ({result.returncode}):\n{result.stderr}")
+
+    def _start_on_free_port(self) -> None:
+        for _attempt in range(_PORT_ATTEMPTS):
+            port = _free_port()
+            result = self._pg_ctl_start(port)
+            if result.returncode == 0:
+                self._port = port
+                self._postmaster_pid = self._read_postmaster_pid()
+                return
+            log = _tail(self.log_file)
+            if "could not bind" not in log and "already in use" not in log:
+                break
+        raise RuntimeError(
+            f"pg_ctl start failed ({result.returncode}): {result.stdout}{result.stderr}\n"
+            f"--- tail of {self.log_file} ---\n{_tail(self.log_file)}"
+        )
+
+    def _pg_ctl_start(self, port: int) -> subprocess.CompletedProcess[str]:
+        options = " ".join(
+            [
+                f"-c listen_addresses={HOST}",
+                f"-c port={port}",
+                f"-c unix_socket_directories='{self.base_dir}'",
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+                "-c max_connections=300",
+                "-c shared_buffers=128MB",
+            ]
+        )
+        argv = [
+            self._bin("pg_ctl"), "start", "-w",
+            "-t", str(_START_TIMEOUT_S),
+            "-D", str(self.data_dir),
+            "-l", str(self.log_file),
+            "-o", options,
+        ]  # fmt: skip
+        return self._run(argv, timeout=_START_TIMEOUT_S + 30)
+
+    def _read_postmaster_pid(self) -> int | None:
+        try:
+            first_line = (self.data_dir / "postmaster.pid").read_text().splitlines()[0]
+            return int(first_line)
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def _stop_postmaster(self, data_dir: Path) -> None:
+        argv = [self._bin("pg_ctl"), "stop", "-w", "-m", "immediate", "-D", str(data_dir)]
+        result = subprocess.run(
+            self._command(argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+            timeout=60,
+            env=_clean_env(),
+            cwd=data_dir.parent,
+        )
+        if result.returncode != 0:
+            self._kill_postmaster()
+
+    def _kill_postmaster(self) -> None:
+        """Fallback when pg_ctl cannot stop it: SIGKILL the postmaster *we* started."""
+        pid = self._postmaster_pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _is_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _psql(self, dbname: str, args: list[str], stdin: str | None = None) -> str:
+        argv = [
+            self._bin("psql"),
+            "-X", "-q",
+            "-h", self.host,
+            "-p", str(self.port),
+            "-U", self.user,
+            "-d", dbname,
+            "-v", "ON_ERROR_STOP=1",
+            *args,
+        ]  # fmt: skip
+        result = self._run(argv, timeout=120, stdin=stdin)
+        if result.returncode != 0:
+            raise RuntimeError(f"psql failed ({result.returncode}) in {dbname!r}:\n{result.stderr}")
+        return result.stdout
