@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./tokenbank.db"
@@ -25,6 +25,8 @@ MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
 MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600
 MAX_WRITE_RETRIES = 3
+MAX_REQUEST_BODY_BYTES = 64 * 1024
+HOLD_SWEEP_INTERVAL_SECONDS = 30.0
 
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -43,6 +45,15 @@ class Settings(BaseSettings):
     hold_default_ttl_seconds: int = Field(default=900, ge=1, le=MAX_HOLD_TTL_SECONDS)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_statement_timeout_ms: int = Field(default=15_000, ge=100, le=600_000)
+    # A single-app deployment can name its key here instead of running
+    # `tokenbank apps create` (seed 004's BILLING_SECRET); it has every scope.
+    api_key: SecretStr | None = None
+    api_key_app: str = "default"
+    # Where users buy tokens: 402 answers carry {public_url}/tokens.
+    public_url: str = "http://127.0.0.1:8000"
+    tokens_per_usd: int = Field(default=10_000, ge=1, le=MAX_AMOUNT_TOKENS)
+    max_request_body_bytes: int = Field(default=MAX_REQUEST_BODY_BYTES, ge=1024, le=10_485_760)
+    hold_sweep_interval_seconds: float = Field(default=HOLD_SWEEP_INTERVAL_SECONDS, ge=0)
 
 
 @lru_cache(maxsize=1)

@@ -550,6 +550,15 @@ class TokenService:
 
     # --- reading and proving the books -------------------------------------------------
 
+    async def transaction_of_entry(self, ledger_entry_id: int) -> str | None:
+        """The transaction a ledger entry belongs to (apps know entry ids from deducts)."""
+        if isinstance(ledger_entry_id, bool) or not isinstance(ledger_entry_id, int):
+            raise InvalidInput("ledger_entry_id", "must be a whole number")
+        if not 1 <= ledger_entry_id <= 2**63 - 1:
+            return None
+        async with read_transaction(await self.engine()) as conn:
+            return await queries.transaction_of_entry(conn, ledger_entry_id)
+
     def get_ledger(self) -> LedgerView:
         return LedgerView(self)
 

@@ -216,3 +216,123 @@ class OperationCost(Base):
     __table_args__ = (
         CheckConstraint("cost_tokens > 0 AND cost_tokens <= 1000000000000", name="cost_in_range"),
     )
+
+
+# --- apps and API keys (issue: HTTP service) ---------------------------------------------
+
+API_SCOPES = ("read", "spend", "refund", "credit", "admin")
+
+
+class App(Base):
+    """A registered calling service; it authenticates with API keys."""
+
+    __tablename__ = "apps"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiKey(Base):
+    """An app's key: only its SHA-256 hash is stored (decision 12)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    app_id: Mapped[int] = mapped_column(BigId, ForeignKey("apps.id"))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    display_prefix: Mapped[str] = mapped_column(String(16))
+    scopes: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("length(key_hash) = 64", name="hash_length"),
+        CheckConstraint("scopes <> ''", name="has_scopes"),
+        Index("ix_api_keys_app_id", "app_id"),
+    )
+
+
+# --- plans, features, pricing ------------------------------------------------------------
+
+
+class Plan(Base):
+    """What a user is on: features they may use, monthly allocation, profit percentage."""
+
+    __tablename__ = "plans"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str | None] = mapped_column(String(500))
+    monthly_allocation_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    profit_percent: Mapped[str] = mapped_column(String(32), default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(
+            "monthly_allocation_tokens >= 0 AND monthly_allocation_tokens <= 1000000000000",
+            name="allocation_in_range",
+        ),
+    )
+
+
+class Feature(Base):
+    """A billable endpoint of an app (seed 001's feature_endpoint_id) and its price."""
+
+    __tablename__ = "features"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    app_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("apps.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    min_balance_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    hold_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    profit_percent: Mapped[str | None] = mapped_column(String(32))
+    pricing_rule: Mapped[dict[str, Any]] = mapped_column(JSON)
+    pricing_version: Mapped[int] = mapped_column(BigInteger, default=1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("min_balance_tokens >= 0", name="min_balance_not_negative"),
+        CheckConstraint("hold_tokens IS NULL OR hold_tokens > 0", name="hold_positive"),
+        CheckConstraint("pricing_version >= 1", name="version_positive"),
+    )
+
+
+class PlanFeature(Base):
+    __tablename__ = "plan_features"
+
+    plan_name: Mapped[str] = mapped_column(
+        String(64), ForeignKey("plans.name", ondelete="CASCADE"), primary_key=True
+    )
+    feature_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("features.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class ModelPrice(Base):
+    """Per-model rates in tokens per unit; overrides the table shipped with tokenbank."""
+
+    __tablename__ = "model_prices"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    input_tokens_per_unit: Mapped[str] = mapped_column(String(32))
+    output_tokens_per_unit: Mapped[str] = mapped_column(String(32))
+    image_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("image_tokens IS NULL OR image_tokens > 0", name="image_positive"),
+    )
+
+
+class SettingValue(Base):
+    """Admin-editable settings (token multiplier, tokens per USD, ...), as JSON values."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -142,3 +142,9 @@ async def hold_view(conn: AsyncConnection, hold_id: str) -> HoldView | None:
         created_at=row.created_at,
         resolved_at=row.resolved_at,
     )
+
+
+async def transaction_of_entry(conn: AsyncConnection, entry_id: int) -> str | None:
+    statement = select(entries.c.transaction_id).where(entries.c.id == entry_id)
+    found = (await conn.execute(statement)).scalar()
+    return str(found) if found is not None else None

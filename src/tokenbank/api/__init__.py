@@ -1,0 +1,1 @@
+"""The HTTP API: dialect A (seed 000), dialect B (seed 001), users, admin."""

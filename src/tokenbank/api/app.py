@@ -1,0 +1,108 @@
+"""The FastAPI application: ``create_app()`` is what ``tokenbank serve`` runs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tokenbank.api.errors import install_error_handlers
+from tokenbank.api.limits import RequestLimitsMiddleware
+from tokenbank.api.routes import admin, costs, estimate, health, token_process, tokens, users
+from tokenbank.api.state import Services
+from tokenbank.apps.service import AppService, Principal
+from tokenbank.clock import Clock, system_clock
+from tokenbank.config import Settings, get_settings
+from tokenbank.db.models import API_SCOPES
+from tokenbank.service import TokenService
+
+logger = logging.getLogger("tokenbank.api")
+
+DESCRIPTION = """
+tokenbank keeps users' tokens for apps that sell metered work.
+
+**Authentication**: every `/api` endpoint takes an app's API key as
+`Authorization: Bearer <key>` or `x-server-api-key: <key>`. An app key may act on
+any user (seed 000's option C): the app is responsible for knowing its user.
+
+**Dialects**: `/api/tokens/...`, `/api/users`, `/api/costs`, `/api/estimate` answer
+`{"data": ...}` and errors `{"error": ...}` (seed 000); `/api/token-process/...`
+answers `{"success", "message", "data"}` and errors `{"success": false, "status",
+"message"}` (seed 001).
+
+**Idempotency**: send `referenceId` (or `request_id` in dialect B) or an
+`Idempotency-Key` header; a retry returns the first result, and the same key with a
+different request is refused with 409.
+"""
+
+
+async def _sweep_holds(services: Services, interval_seconds: float) -> None:
+    """Release expired holds now and then; every worker may run it: it is idempotent."""
+    while True:
+        await asyncio.sleep(interval_seconds)
+        try:
+            await services.tokens.release_expired_holds()
+        except Exception:
+            logger.exception("hold sweep failed; retrying next interval")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    token_service: TokenService | None = None,
+    clock: Clock = system_clock,
+) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tokens = token_service or TokenService(settings=settings, clock=clock, auto_migrate=False)
+        engine = await tokens.engine()
+        env_principal = None
+        if settings.api_key is not None:
+            env_principal = Principal(app_slug=settings.api_key_app, scopes=frozenset(API_SCOPES))
+        services = Services(
+            settings=settings,
+            tokens=tokens,
+            apps=AppService(engine, clock=clock),
+            env_principal=env_principal,
+        )
+        app.state.services = services
+        sweeper = None
+        if settings.hold_sweep_interval_seconds > 0:
+            sweeper = asyncio.create_task(
+                _sweep_holds(services, settings.hold_sweep_interval_seconds)
+            )
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            if token_service is None:
+                await tokens.close()
+
+    app = FastAPI(
+        title="tokenbank",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    for router in (
+        health.router,
+        tokens.router,
+        users.router,
+        costs.router,
+        estimate.router,
+        token_process.router,
+        admin.router,
+    ):
+        app.include_router(router)
+    return app

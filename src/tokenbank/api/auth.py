@@ -1,0 +1,74 @@
+"""API key authentication and scopes, for both dialects' headers.
+
+Both ``Authorization: Bearer <key>`` and ``x-server-api-key: <key>`` work on every
+endpoint. A missing or wrong key is a 401, a key without the scope a 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from tokenbank.api.errors import ApiError, is_dialect_b
+from tokenbank.api.state import get_services
+from tokenbank.apps.keys import keys_match
+from tokenbank.apps.service import Principal
+
+SERVER_API_KEY_HEADER = "x-server-api-key"
+
+# Declared for the OpenAPI document (and /docs' Authorize button); checked below.
+bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <api key>")
+header_scheme = APIKeyHeader(
+    name=SERVER_API_KEY_HEADER, auto_error=False, description="x-server-api-key: <api key>"
+)
+
+
+def _unauthorized(request: Request, missing: bool) -> ApiError:
+    if is_dialect_b(request.url.path):
+        message = "Missing server API key" if missing else "Invalid server API key"
+    else:
+        message = "Missing API key" if missing else "Invalid API key"
+    return ApiError(401, message, code="unauthorized")
+
+
+async def authenticate(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+    server_key: Annotated[str | None, Security(header_scheme)],
+) -> Principal:
+    presented = bearer.credentials if bearer is not None else server_key
+    if not presented:
+        raise _unauthorized(request, missing=True)
+    services = get_services(request)
+    env_key = services.settings.api_key
+    env_principal = services.env_principal
+    if (
+        env_key is not None
+        and env_principal is not None
+        and keys_match(presented, env_key.get_secret_value())
+    ):
+        return env_principal
+    principal = await services.apps.authenticate(presented)
+    if principal is None:
+        raise _unauthorized(request, missing=False)
+    return principal
+
+
+def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if scope not in principal.scopes:
+            raise ApiError(403, f"API key lacks the '{scope}' scope", code="forbidden")
+        return principal
+
+    return check
+
+
+ReadKey = Annotated[Principal, Depends(require_scope("read"))]
+SpendKey = Annotated[Principal, Depends(require_scope("spend"))]
+RefundKey = Annotated[Principal, Depends(require_scope("refund"))]
+CreditKey = Annotated[Principal, Depends(require_scope("credit"))]
+AdminKey = Annotated[Principal, Depends(require_scope("admin"))]
+AnyKey = Annotated[Principal, Depends(authenticate)]

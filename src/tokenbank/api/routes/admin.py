@@ -1,0 +1,7 @@
+"""Routes: admin. (Filled in by its own change.)"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["admin"])

@@ -1,0 +1,35 @@
+"""Liveness that tells the truth: 200 only when the database answers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from tokenbank.api.auth import AnyKey
+from tokenbank.api.state import get_services
+
+HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="200 when the service and its database answer, else 503")
+async def healthz(request: Request) -> JSONResponse:
+    engine = await get_services(request).tokens.engine()
+    try:
+        async with asyncio.timeout(HEALTH_CHECK_TIMEOUT_SECONDS):
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except Exception as error:  # any failure to reach the database is "unavailable"
+        body = {"status": "unavailable", "database": type(error).__name__}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok"})
+
+
+@router.get("/api/ping", summary="Check an API key; touches no database")
+async def ping(principal: AnyKey) -> dict[str, Any]:
+    return {"data": {"app": principal.app_slug, "scopes": sorted(principal.scopes)}}

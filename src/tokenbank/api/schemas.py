@@ -1,0 +1,46 @@
+"""Request bodies shared by the routers: strict JSON, unknown fields refused.
+
+Strict mode means ``1.5``, ``"5"`` and ``true`` are not whole tokens: they are
+refused with a 422 that names the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+
+from tokenbank.config import (
+    MAX_AMOUNT_TOKENS,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+    MAX_OPERATION_TYPE_LENGTH,
+    MAX_USER_ID_LENGTH,
+)
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+UserId = Annotated[str, Field(min_length=1, max_length=MAX_USER_ID_LENGTH), AfterValidator(_no_nul)]
+Tokens = Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT_TOKENS)]
+TokensOrZero = Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT_TOKENS)]
+Description = Annotated[str | None, Field(max_length=MAX_DESCRIPTION_LENGTH)]
+ReferenceId = Annotated[
+    str | None,
+    Field(min_length=1, max_length=MAX_IDEMPOTENCY_KEY_LENGTH),
+    AfterValidator(lambda v: _no_nul(v) if v is not None else v),
+]
+OperationType = Annotated[
+    str, Field(min_length=1, max_length=MAX_OPERATION_TYPE_LENGTH, pattern=r"^[a-z][a-z0-9_.:-]*$")
+]
+Metadata = dict[str, Any] | None
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)

@@ -1,0 +1,29 @@
+"""What a running API process holds: the services, built once in the lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from tokenbank.apps.service import AppService, Principal
+from tokenbank.config import Settings
+from tokenbank.service import TokenService
+
+
+@dataclass
+class Services:
+    settings: Settings
+    tokens: TokenService
+    apps: AppService
+    # The principal of TOKENBANK_API_KEY, when a single-app deployment sets one.
+    env_principal: Principal | None = None
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def get_tokens(request: Request) -> TokenService:
+    return get_services(request).tokens

@@ -1,0 +1,93 @@
+"""SQL for apps and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import Table, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tokenbank.db.models import ApiKey, App
+from tokenbank.ledger.repository import AnyRow
+
+apps = cast(Table, App.__table__)
+api_keys = cast(Table, ApiKey.__table__)
+
+
+async def app_by_slug(conn: AsyncConnection, slug: str) -> AnyRow | None:
+    return (await conn.execute(select(apps).where(apps.c.slug == slug))).first()
+
+
+async def insert_app(conn: AsyncConnection, slug: str, name: str | None, now: datetime) -> int:
+    statement = insert(apps).values(slug=slug, name=name, created_at=now).returning(apps.c.id)
+    return int((await conn.execute(statement)).scalar_one())
+
+
+async def insert_key(
+    conn: AsyncConnection,
+    *,
+    app_id: int,
+    key_hash: str,
+    display_prefix: str,
+    scopes: str,
+    now: datetime,
+) -> int:
+    statement = (
+        insert(api_keys)
+        .values(
+            app_id=app_id,
+            key_hash=key_hash,
+            display_prefix=display_prefix,
+            scopes=scopes,
+            created_at=now,
+        )
+        .returning(api_keys.c.id)
+    )
+    return int((await conn.execute(statement)).scalar_one())
+
+
+async def key_by_hash(conn: AsyncConnection, key_hash: str) -> AnyRow | None:
+    statement = (
+        select(api_keys, apps.c.slug)
+        .join(apps, apps.c.id == api_keys.c.app_id)
+        .where(api_keys.c.key_hash == key_hash)
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def live_keys(conn: AsyncConnection, app_id: int, now: datetime) -> list[AnyRow]:
+    statement = select(api_keys).where(
+        api_keys.c.app_id == app_id,
+        api_keys.c.revoked_at.is_(None),
+        or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now),
+    )
+    return list((await conn.execute(statement)).all())
+
+
+async def expire_keys(conn: AsyncConnection, key_ids: list[int], expires_at: datetime) -> None:
+    statement = (
+        update(api_keys)
+        .where(api_keys.c.id.in_(key_ids), api_keys.c.revoked_at.is_(None))
+        .values(expires_at=expires_at)
+    )
+    await conn.execute(statement)
+
+
+async def revoke_keys(conn: AsyncConnection, key_ids: list[int], now: datetime) -> int:
+    statement = (
+        update(api_keys)
+        .where(api_keys.c.id.in_(key_ids), api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    return (await conn.execute(statement)).rowcount
+
+
+async def list_apps(conn: AsyncConnection) -> list[AnyRow]:
+    statement = select(apps).order_by(apps.c.slug)
+    return list((await conn.execute(statement)).all())
+
+
+async def keys_of(conn: AsyncConnection, app_id: int) -> list[AnyRow]:
+    statement = select(api_keys).where(api_keys.c.app_id == app_id).order_by(api_keys.c.id)
+    return list((await conn.execute(statement)).all())
