@@ -22,7 +22,7 @@ migrate: install
 	$(BIN)/tokenbank db upgrade
 
 run: migrate
-	$(BIN)/tokenbank db current
+	$(BIN)/tokenbank serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check src tests

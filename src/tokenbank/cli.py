@@ -14,6 +14,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from tokenbank.apps.service import DEFAULT_SCOPES, AppService, parse_duration_seconds
 from tokenbank.config import DEFAULT_PAGE_SIZE, get_settings
 from tokenbank.db.engine import create_engine
 from tokenbank.db.migrate import current_revision, head_revision, upgrade
@@ -35,10 +36,12 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 users_app = typer.Typer(help="User wallets.", no_args_is_help=True)
 costs_app = typer.Typer(help="The operation cost table.", no_args_is_help=True)
 holds_app = typer.Typer(help="Token holds (reservations).", no_args_is_help=True)
+apps_app = typer.Typer(help="Registered apps and their API keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(costs_app, name="costs")
 app.add_typer(holds_app, name="holds")
+app.add_typer(apps_app, name="apps")
 
 DatabaseUrl = Annotated[
     str | None,
@@ -322,5 +325,128 @@ def print_audit(report: AuditReport) -> None:
             typer.echo(f"  {row}", err=True)
 
 
+# --- apps and API keys ----------------------------------------------------------------------
+
+
+async def with_apps(database_url: str | None, action: Callable[[AppService], Awaitable[T]]) -> T:
+    async def act(service: TokenService) -> T:
+        return await action(AppService(await service.engine()))
+
+    return await with_service(database_url, act)
+
+
+ScopeOption = Annotated[
+    list[str] | None,
+    typer.Option("--scope", help="read, spend, refund, credit or admin; repeat for several."),
+]
+
+
+@apps_app.command("create")
+def apps_create(
+    slug: str,
+    scope: ScopeOption = None,
+    name: Annotated[str | None, typer.Option(help="A human-readable name.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Register an app and print its API key (shown this once only)."""
+    scopes = tuple(scope) if scope else DEFAULT_SCOPES
+    info, key = run(with_apps(database_url, lambda s: s.create_app(slug, scopes=scopes, name=name)))
+    typer.echo(f"app {info.slug} created with scopes {','.join(scopes)}")
+    typer.echo("API key (store it now: it is not shown again):")
+    typer.echo(key)
+
+
+@apps_app.command("list")
+def apps_list(database_url: DatabaseUrl = None) -> None:
+    """List apps and their keys (prefixes only)."""
+    for info in run(with_apps(database_url, lambda s: s.list_apps())):
+        typer.echo(f"{info.slug}  (created {info.created_at:%Y-%m-%d})")
+        for key in info.keys:
+            state = "active" if key.active else ("revoked" if key.revoked_at else "expired")
+            expiry = f", expires {key.expires_at:%Y-%m-%d %H:%M}" if key.expires_at else ""
+            typer.echo(f"  {key.display_prefix}...  {','.join(key.scopes)}  {state}{expiry}")
+
+
+@apps_app.command("rotate-key")
+def apps_rotate_key(
+    slug: str,
+    old_key_expires_in: Annotated[
+        str, typer.Option(help="Grace period for the old key: 0, 30s, 15m, 24h, 7d.")
+    ] = "0",
+    scope: ScopeOption = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Issue a new key; the old ones stop working after the grace period."""
+    seconds = run(_duration(old_key_expires_in))
+    key = run(
+        with_apps(
+            database_url,
+            lambda s: s.rotate_key(slug, old_key_expires_in_seconds=seconds, scopes=scope),
+        )
+    )
+    typer.echo(f"new API key for {slug} (store it now: it is not shown again):")
+    typer.echo(key)
+
+
+async def _duration(text: str) -> int:
+    return parse_duration_seconds(text)
+
+
+@apps_app.command("revoke-key")
+def apps_revoke_key(
+    slug: str,
+    key_prefix: Annotated[
+        str | None, typer.Option(help="Revoke only the key shown with this prefix.")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke an app's live keys (all of them, or the one named by --key-prefix)."""
+    revoked = run(with_apps(database_url, lambda s: s.revoke_keys(slug, display_prefix=key_prefix)))
+    if revoked == 0:
+        die(f"no live key to revoke for {slug!r}")
+    typer.echo(f"revoked {revoked} key(s) of {slug}")
+
+
+# --- serve ----------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=64)] = 1,
+    migrate: Annotated[
+        bool, typer.Option(help="Run `db upgrade` before serving (once, before workers).")
+    ] = True,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI and interactive docs at /docs)."""
+    import os
+
+    import uvicorn
+
+    if database_url:
+        # Workers build their settings from the environment.
+        os.environ["TOKENBANK_DATABASE_URL"] = database_url
+        get_settings.cache_clear()
+    if migrate:
+        db_upgrade(database_url)
+    uvicorn.run(
+        "tokenbank.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+    )
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
