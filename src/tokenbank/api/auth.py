@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
+from fastapi.dependencies.models import Dependant
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from tokenbank.api.errors import ApiError, is_dialect_b
@@ -34,12 +35,19 @@ def _unauthorized(request: Request, missing: bool) -> ApiError:
     return ApiError(401, message, code="unauthorized")
 
 
+REQUIRED_SCOPE_ATTRIBUTE = "tokenbank_required_scope"
+
+
 async def authenticate(
     request: Request,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
     server_key: Annotated[str | None, Security(header_scheme)],
 ) -> Principal:
     presented = bearer.credentials if bearer is not None else server_key
+    return await principal_for(request, presented)
+
+
+async def principal_for(request: Request, presented: str | None) -> Principal:
     if not presented:
         raise _unauthorized(request, missing=True)
     services = get_services(request)
@@ -59,11 +67,60 @@ async def authenticate(
 
 def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        if scope not in principal.scopes:
-            raise ApiError(403, f"API key lacks the '{scope}' scope", code="forbidden")
+        check_scope(principal, scope)
         return principal
 
+    setattr(check, REQUIRED_SCOPE_ATTRIBUTE, scope)
     return check
+
+
+def check_scope(principal: Principal, scope: str) -> None:
+    if scope not in principal.scopes:
+        raise ApiError(403, f"API key lacks the '{scope}' scope", code="forbidden")
+
+
+def _presented_key(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return request.headers.get(SERVER_API_KEY_HEADER)
+
+
+def _route_access(dependant: Dependant) -> tuple[bool, list[str]]:
+    """Whether a route needs a key, and which scopes, from its dependency tree."""
+    needs_key = False
+    scopes: list[str] = []
+    for dependency in dependant.dependencies:
+        if dependency.call is authenticate:
+            needs_key = True
+        scope = getattr(dependency.call, REQUIRED_SCOPE_ATTRIBUTE, None)
+        if scope is not None:
+            scopes.append(scope)
+        nested_needs_key, nested_scopes = _route_access(dependency)
+        needs_key = needs_key or nested_needs_key
+        scopes.extend(nested_scopes)
+    return needs_key, scopes
+
+
+async def access_refusal(request: Request) -> ApiError | None:
+    """The 401 or 403 a request deserves, checked before its body is judged.
+
+    FastAPI decodes a JSON body before it runs dependencies, so a malformed body
+    would otherwise answer 422 to a caller who has not even shown a key.
+    """
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    if not isinstance(dependant, Dependant):
+        return None
+    needs_key, scopes = _route_access(dependant)
+    if not needs_key:
+        return None
+    try:
+        principal = await principal_for(request, _presented_key(request))
+        for scope in scopes:
+            check_scope(principal, scope)
+    except ApiError as refusal:
+        return refusal
+    return None
 
 
 ReadKey = Annotated[Principal, Depends(require_scope("read"))]

@@ -23,6 +23,13 @@ logger = logging.getLogger("tokenbank.api")
 
 DIALECT_B_PREFIX = "/api/token-process"
 DATABASE_UNAVAILABLE = "Database unavailable: try again shortly"
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 class ApiError(Exception):
@@ -65,6 +72,10 @@ def error_response(
 def _describe_validation(error: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
     details = []
     for item in error.errors():
+        if item.get("type") == "json_invalid":
+            reason = item.get("ctx", {}).get("error", "invalid JSON")
+            details.append({"field": "body", "message": f"malformed JSON ({reason})"})
+            continue
         location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
         details.append({"field": location or "body", "message": item.get("msg", "invalid")})
     summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
@@ -78,6 +89,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, error: RequestValidationError) -> JSONResponse:
+        from tokenbank.api.auth import access_refusal  # auth imports this module
+
+        refused = await access_refusal(request)
+        if refused is not None:
+            return await on_api_error(request, refused)
         message, details = _describe_validation(error)
         return error_response(request, 422, message, "invalid_request", details=details)
 
@@ -95,7 +111,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        return error_response(request, error.status_code, str(error.detail))
+        code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
+        return error_response(request, error.status_code, str(error.detail), code)
 
     @app.exception_handler(OperationalError)
     async def on_database_down(request: Request, error: OperationalError) -> JSONResponse:

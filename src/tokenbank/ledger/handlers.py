@@ -238,7 +238,7 @@ async def place_hold(
             refusal.error_code or ErrorCode.INSUFFICIENT_TOKENS,
             user_id=op.user_id,
             available_tokens=refusal.available_tokens,
-            required_tokens=op.amount_tokens,
+            required_tokens=refusal.required_tokens,
         )
     hold_id = new_hold_id()
     expires_at = now + timedelta(seconds=op.ttl_seconds)
@@ -427,6 +427,18 @@ async def _explain_refund_refusal(conn: AsyncConnection, op: Refund) -> Operatio
         return refused_operation(ErrorCode.WALLET_NOT_FOUND, user_id=op.user_id)
     if wallet.status == "closed":
         return refused_operation(ErrorCode.WALLET_CLOSED, user_id=op.user_id)
+    if op.refund_of is not None:
+        # Name the tighter bound: what remains of the named debit, when it is the cause.
+        debited = await repo.debit_for_refund(conn, op.refund_of)
+        remaining = int(debited.debited_tokens) if debited is not None else 0
+        remaining -= await repo.refunded_tokens(conn, op.refund_of)
+        if op.amount_tokens > remaining:
+            return refused_operation(
+                ErrorCode.REFUND_EXCEEDS_DEBIT,
+                user_id=op.user_id,
+                available_tokens=remaining,
+                required_tokens=op.amount_tokens,
+            )
     return refused_operation(
         ErrorCode.REFUND_EXCEEDS_SPENT,
         user_id=op.user_id,

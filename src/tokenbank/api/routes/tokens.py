@@ -1,16 +1,30 @@
-"""Dialect A (seed 000): balance, deduct and refund, exactly as contracted.
+"""Dialect A (seed 000): balance, deduct, refund, credit, holds, ledger and statistics.
 
-Success bodies are ``{"data": {...}}``; errors ``{"error": ..., ...}``. Each app's
-idempotency keys live in their own scope, so two apps never collide.
+Success bodies are ``{"data": {...}}``; errors ``{"error": ..., "code": ..., ...}``.
+Each app's idempotency keys live in their own scope, so two apps never collide.
+
+Conventions of every route here:
+
+- Timestamps in answers are ISO 8601 in UTC with a ``Z`` suffix
+  (``2026-01-01T00:15:00Z``; fractional seconds only when non-zero).
+- ``startDate`` / ``endDate`` query parameters are ISO 8601 date-times *with* a
+  timezone (``Z`` or an offset; encode ``+`` as ``%2B`` in a URL). A missing
+  timezone, an unparsable value, or ``startDate`` after ``endDate`` is a 422
+  ``invalid_request`` naming the parameter, as is any other bad query parameter.
+- A hold id that is not of the form ``hold_`` + 32 hex digits names no hold: 404
+  ``hold_not_found``, the same answer as a well-formed id that does not exist.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BeforeValidator, Field, StrictInt
+from pydantic_core import PydanticCustomError
 
-from tokenbank.api.auth import ReadKey, RefundKey, SpendKey
+from tokenbank.api.auth import CreditKey, ReadKey, RefundKey, SpendKey
 from tokenbank.api.errors import ApiError
 from tokenbank.api.idempotency import idempotency_key
 from tokenbank.api.refusals import refusal
@@ -21,14 +35,25 @@ from tokenbank.api.schemas import (
     OperationType,
     ReferenceId,
     Tokens,
+    TokensOrZero,
     UserId,
 )
 from tokenbank.api.state import get_services
-from tokenbank.config import MAX_USER_ID_LENGTH
+from tokenbank.config import (
+    DEFAULT_PAGE_SIZE,
+    MAX_HOLD_TTL_SECONDS,
+    MAX_OPERATION_TYPE_LENGTH,
+    MAX_PAGE_SIZE,
+    MAX_USER_ID_LENGTH,
+)
 from tokenbank.ledger.errors import ErrorCode
-from tokenbank.ledger.results import OperationResult
+from tokenbank.ledger.operations import HOLD_ID_PATTERN
+from tokenbank.ledger.results import HoldResult, HoldView, LedgerEntryView, OperationResult
+from tokenbank.service import TokenService
 
 router = APIRouter(prefix="/api/tokens", tags=["tokens (seed 000)"])
+
+SettledResult = TypeVar("SettledResult", OperationResult, HoldResult)
 
 UserIdPath = Annotated[str, Path(alias="userId", min_length=1, max_length=MAX_USER_ID_LENGTH)]
 Model = ApiModel
@@ -53,6 +78,53 @@ class RefundRequest(Model):
     metadata: Metadata = None
 
 
+CreditOperationType = Literal["purchase", "bonus", "admin_grant", "renewal", "auto_recharge"]
+HoldTtl = Annotated[StrictInt, Field(ge=1, le=MAX_HOLD_TTL_SECONDS)]
+
+
+class CreditRequest(Model):
+    userId: UserId  # noqa: N815
+    amount: Tokens
+    operationType: CreditOperationType = "admin_grant"  # noqa: N815
+    description: Description = None
+    referenceId: ReferenceId = None  # noqa: N815
+    metadata: Metadata = None
+
+
+class HoldRequest(Model):
+    userId: UserId  # noqa: N815
+    amount: Tokens
+    ttlSeconds: HoldTtl | None = None  # noqa: N815 - default: TOKENBANK_HOLD_DEFAULT_TTL_SECONDS
+    operationType: OperationType = "usage"  # noqa: N815
+    description: Description = None
+    referenceId: ReferenceId = None  # noqa: N815
+    metadata: Metadata = None
+
+
+class CaptureRequest(Model):
+    amount: TokensOrZero
+    referenceId: ReferenceId = None  # noqa: N815
+    description: Description = None
+    metadata: Metadata = None
+
+
+class VoidRequest(Model):
+    """Void takes no fields: an empty body, or ``{}``."""
+
+
+def iso_utc(value: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z`` suffix; fractional seconds only when non-zero."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def iso_utc_or_none(value: datetime | None) -> str | None:
+    return iso_utc(value) if value is not None else None
+
+
+def wallet_not_found() -> ApiError:
+    return ApiError(404, "User wallet not found", code=ErrorCode.WALLET_NOT_FOUND.value)
+
+
 def operation_data(result: OperationResult) -> dict[str, Any]:
     return {
         "balance": result.new_balance,
@@ -62,7 +134,7 @@ def operation_data(result: OperationResult) -> dict[str, Any]:
     }
 
 
-def settled(request: Request, result: OperationResult) -> OperationResult:
+def settled(request: Request, result: SettledResult) -> SettledResult:
     if not result.success:
         raise refusal(result, public_url=get_services(request).settings.public_url)
     return result
@@ -109,6 +181,8 @@ async def deduct(request: Request, body: DeductRequest, principal: SpendKey) -> 
 async def refund(request: Request, body: RefundRequest, principal: RefundKey) -> dict[str, Any]:
     tokens = get_services(request).tokens
     refund_of = body.refundOf
+    if body.ledgerEntryId is not None and body.refundOf is not None:
+        raise ApiError(400, "Send ledgerEntryId or refundOf, not both", code="invalid_input")
     if body.ledgerEntryId is not None:
         refund_of = await tokens.transaction_of_entry(body.ledgerEntryId)
         if refund_of is None:
@@ -123,3 +197,311 @@ async def refund(request: Request, body: RefundRequest, principal: RefundKey) ->
         idempotency_scope=principal.app_slug,
     )
     return {"data": operation_data(settled(request, result))}
+
+
+@router.post("/credit", summary="Credit tokens (a grant, bonus, purchase, renewal or recharge)")
+async def credit(request: Request, body: CreditRequest, principal: CreditKey) -> dict[str, Any]:
+    """Add tokens to a wallet; ``operationType`` defaults to ``admin_grant``.
+
+    Answers ``{"data": {balance, ledgerEntryId, transactionId, replayed}}``; 404 for
+    an unknown user, 403 for a closed wallet.
+    """
+    tokens = get_services(request).tokens
+    result = await tokens.credit(
+        body.userId,
+        amount=body.amount,
+        operation_type=body.operationType,
+        description=body.description,
+        metadata=body.metadata,
+        idempotency_key=idempotency_key(request, body.referenceId),
+        idempotency_scope=principal.app_slug,
+    )
+    return {"data": operation_data(settled(request, result))}
+
+
+# --- holds (two-phase spending) ----------------------------------------------------------
+
+HoldIdPath = Annotated[str, Path(alias="holdId")]
+
+
+def checked_hold_id(hold_id: str) -> str:
+    """A malformed hold id names no hold: the same 404 as an unknown one."""
+    if not HOLD_ID_PATTERN.fullmatch(hold_id):
+        raise ApiError(404, "Hold not found", code=ErrorCode.HOLD_NOT_FOUND.value)
+    return hold_id
+
+
+async def hold_data(tokens: TokenService, result: HoldResult) -> dict[str, Any]:
+    """The hold after a place, capture or void.
+
+    A replay keeps what the first answer kept; the wallet figures it did not keep
+    (``available``, and ``balance`` for a hold or a void) are the wallet's current ones.
+    """
+    balance, available = result.new_balance, result.available_tokens
+    if (balance is None or available is None) and result.user_id is not None:
+        info = await tokens.get_balance(result.user_id)
+        if info is not None:
+            balance = info.tokens_balance if balance is None else balance
+            available = info.available if available is None else available
+    return {
+        "holdId": result.hold_id,
+        "userId": result.user_id,
+        "status": result.status,
+        "amount": result.amount_tokens,
+        "capturedAmount": result.captured_tokens,
+        "expiresAt": iso_utc_or_none(result.expires_at),
+        "balance": balance,
+        "available": available,
+        "ledgerEntryId": result.ledger_entry_id,
+        "transactionId": result.transaction_id,
+        "replayed": result.replayed,
+    }
+
+
+def hold_view_data(view: HoldView, now: datetime) -> dict[str, Any]:
+    # A pending hold past its expiry can no longer be captured: say so, even before
+    # the sweeper has released it.
+    expired = view.status == "pending" and view.expires_at <= now
+    return {
+        "holdId": view.hold_id,
+        "userId": view.user_id,
+        "status": "expired" if expired else view.status,
+        "amount": view.amount_tokens,
+        "capturedAmount": view.captured_tokens,
+        "operationType": view.operation_type,
+        "expiresAt": iso_utc(view.expires_at),
+        "createdAt": iso_utc(view.created_at),
+        "resolvedAt": iso_utc_or_none(view.resolved_at),
+    }
+
+
+HOLD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Hold not found (also for a malformed hold id)"},
+    409: {"description": "Hold is no longer pending, or has expired"},
+}
+
+
+@router.post(
+    "/holds",
+    summary="Reserve tokens until captured, voided or expired (200, like deduct)",
+    responses={402: {"description": "Insufficient tokens"}},
+)
+async def place_hold(request: Request, body: HoldRequest, principal: SpendKey) -> dict[str, Any]:
+    """Reserve ``amount`` tokens for ``ttlSeconds`` (default from settings, at most 7 days).
+
+    Answers 200 (not 201, for symmetry with deduct) with ``{"data": {holdId, userId,
+    status: "pending", amount, capturedAmount: null, expiresAt, balance, available,
+    ledgerEntryId: null, transactionId: null, replayed}}``; 402 like deduct.
+    """
+    tokens = get_services(request).tokens
+    result = await tokens.hold(
+        body.userId,
+        body.amount,
+        ttl_seconds=body.ttlSeconds,
+        operation_type=body.operationType,
+        description=body.description,
+        metadata=body.metadata,
+        idempotency_key=idempotency_key(request, body.referenceId),
+        idempotency_scope=principal.app_slug,
+    )
+    return {"data": await hold_data(tokens, settled(request, result))}
+
+
+@router.post(
+    "/holds/{holdId}/capture",
+    summary="Settle a hold for the actual amount (0 allowed); the rest is released",
+    responses=HOLD_RESPONSES,
+)
+async def capture_hold(
+    request: Request, hold_id: HoldIdPath, body: CaptureRequest, principal: SpendKey
+) -> dict[str, Any]:
+    """Capture ``amount`` of a pending hold: less than held releases the rest; more is
+    recorded in full (usage that happened) and may overdraw the wallet.
+
+    The same capture again answers the first result with ``replayed: true``; 409 when
+    the hold was voided, expired, or captured for a different amount.
+    """
+    tokens = get_services(request).tokens
+    result = await tokens.capture(
+        checked_hold_id(hold_id),
+        body.amount,
+        description=body.description,
+        metadata=body.metadata,
+        idempotency_key=idempotency_key(request, body.referenceId),
+        idempotency_scope=principal.app_slug,
+    )
+    return {"data": await hold_data(tokens, settled(request, result))}
+
+
+@router.post(
+    "/holds/{holdId}/void",
+    summary="Release a hold without spending (repeatable)",
+    responses=HOLD_RESPONSES,
+)
+async def void_hold(
+    request: Request,
+    hold_id: HoldIdPath,
+    principal: SpendKey,
+    body: VoidRequest | None = None,
+) -> dict[str, Any]:
+    """Void a pending hold. Voiding a voided or expired hold again succeeds with
+    ``replayed: true`` (the tokens are released either way); a captured hold is a 409.
+    """
+    tokens = get_services(request).tokens
+    idempotency_key(request, None)  # checked for shape; a void is idempotent by hold id
+    result = await tokens.void(checked_hold_id(hold_id))
+    return {"data": await hold_data(tokens, settled(request, result))}
+
+
+@router.get("/holds/{holdId}", summary="A hold's state", responses=HOLD_RESPONSES)
+async def get_hold(request: Request, hold_id: HoldIdPath, principal: ReadKey) -> dict[str, Any]:
+    """``{"data": {holdId, userId, status, amount, capturedAmount, operationType,
+    expiresAt, createdAt, resolvedAt}}``; a pending hold past its expiry reads
+    ``"expired"``.
+    """
+    tokens = get_services(request).tokens
+    view = await tokens.get_hold(checked_hold_id(hold_id))
+    if view is None:
+        raise ApiError(404, "Hold not found", code=ErrorCode.HOLD_NOT_FOUND.value)
+    return {"data": hold_view_data(view, tokens.clock())}
+
+
+# --- history and statistics ---------------------------------------------------------------
+
+MAX_LEDGER_OFFSET = 1_000_000_000
+DATE_EXAMPLE = "2026-01-31T00:00:00Z"
+
+
+def aware_datetime(value: object) -> object:
+    """Parse a query parameter as an ISO 8601 date-time that names its timezone."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "datetime_format",
+            f"must be an ISO 8601 date-time with a timezone, such as {DATE_EXAMPLE}",
+        ) from None
+    if parsed.tzinfo is None:
+        raise PydanticCustomError(
+            "datetime_timezone",
+            "must include a timezone (Z, or an offset such as +02:00 sent as %2B02:00),"
+            f" such as {DATE_EXAMPLE}",
+        )
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("datetime_range", "is out of range") from None
+
+
+StartDate = Annotated[
+    datetime | None,
+    BeforeValidator(aware_datetime),
+    Query(alias="startDate", description=f"ISO 8601 with a timezone, e.g. {DATE_EXAMPLE}"),
+]
+EndDate = Annotated[
+    datetime | None,
+    BeforeValidator(aware_datetime),
+    Query(alias="endDate", description=f"ISO 8601 with a timezone, e.g. {DATE_EXAMPLE}"),
+]
+
+
+def check_period(start_date: datetime | None, end_date: datetime | None) -> None:
+    if start_date is not None and end_date is not None and start_date > end_date:
+        message = "must not be after endDate"
+        raise ApiError(
+            422,
+            f"Invalid request: query.startDate: {message}",
+            code="invalid_request",
+            details=[{"field": "query.startDate", "message": message}],
+        )
+
+
+def entry_data(entry: LedgerEntryView) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "transactionId": entry.transaction_id,
+        "type": entry.operation_type,
+        "amount": entry.tokens_amount,
+        "balanceBefore": entry.balance_before,
+        "balanceAfter": entry.balance_after,
+        "description": entry.description,
+        "metadata": entry.metadata,
+        "createdAt": iso_utc(entry.created_at),
+        "refundOf": entry.refund_of,
+        "holdId": entry.hold_id,
+    }
+
+
+@router.get("/ledger/{userId}", summary="A user's ledger entries, newest first")
+async def ledger(
+    request: Request,
+    user_id: UserIdPath,
+    principal: ReadKey,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    offset: Annotated[int, Query(ge=0, le=MAX_LEDGER_OFFSET)] = 0,
+    operation_type: Annotated[
+        str | None,
+        Query(
+            alias="type",
+            min_length=1,
+            max_length=MAX_OPERATION_TYPE_LENGTH,
+            pattern=r"^[a-z][a-z0-9_.:-]*$",
+            description="only entries of this operation type (usage, purchase, refund, ...)",
+        ),
+    ] = None,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
+) -> dict[str, Any]:
+    """``{"data": {"entries": [{id, transactionId, type, amount, balanceBefore,
+    balanceAfter, description, metadata, createdAt, refundOf, holdId}], "limit",
+    "offset", "userId"}}``. ``amount`` is signed: negative for a debit or capture.
+    ``startDate`` and ``endDate`` are inclusive.
+    """
+    check_period(start_date, end_date)
+    tokens = get_services(request).tokens
+    if await tokens.get_balance(user_id) is None:
+        raise wallet_not_found()
+    entries = await tokens.get_ledger().get_user_entries(
+        user_id,
+        limit=limit,
+        offset=offset,
+        operation_type=operation_type,
+        start_date=start_date,
+        end_date=end_date,
+    )
+    return {
+        "data": {
+            "entries": [entry_data(entry) for entry in entries],
+            "limit": limit,
+            "offset": offset,
+            "userId": user_id,
+        }
+    }
+
+
+@router.get("/stats/{userId}", summary="A user's totals over a period")
+async def stats(
+    request: Request,
+    user_id: UserIdPath,
+    principal: ReadKey,
+    start_date: StartDate = None,
+    end_date: EndDate = None,
+) -> dict[str, Any]:
+    """``{"data": {totalSpent, totalEarned, netChange, operationCount}}`` over the
+    wallet's entries (``startDate`` and ``endDate`` inclusive, both optional).
+    """
+    check_period(start_date, end_date)
+    tokens = get_services(request).tokens
+    if await tokens.get_balance(user_id) is None:
+        raise wallet_not_found()
+    statistics = await tokens.get_ledger().get_user_statistics(user_id, start_date, end_date)
+    return {
+        "data": {
+            "totalSpent": statistics.total_spent,
+            "totalEarned": statistics.total_earned,
+            "netChange": statistics.net_change,
+            "operationCount": statistics.operation_count,
+        }
+    }
