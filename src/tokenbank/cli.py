@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Coroutine
+from decimal import Decimal
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -21,6 +22,10 @@ from tokenbank.db.migrate import current_revision, head_revision, upgrade
 from tokenbank.ledger.audit import AuditReport
 from tokenbank.ledger.errors import IdempotencyConflict, InvalidInput, TokenBankError
 from tokenbank.ledger.results import OperationResult
+from tokenbank.plans.service import FeatureView, PlanService, PlanView
+from tokenbank.pricing.rates import ModelRate
+from tokenbank.pricing.rules import rule_json
+from tokenbank.pricing.service import PricingService
 from tokenbank.service import TokenService
 
 T = TypeVar("T")
@@ -405,6 +410,266 @@ def apps_revoke_key(
     if revoked == 0:
         die(f"no live key to revoke for {slug!r}")
     typer.echo(f"revoked {revoked} key(s) of {slug}")
+
+
+# --- plans, features and model prices (issue: HTTP service) ---------------------------------
+
+features_app = typer.Typer(help="Billable features and their pricing rules.", no_args_is_help=True)
+plans_app = typer.Typer(help="Plans: the features users may use.", no_args_is_help=True)
+models_app = typer.Typer(help="Per-model rates (per_unit and image rules).", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+app.add_typer(plans_app, name="plans")
+app.add_typer(models_app, name="models")
+
+ProfitOption = Annotated[
+    str | None,
+    typer.Option("--profit-percent", help="Profit on top of the base cost, e.g. 20 or 12.5."),
+]
+
+
+async def with_plans(database_url: str | None, action: Callable[[PlanService], Awaitable[T]]) -> T:
+    async def act(service: TokenService) -> T:
+        return await action(PlanService(await service.engine()))
+
+    return await with_service(database_url, act)
+
+
+async def with_pricing(
+    database_url: str | None, action: Callable[[PricingService], Awaitable[T]]
+) -> T:
+    async def act(service: TokenService) -> T:
+        return await action(PricingService(await service.engine(), settings=get_settings()))
+
+    return await with_service(database_url, act)
+
+
+def pricing_rule_from_options(
+    rule: str | None, fixed: int | None, output_ratio: str | None, per_unit: bool, image: bool
+) -> dict[str, Any]:
+    """Exactly one way of giving the rule; JSON numbers with a point become decimals."""
+    given = [rule is not None, fixed is not None, output_ratio is not None, per_unit, image]
+    if sum(given) != 1:
+        die("give exactly one of --rule, --fixed, --output-ratio, --per-unit, --image", 2)
+    if rule is not None:
+        try:
+            parsed = json.loads(rule, parse_float=Decimal)
+        except json.JSONDecodeError as error:
+            die(f"--rule is not valid JSON: {error}", 2)
+        if not isinstance(parsed, dict):
+            die('--rule must be a JSON object such as {"type": "fixed", "tokens": 5}', 2)
+        return parsed
+    if fixed is not None:
+        return {"type": "fixed", "tokens": fixed}
+    if output_ratio is not None:
+        return {"type": "output_ratio", "ratio": output_ratio}
+    return {"type": "per_unit"} if per_unit else {"type": "image"}
+
+
+def describe_feature(feature: FeatureView) -> str:
+    extras = [f"min balance {feature.min_balance_tokens}"]
+    if feature.hold_tokens is not None:
+        extras.append(f"hold {feature.hold_tokens}")
+    if feature.profit_percent is not None:
+        extras.append(f"profit {feature.profit_percent}%")
+    if feature.app is not None:
+        extras.append(f"app {feature.app}")
+    rule = json.dumps(rule_json(feature.rule), separators=(",", ":"))
+    return f"{feature.id}  {feature.name!r}  {rule}  v{feature.pricing_version}  " + ", ".join(
+        extras
+    )
+
+
+def describe_plan(plan: PlanView) -> str:
+    features = ", ".join(plan.features) or "no features"
+    return (
+        f"{plan.name}  allocation {plan.monthly_allocation_tokens}/month,"
+        f" profit {plan.profit_percent}%: {features}"
+    )
+
+
+@features_app.command("create")
+def features_create(
+    feature_id: Annotated[str, typer.Argument(metavar="ID", help="The feature_endpoint_id.")],
+    name: Annotated[str, typer.Option(help="A human-readable name.")],
+    rule: Annotated[str | None, typer.Option(help="The pricing rule as JSON.")] = None,
+    fixed: Annotated[int | None, typer.Option(help="Rule: this many tokens a call.")] = None,
+    output_ratio: Annotated[
+        str | None, typer.Option(help="Rule: output tokens / RATIO (seed 001: 4).")
+    ] = None,
+    per_unit: Annotated[
+        bool, typer.Option("--per-unit", help="Rule: model rates x token multiplier.")
+    ] = False,
+    image: Annotated[
+        bool, typer.Option("--image", help="Rule: fixed image cost by model.")
+    ] = False,
+    min_balance: Annotated[
+        int, typer.Option(help="Available tokens a start needs to be access-able.")
+    ] = 0,
+    hold_tokens: Annotated[
+        int | None, typer.Option(help="Hold mode: tokens a start reserves.")
+    ] = None,
+    app_slug: Annotated[str | None, typer.Option("--app", help="The app it belongs to.")] = None,
+    profit_percent: ProfitOption = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a feature with its pricing rule."""
+    pricing_rule = pricing_rule_from_options(rule, fixed, output_ratio, per_unit, image)
+    feature = run(
+        with_plans(
+            database_url,
+            lambda plans: plans.create_feature(
+                feature_id,
+                name=name,
+                rule=pricing_rule,
+                min_balance_tokens=min_balance,
+                hold_tokens=hold_tokens,
+                profit_percent=profit_percent,
+                app=app_slug,
+            ),
+        )
+    )
+    typer.echo(f"feature created: {describe_feature(feature)}")
+
+
+@features_app.command("list")
+def features_list(
+    app_slug: Annotated[str | None, typer.Option("--app", help="Only this app's.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """List features and their pricing rules."""
+    features = run(with_plans(database_url, lambda plans: plans.list_features(app=app_slug)))
+    for feature in features:
+        typer.echo(describe_feature(feature))
+    if not features:
+        typer.echo("no features")
+
+
+@features_app.command("delete")
+def features_delete(
+    feature_id: Annotated[str, typer.Argument(metavar="ID")], database_url: DatabaseUrl = None
+) -> None:
+    """Delete a feature (it leaves every plan; past charges keep their record)."""
+    run(with_plans(database_url, lambda plans: plans.delete_feature(feature_id)))
+    typer.echo(f"feature {feature_id} deleted")
+
+
+@plans_app.command("create")
+def plans_create(
+    name: str,
+    allocation: Annotated[int, typer.Option(help="Monthly allocation in tokens.")] = 0,
+    profit_percent: ProfitOption = None,
+    feature: Annotated[
+        list[str] | None, typer.Option("--feature", help="A feature ID; repeat for several.")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="What the plan is.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a plan."""
+    plan = run(
+        with_plans(
+            database_url,
+            lambda plans: plans.create_plan(
+                name,
+                description=description,
+                monthly_allocation_tokens=allocation,
+                profit_percent=profit_percent or "0",
+                features=feature or [],
+            ),
+        )
+    )
+    typer.echo(f"plan created: {describe_plan(plan)}")
+
+
+@plans_app.command("list")
+def plans_list(database_url: DatabaseUrl = None) -> None:
+    """List plans and their features."""
+    plans = run(with_plans(database_url, lambda service: service.list_plans()))
+    for plan in plans:
+        typer.echo(describe_plan(plan))
+    if not plans:
+        typer.echo("no plans")
+
+
+@plans_app.command("add-feature")
+def plans_add_feature(plan: str, feature_id: str, database_url: DatabaseUrl = None) -> None:
+    """Let the plan's users use a feature."""
+    updated = run(with_plans(database_url, lambda s: s.add_feature_to_plan(plan, feature_id)))
+    typer.echo(f"plan {describe_plan(updated)}")
+
+
+@plans_app.command("remove-feature")
+def plans_remove_feature(plan: str, feature_id: str, database_url: DatabaseUrl = None) -> None:
+    """Take a feature out of a plan."""
+    updated = run(with_plans(database_url, lambda s: s.remove_feature_from_plan(plan, feature_id)))
+    typer.echo(f"plan {describe_plan(updated)}")
+
+
+@plans_app.command("delete")
+def plans_delete(name: str, database_url: DatabaseUrl = None) -> None:
+    """Delete a plan that no wallet is on."""
+    run(with_plans(database_url, lambda plans: plans.delete_plan(name)))
+    typer.echo(f"plan {name} deleted")
+
+
+@users_app.command("set-plan")
+def users_set_plan(
+    user_id: str,
+    plan: Annotated[str, typer.Argument(help="The plan's name.")],
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Put a user on a plan."""
+    run(with_plans(database_url, lambda plans: plans.set_user_plan(user_id, plan)))
+    typer.echo(f"{user_id} is now on plan {plan}")
+
+
+def describe_rate(rate: ModelRate) -> str:
+    image = "-" if rate.image_tokens is None else str(rate.image_tokens)
+    return (
+        f"{rate.model:<32} input {rate.input_tokens_per_unit:<10} output"
+        f" {rate.output_tokens_per_unit:<10} image {image:<10} ({rate.source})"
+    )
+
+
+@models_app.command("list")
+def models_list(database_url: DatabaseUrl = None) -> None:
+    """List model rates: the shipped table with the database's overrides."""
+    for rate in run(with_pricing(database_url, lambda pricing: pricing.list_model_rates())):
+        typer.echo(describe_rate(rate))
+
+
+@models_app.command("set")
+def models_set(
+    model: str,
+    input_rate: Annotated[
+        str, typer.Option("--input", help="Tokens per input unit, e.g. 1 or 0.25.")
+    ],
+    output_rate: Annotated[str, typer.Option("--output", help="Tokens per output unit.")],
+    image_tokens: Annotated[
+        int | None, typer.Option("--image", help="Tokens per image (image rule).")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Set one model's rates (overrides the shipped row)."""
+    rate = run(
+        with_pricing(
+            database_url,
+            lambda pricing: pricing.set_model_rate(
+                model,
+                input_tokens_per_unit=input_rate,
+                output_tokens_per_unit=output_rate,
+                image_tokens=image_tokens,
+            ),
+        )
+    )
+    typer.echo(describe_rate(rate))
+
+
+@models_app.command("delete")
+def models_delete(model: str, database_url: DatabaseUrl = None) -> None:
+    """Remove a model's override (its shipped rates, if any, apply again)."""
+    if not run(with_pricing(database_url, lambda pricing: pricing.delete_model_rate(model))):
+        die(f"no override is set for model {model!r}")
+    typer.echo(f"override for {model} removed")
 
 
 # --- serve ----------------------------------------------------------------------------------

@@ -40,7 +40,9 @@ class Api:
 @pytest.fixture
 async def api(database_url: str, clock: ManualClock) -> AsyncIterator[Api]:
     settings = Settings(
-        database_url=database_url, public_url=PUBLIC_URL, welcome_bonus_tokens=0,
+        database_url=database_url,
+        public_url=PUBLIC_URL,
+        welcome_bonus_tokens=0,
         hold_sweep_interval_seconds=0,
     )
     service = TokenService(database_url, settings=settings, clock=clock, auto_migrate=False)

@@ -185,9 +185,7 @@ async def test_every_endpoint_needs_a_key_with_its_scope(api: Api) -> None:
 @SQLITE_ONLY
 async def test_unknown_routes_and_methods_answer_in_dialect_a(api: Api) -> None:
     not_allowed = {"error": "Method Not Allowed", "code": "method_not_allowed"}
-    refused(
-        await get(api, "/api/tokens/nothing"), 404, {"error": "Not Found", "code": "not_found"}
-    )
+    refused(await get(api, "/api/tokens/nothing"), 404, {"error": "Not Found", "code": "not_found"})
     refused(await get(api, "/api/tokens/deduct"), 405, not_allowed)
     refused(await post(api, "/api/costs", {}), 405, not_allowed)
 

@@ -18,6 +18,9 @@ from tokenbank.apps.service import AppService, Principal
 from tokenbank.clock import Clock, system_clock
 from tokenbank.config import Settings, get_settings
 from tokenbank.db.models import API_SCOPES
+from tokenbank.plans.process import TokenProcess
+from tokenbank.plans.service import PlanService
+from tokenbank.pricing.service import PricingService
 from tokenbank.service import TokenService
 
 logger = logging.getLogger("tokenbank.api")
@@ -65,10 +68,15 @@ def create_app(
         env_principal = None
         if settings.api_key is not None:
             env_principal = Principal(app_slug=settings.api_key_app, scopes=frozenset(API_SCOPES))
+        plans = PlanService(engine, clock=clock)
+        pricing = PricingService(engine, settings=settings, clock=clock)
         services = Services(
             settings=settings,
             tokens=tokens,
             apps=AppService(engine, clock=clock),
+            plans=plans,
+            pricing=pricing,
+            token_process=TokenProcess(tokens, plans, pricing),
             env_principal=env_principal,
         )
         app.state.services = services

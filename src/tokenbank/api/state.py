@@ -8,6 +8,9 @@ from fastapi import Request
 
 from tokenbank.apps.service import AppService, Principal
 from tokenbank.config import Settings
+from tokenbank.plans.process import TokenProcess
+from tokenbank.plans.service import PlanService
+from tokenbank.pricing.service import PricingService
 from tokenbank.service import TokenService
 
 
@@ -16,6 +19,10 @@ class Services:
     settings: Settings
     tokens: TokenService
     apps: AppService
+    # Plans, features, pricing and seed 001's token process (issue: HTTP service).
+    plans: PlanService
+    pricing: PricingService
+    token_process: TokenProcess
     # The principal of TOKENBANK_API_KEY, when a single-app deployment sets one.
     env_principal: Principal | None = None
 

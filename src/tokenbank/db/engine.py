@@ -73,6 +73,9 @@ def _create_sqlite_engine(url: str, settings: Settings) -> AsyncEngine:
         "PRAGMA journal_mode=WAL",
         f"PRAGMA synchronous={settings.sqlite_synchronous}",
         "PRAGMA foreign_keys=ON",
+        # Without this, INSERT OR REPLACE deletes rows without firing DELETE
+        # triggers, which would let an upsert rewrite append-only ledger rows.
+        "PRAGMA recursive_triggers=ON",
         f"PRAGMA busy_timeout={settings.sqlite_busy_timeout_ms}",
     )
 

@@ -159,6 +159,8 @@ async def debit(
     conn: AsyncConnection, op: Debit, now: datetime, *, released_expired: bool = False
 ) -> OperationResult:
     if op.allow_overdraft:
+        # An expired hold must not make recorded usage look like an overdraft.
+        await _release_expired_for(conn, op.user_id, now)
         wallet = await repo.overdraw_wallet(conn, op.user_id, op.amount_tokens, now)
     else:
         wallet = await repo.debit_wallet(conn, op.user_id, op.amount_tokens, now)

@@ -306,6 +306,9 @@ POSTGRES_FUNCTIONS = [
     END $$""",
     """CREATE FUNCTION tokenbank_entry_sealed() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
+      -- Serialise writers of one transaction id: a header still uncommitted in
+      -- another session would otherwise be invisible here (READ COMMITTED).
+      PERFORM pg_advisory_xact_lock(hashtextextended(NEW.transaction_id, 0));
       IF EXISTS (SELECT 1 FROM ledger_transactions WHERE id = NEW.transaction_id) THEN
         RAISE EXCEPTION 'ledger transaction is sealed: no entry can be added'
           USING ERRCODE = 'integrity_constraint_violation';
@@ -317,6 +320,7 @@ POSTGRES_FUNCTIONS = [
       entry_count bigint; total bigint; wallet_entries bigint; wallet_amount bigint;
       refunded bigint; debited bigint;
     BEGIN
+      PERFORM pg_advisory_xact_lock(hashtextextended(NEW.id, 0));
       SELECT COUNT(*), COALESCE(SUM(amount_tokens), 0), COUNT(wallet_id),
              SUM(amount_tokens) FILTER (WHERE wallet_id = NEW.wallet_id)
         INTO entry_count, total, wallet_entries, wallet_amount
@@ -331,6 +335,8 @@ POSTGRES_FUNCTIONS = [
           USING ERRCODE = 'check_violation';
       END IF;
       IF NEW.refund_of_id IS NOT NULL THEN
+        -- Concurrent refunds of one debit queue here, and each sees the others.
+        PERFORM pg_advisory_xact_lock(hashtextextended(NEW.refund_of_id, 1));
         SELECT -SUM(e.amount_tokens) INTO debited FROM ledger_entries e
           JOIN ledger_transactions t ON t.id = e.transaction_id
           WHERE t.id = NEW.refund_of_id AND t.kind = 'debit' AND t.wallet_id = NEW.wallet_id
