@@ -98,7 +98,11 @@ def _validate_page(limit: int, offset: int) -> None:
 
 def _validate_period(start_date: datetime | None, end_date: datetime | None) -> None:
     for name, value in (("start_date", start_date), ("end_date", end_date)):
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            continue
+        if not isinstance(value, datetime):
+            raise InvalidInput(name, "must be a datetime")
+        if value.tzinfo is None:
             raise InvalidInput(name, "must be timezone-aware")
     if start_date and end_date and start_date > end_date:
         raise InvalidInput("start_date", "must not be after end_date")
@@ -411,13 +415,14 @@ class TokenService:
                 error_code=ErrorCode.WALLET_NOT_FOUND,
             )
         active = balance.status == "active"
+        status_codes = {"suspended": ErrorCode.WALLET_SUSPENDED, "closed": ErrorCode.WALLET_CLOSED}
         return Affordability(
             can_afford=active and balance.available >= cost,
             cost=cost,
             balance=balance.tokens_balance,
             available=balance.available,
             deficit=max(0, cost - balance.available),
-            error_code=None if active else ErrorCode.WALLET_SUSPENDED,
+            error_code=status_codes.get(balance.status),
         )
 
     async def charge_for_operation(

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from tokenbank.config import Settings
@@ -23,13 +25,29 @@ READ_ONLY_OPTION = "tokenbank_read_only"
 
 def normalize_database_url(url: str) -> str:
     """Accept plain ``sqlite:///`` and ``postgresql://`` URLs and pick the async drivers."""
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"not a database URL: {url!r}") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
+        _check_sqlite_path(parsed.database)
         return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
     raise ValueError(f"unsupported database URL {parsed.drivername!r}: use sqlite or postgresql")
+
+
+def _check_sqlite_path(database: str | None) -> None:
+    """Refuse what would fail later, in the driver's thread, with a confusing error."""
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        raise ValueError(
+            "in-memory SQLite is not supported (each pooled connection would get its own"
+            " database): use a file, e.g. sqlite:///./tokenbank.db"
+        )
+    directory = Path(database).expanduser().resolve().parent
+    if not directory.is_dir():
+        raise ValueError(f"the directory for the SQLite file does not exist: {directory}")
 
 
 def is_sqlite(engine: AsyncEngine | AsyncConnection) -> bool:

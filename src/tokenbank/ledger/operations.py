@@ -55,6 +55,10 @@ def validate_text(value: object, *, field_name: str, max_length: int, required: 
         raise InvalidInput(field_name, f"must be at most {max_length} characters")
     if "\x00" in value:
         raise InvalidInput(field_name, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(field_name, "must be valid Unicode text") from None
 
 
 def validate_user_id(value: object) -> None:
@@ -65,23 +69,26 @@ def validate_operation_type(value: object) -> None:
     validate_text(
         value, field_name="operation_type", max_length=MAX_OPERATION_TYPE_LENGTH, required=True
     )
-    if not OPERATION_TYPE_PATTERN.match(str(value)):
+    if not OPERATION_TYPE_PATTERN.fullmatch(str(value)):
         raise InvalidInput(
             "operation_type", "must be lower case letters, digits and _ . : - (a letter first)"
         )
 
 
-def validate_metadata(value: object) -> None:
+def validate_metadata(value: object, *, field_name: str = "metadata") -> None:
+    """A JSON object of bounded size; NaN, deep nesting and odd types are refused."""
     if value is None:
         return
     if not isinstance(value, dict):
-        raise InvalidInput("metadata", "must be an object")
+        raise InvalidInput(field_name, "must be an object")
     try:
         encoded = json.dumps(value, allow_nan=False, default=_refuse_unserialisable)
-    except (TypeError, ValueError) as error:
-        raise InvalidInput("metadata", f"must be JSON-serialisable ({error})") from None
+        encoded.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise InvalidInput(field_name, f"must be JSON-serialisable ({reason})") from None
     if len(encoded.encode()) > MAX_METADATA_BYTES:
-        raise InvalidInput("metadata", f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
+        raise InvalidInput(field_name, f"must be at most {MAX_METADATA_BYTES} bytes as JSON")
 
 
 def _refuse_unserialisable(value: object) -> Any:
@@ -101,6 +108,8 @@ def validate_common(op: LedgerOperation) -> None:
     )
     if op.idempotency_key is not None and not op.idempotency_key.strip():
         raise InvalidInput("idempotency_key", "must not be empty")
+    if not isinstance(op.idempotency_scope, str) or len(op.idempotency_scope) > 64:
+        raise InvalidInput("idempotency_scope", "must be a string of at most 64 characters")
 
 
 def fingerprint(*parts: object) -> str:
@@ -189,6 +198,9 @@ class Debit(LedgerOperation):
         validate_operation_type(self.operation_type)
         if self.operation_type in RESERVED_OPERATION_TYPES:
             raise InvalidInput("operation_type", f"{self.operation_type!r} is not a debit")
+        if not isinstance(self.allow_overdraft, bool):
+            raise InvalidInput("allow_overdraft", "must be true or false")
+        validate_metadata(self.pricing, field_name="pricing")
         validate_common(self)
 
     def request_hash(self) -> str:
@@ -212,7 +224,7 @@ class Refund(LedgerOperation):
     def __post_init__(self) -> None:
         validate_user_id(self.user_id)
         validate_amount(self.amount_tokens)
-        if self.refund_of is not None and not TRANSACTION_ID_PATTERN.match(str(self.refund_of)):
+        if self.refund_of is not None and not TRANSACTION_ID_PATTERN.fullmatch(str(self.refund_of)):
             raise InvalidInput("refund_of", "must be a transaction id")
         validate_common(self)
 
@@ -254,7 +266,7 @@ class PlaceHold(LedgerOperation):
 
 
 def validate_hold_id(value: object) -> None:
-    if not isinstance(value, str) or not HOLD_ID_PATTERN.match(value):
+    if not isinstance(value, str) or not HOLD_ID_PATTERN.fullmatch(value):
         raise InvalidInput("hold_id", "must be a hold id (hold_ followed by 32 hex digits)")
 
 
@@ -269,6 +281,7 @@ class CaptureHold(LedgerOperation):
     def __post_init__(self) -> None:
         validate_hold_id(self.hold_id)
         validate_amount(self.amount_tokens, allow_zero=True)
+        validate_metadata(self.pricing, field_name="pricing")
         validate_common(self)
 
     def request_hash(self) -> str:
