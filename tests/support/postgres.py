@@ -145,8 +145,11 @@ class PostgresServer:
             url = pg.async_url("app")  # postgresql+asyncpg://postgres@127.0.0.1:PORT/app
     """
 
-    def __init__(self, bin_dir: Path | str | None = None) -> None:
+    def __init__(self, bin_dir: Path | str | None = None, *, durable: bool = False) -> None:
+        """``durable=True`` keeps PostgreSQL's fsync and synchronous commit on, as in
+        production: benchmarks need it; tests don't."""
         self._bin_dir = Path(bin_dir) if bin_dir is not None else None
+        self._durable = durable
         self._as_root = os.geteuid() == 0
         self._user = ROOT_DB_USER if self._as_root else pwd.getpwuid(os.geteuid()).pw_name
         self._base_dir: Path | None = None
@@ -332,9 +335,11 @@ class PostgresServer:
                 f"-c listen_addresses={HOST}",
                 f"-c port={port}",
                 f"-c unix_socket_directories='{self.base_dir}'",
-                "-c fsync=off",
-                "-c synchronous_commit=off",
-                "-c full_page_writes=off",
+                *(
+                    []
+                    if self._durable
+                    else ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+                ),
                 "-c max_connections=300",
                 "-c shared_buffers=128MB",
             ]
