@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     max_request_body_bytes: int = Field(default=MAX_REQUEST_BODY_BYTES, ge=1024, le=10_485_760)
     hold_sweep_interval_seconds: float = Field(default=HOLD_SWEEP_INTERVAL_SECONDS, ge=0)
 
+    # --- user identity for apps (issue 4: the client SDK) ---------------------------------
+    # Signs the HS256 JWTs that `tokenbank users token` mints (seed 000's option B): an
+    # app given the same secret verifies them with tokenbank.client.verify_jwt.
+    jwt_secret: SecretStr | None = None
+    # Group commit: concurrent operations of one process share a transaction and a
+    # commit (decision 8). Off, each operation commits on its own.
+    group_commit: bool = True
+    group_commit_max_batch_operations: int = Field(default=256, ge=1, le=10_000)
+    group_commit_inflight_batches: int = Field(default=4, ge=1, le=64)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -30,6 +30,7 @@ from tokenbank.ledger.accounts import USAGE
 from tokenbank.ledger.audit import AuditReport, run_audit
 from tokenbank.ledger.costs import CostTable
 from tokenbank.ledger.errors import ErrorCode, IdempotencyConflict, InvalidInput
+from tokenbank.ledger.group_commit import GroupCommitter
 from tokenbank.ledger.operations import (
     CaptureHold,
     Credit,
@@ -187,6 +188,7 @@ class TokenService:
         self._ready = asyncio.Lock()
         self._started = False
         self._writer: LedgerWriter | None = None
+        self._committer: GroupCommitter | None = None
         self._costs: CostTable | None = None
 
     # --- lifecycle -------------------------------------------------------------------
@@ -206,6 +208,18 @@ class TokenService:
             if self._auto_migrate:
                 await upgrade(self._engine)
             self._writer = LedgerWriter(self._engine, clock=self.clock)
+            if self.settings.group_commit:
+                # SQLite has one writer at a time; PostgreSQL overlaps a few batches.
+                inflight = (
+                    1
+                    if self._engine.dialect.name == "sqlite"
+                    else (self.settings.group_commit_inflight_batches)
+                )
+                self._committer = GroupCommitter(
+                    self._writer,
+                    max_batch_operations=self.settings.group_commit_max_batch_operations,
+                    max_inflight_batches=inflight,
+                )
             self._costs = CostTable(self._engine)
             self._started = True
 
@@ -245,7 +259,14 @@ class TokenService:
         return results
 
     async def _apply(self, operation: Operation) -> LedgerResult:
-        result = (await self.apply([operation]))[0]
+        """Apply one operation, through group commit when it is on."""
+        await self._parts()
+        if self._committer is None:
+            result = (await self.apply([operation]))[0]
+        else:
+            started = time.perf_counter()
+            result = await self._committer.submit(operation)
+            await self._after_commit(operation, result, (time.perf_counter() - started) * 1000)
         if result.error_code == ErrorCode.IDEMPOTENCY_CONFLICT:
             raise IdempotencyConflict(operation.idempotency_key or "")
         return result

@@ -15,11 +15,13 @@ from sqlalchemy import (
     Row,
     Table,
     and_,
+    bindparam,
     case,
     func,
     insert,
     null,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -419,3 +421,84 @@ async def upsert_cost(
 async def delete_cost(conn: AsyncConnection, operation_type: str) -> bool:
     statement = costs.delete().where(costs.c.operation_type == operation_type)
     return (await conn.execute(statement)).rowcount > 0
+
+
+# --- the batch kernel (group commit) ----------------------------------------------------
+
+
+async def lock_wallets(conn: AsyncConnection, user_ids: list[str]) -> dict[str, AnyRow]:
+    """Read and lock the wallets of a batch, in id order so batches never deadlock."""
+    statement = (
+        select(
+            wallets.c.id,
+            wallets.c.user_id,
+            wallets.c.balance_tokens,
+            wallets.c.held_tokens,
+            wallets.c.spent_tokens,
+            wallets.c.status,
+            wallets.c.suspended_reason,
+        )
+        .where(wallets.c.user_id.in_(user_ids))
+        .order_by(wallets.c.id)
+        .with_for_update()
+    )
+    return {row.user_id: row for row in await conn.execute(statement)}
+
+
+async def transactions_by_keys(
+    conn: AsyncConnection, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], AnyRow]:
+    """The committed transactions of a batch's idempotency keys, keyed by (scope, key)."""
+    statement = (
+        select(
+            transactions.c.id,
+            transactions.c.idempotency_scope,
+            transactions.c.idempotency_key,
+            transactions.c.request_hash,
+            entries.c.id.label("entry_id"),
+            entries.c.balance_after,
+            wallets.c.user_id,
+        )
+        .join(entries, entries.c.transaction_id == transactions.c.id)
+        .join(wallets, wallets.c.id == entries.c.wallet_id)
+        .where(tuple_(transactions.c.idempotency_scope, transactions.c.idempotency_key).in_(keys))
+    )
+    return {
+        (row.idempotency_scope, row.idempotency_key): row for row in await conn.execute(statement)
+    }
+
+
+async def apply_wallet_deltas(conn: AsyncConnection, changes: list[dict[str, Any]]) -> None:
+    """One UPDATE per changed wallet, sent as one executemany.
+
+    Deltas are relative, so the CHECK constraints judge the real final row; the
+    wallets were locked by :func:`lock_wallets`, so the decisions made on the read
+    values still hold.
+    """
+    statement = (
+        update(wallets)
+        .where(wallets.c.id == bindparam("wallet_id"))
+        .values(
+            balance_tokens=wallets.c.balance_tokens + bindparam("balance_delta"),
+            spent_tokens=wallets.c.spent_tokens + bindparam("spent_delta"),
+            status=bindparam("new_status"),
+            suspended_reason=bindparam("new_reason"),
+            updated_at=bindparam("now"),
+        )
+    )
+    await conn.execute(statement, changes)
+
+
+async def insert_batch(
+    conn: AsyncConnection, legs: list[dict[str, Any]], headers: list[dict[str, Any]]
+) -> dict[str, int]:
+    """Write a batch's entries, then the headers that seal them; wallet entry ids by
+    transaction id."""
+    statement = (
+        insert(entries)
+        .values(legs)
+        .returning(entries.c.id, entries.c.transaction_id, entries.c.wallet_id)
+    )
+    rows = (await conn.execute(statement)).all()
+    await conn.execute(insert(transactions).values(headers))
+    return {row.transaction_id: int(row.id) for row in rows if row.wallet_id is not None}

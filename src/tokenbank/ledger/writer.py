@@ -26,6 +26,7 @@ from tokenbank.config import MAX_WRITE_RETRIES
 from tokenbank.db.engine import write_transaction
 from tokenbank.ledger import handlers
 from tokenbank.ledger import repository as repo
+from tokenbank.ledger.batch import FAST_TYPES, FastOperation, apply_fast
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.operations import (
     CaptureHold,
@@ -68,29 +69,73 @@ class _RollBack(Exception):
         self.result = result
 
 
+def _kernel_operations(operations: Sequence[Operation]) -> list[tuple[int, FastOperation]]:
+    """The plain debits and credits the kernel may settle, keeping each user's order.
+
+    Once a user has an operation the kernel does not settle (a hold, a refund, ...),
+    that user's later operations go the per-operation way too, so they run after it.
+    """
+    slow_users: set[str] = set()
+    fast: list[tuple[int, FastOperation]] = []
+    for position, op in enumerate(operations):
+        if isinstance(op, FAST_TYPES) and op.user_id not in slow_users:
+            fast.append((position, op))
+        elif op.user_key is not None:
+            slow_users.add(op.user_key)
+    return fast
+
+
 def _is_retryable(error: DBAPIError) -> bool:
     sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
     return sqlstate in RETRYABLE_SQLSTATES
 
 
 class LedgerWriter:
-    def __init__(self, engine: AsyncEngine, *, clock: Clock) -> None:
+    def __init__(self, engine: AsyncEngine, *, clock: Clock, batch_kernel: bool = True) -> None:
         self._engine = engine
         self._clock = clock
+        self._batch_kernel = batch_kernel
 
     async def apply(self, operations: Sequence[Operation]) -> list[LedgerResult]:
-        """Apply every operation in one transaction; one result per operation, in order."""
+        """Apply every operation in one transaction; one result per operation, in order.
+
+        The first attempt settles plain debits and credits with the batch kernel;
+        if the database refuses that (say, another process committed one of the
+        batch's idempotency keys first), the batch is applied again one operation at
+        a time, where each refusal stays with its own operation.
+        """
+        use_kernel = self._batch_kernel
         for attempt in range(MAX_WRITE_RETRIES):
             try:
                 async with write_transaction(self._engine) as conn:
                     now = self._clock()
-                    return [await self._apply_one(conn, op, now) for op in operations]
-            except DBAPIError as error:
-                if isinstance(error, IntegrityError) or not _is_retryable(error):
+                    return await self._apply_all(conn, operations, now, use_kernel=use_kernel)
+            except IntegrityError:
+                if not use_kernel:
                     raise
-                if attempt == MAX_WRITE_RETRIES - 1:
+                use_kernel = False
+            except DBAPIError as error:
+                if not _is_retryable(error) or attempt == MAX_WRITE_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _apply_all(
+        self,
+        conn: AsyncConnection,
+        operations: Sequence[Operation],
+        now: datetime,
+        *,
+        use_kernel: bool,
+    ) -> list[LedgerResult]:
+        results: dict[int, LedgerResult] = {}
+        remaining = list(range(len(operations)))
+        fast = _kernel_operations(operations)
+        if use_kernel and fast:
+            results, deferred = await apply_fast(conn, fast, now)
+            remaining = sorted(set(remaining) - set(results) | set(deferred))
+        for position in remaining:
+            results[position] = await self._apply_one(conn, operations[position], now)
+        return [results[position] for position in range(len(operations))]
 
     async def apply_one(self, operation: Operation) -> LedgerResult:
         return (await self.apply([operation]))[0]
