@@ -7,28 +7,61 @@ The embedded API (the whole ledger in-process, no network hop)::
     async with TokenService("sqlite+aiosqlite:///tokens.db") as service:
         await service.open_wallet("user-1")
         result = await service.charge_for_operation("user-1", "image_generation")
+
+The names below are imported on first use (PEP 562), not when the package is: an
+app that only uses the SDK (``import tokenbank.client``) must not pull in the
+server's dependencies (SQLAlchemy, FastAPI, ...), and importing ``tokenbank.client``
+imports this package first.
 """
 
-from tokenbank.clock import ManualClock
-from tokenbank.ledger.audit import AuditReport
-from tokenbank.ledger.errors import (
-    ErrorCode,
-    IdempotencyConflict,
-    InvalidInput,
-    TokenBankError,
-)
-from tokenbank.ledger.results import (
-    Affordability,
-    BalanceInfo,
-    HoldResult,
-    HoldView,
-    LedgerEntryView,
-    OperationResult,
-    UserStatistics,
-    WalletResult,
-)
-from tokenbank.service import LedgerView, OperationMetrics, TokenService
-from tokenbank.sync import SyncTokenService
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tokenbank.clock import ManualClock
+    from tokenbank.ledger.audit import AuditReport
+    from tokenbank.ledger.errors import (
+        ErrorCode,
+        IdempotencyConflict,
+        InvalidInput,
+        TokenBankError,
+    )
+    from tokenbank.ledger.results import (
+        Affordability,
+        BalanceInfo,
+        HoldResult,
+        HoldView,
+        LedgerEntryView,
+        OperationResult,
+        UserStatistics,
+        WalletResult,
+    )
+    from tokenbank.service import LedgerView, OperationMetrics, TokenService
+    from tokenbank.sync import SyncTokenService
+
+# Each public name and the module that defines it.
+_EXPORTS: dict[str, str] = {
+    "Affordability": "tokenbank.ledger.results",
+    "AuditReport": "tokenbank.ledger.audit",
+    "BalanceInfo": "tokenbank.ledger.results",
+    "ErrorCode": "tokenbank.ledger.errors",
+    "HoldResult": "tokenbank.ledger.results",
+    "HoldView": "tokenbank.ledger.results",
+    "IdempotencyConflict": "tokenbank.ledger.errors",
+    "InvalidInput": "tokenbank.ledger.errors",
+    "LedgerEntryView": "tokenbank.ledger.results",
+    "LedgerView": "tokenbank.service",
+    "ManualClock": "tokenbank.clock",
+    "OperationMetrics": "tokenbank.service",
+    "OperationResult": "tokenbank.ledger.results",
+    "SyncTokenService": "tokenbank.sync",
+    "TokenBankError": "tokenbank.ledger.errors",
+    "TokenService": "tokenbank.service",
+    "UserStatistics": "tokenbank.ledger.results",
+    "WalletResult": "tokenbank.ledger.results",
+}
 
 __all__ = [
     "Affordability",
@@ -50,3 +83,16 @@ __all__ = [
     "UserStatistics",
     "WalletResult",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tokenbank' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

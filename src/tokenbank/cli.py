@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import jwt
 import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from tokenbank.apps.service import DEFAULT_SCOPES, AppService, parse_duration_seconds
-from tokenbank.config import DEFAULT_PAGE_SIZE, get_settings
+from tokenbank.config import DEFAULT_PAGE_SIZE, MAX_USER_ID_LENGTH, Settings, get_settings
 from tokenbank.db.engine import create_engine
 from tokenbank.db.migrate import current_revision, head_revision, upgrade
 from tokenbank.ledger.audit import AuditReport
@@ -670,6 +672,44 @@ def models_delete(model: str, database_url: DatabaseUrl = None) -> None:
     if not run(with_pricing(database_url, lambda pricing: pricing.delete_model_rate(model))):
         die(f"no override is set for model {model!r}")
     typer.echo(f"override for {model} removed")
+
+
+# --- user tokens for apps (issue 4: the client SDK) -------------------------------------------
+#
+# Seed 000's option B: tokenbank signs a short-lived HS256 JWT whose ``sub`` is the user
+# id; an app holding the same secret verifies it (tokenbank.client.verify_jwt) without
+# calling tokenbank. This command mints one so that apps can be tested today.
+
+MIN_JWT_SECRET_BYTES = 32  # HS256 wants a key at least as long as its 256-bit hash
+MAX_USER_TOKEN_TTL_SECONDS = 30 * 24 * 3600
+JWT_ISSUER = "tokenbank"
+
+
+@users_app.command("token")
+def users_token(
+    user_id: str,
+    expires_in: Annotated[
+        str, typer.Option("--expires-in", help="Lifetime: 90, 30s, 15m, 1h or 7d (max 30d).")
+    ] = "1h",
+) -> None:
+    """Mint an HS256 JWT for USER_ID, signed with TOKENBANK_JWT_SECRET (no database)."""
+    secret = Settings().jwt_secret
+    if secret is None:
+        die("no JWT secret configured: set TOKENBANK_JWT_SECRET (at least 32 bytes)")
+    key = secret.get_secret_value()
+    if len(key.encode()) < MIN_JWT_SECRET_BYTES:
+        die(f"TOKENBANK_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes")
+    if not user_id or len(user_id) > MAX_USER_ID_LENGTH:
+        die(f"USER_ID must be 1 to {MAX_USER_ID_LENGTH} characters", 2)
+    try:
+        seconds = parse_duration_seconds(expires_in)
+    except InvalidInput as error:
+        die(str(error), 2)
+    if not 0 < seconds <= MAX_USER_TOKEN_TTL_SECONDS:
+        die("--expires-in must be more than 0 and at most 30d", 2)
+    now = int(time.time())
+    claims = {"sub": user_id, "iss": JWT_ISSUER, "iat": now, "exp": now + seconds}
+    typer.echo(jwt.encode(claims, key, algorithm="HS256"))
 
 
 # --- serve ----------------------------------------------------------------------------------

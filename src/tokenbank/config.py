@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     # Signs the HS256 JWTs that `tokenbank users token` mints (seed 000's option B): an
     # app given the same secret verifies them with tokenbank.client.verify_jwt.
     jwt_secret: SecretStr | None = None
+
     # Group commit: concurrent operations of one process share a transaction and a
     # commit (decision 8). Off, each operation commits on its own.
     group_commit: bool = True
