@@ -33,6 +33,7 @@ from tokenbank.ledger import repository as repo
 from tokenbank.ledger.accounts import TOKENS_CONSUMED, credit_source_account
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.handlers import _header, new_transaction_id
+from tokenbank.ledger.idempotency import key_row
 from tokenbank.ledger.operations import Credit, Debit
 from tokenbank.ledger.repository import AnyRow
 from tokenbank.ledger.results import LedgerResult, OperationResult, refused_operation
@@ -96,6 +97,7 @@ class _Batch:
     legs: list[dict[str, Any]]
     headers: list[dict[str, Any]]
     pending_entry: dict[int, str]  # position -> transaction id awaiting its entry id
+    key_rows: list[dict[str, Any]]  # the idempotency keys of the operations applied
     seen_keys: dict[tuple[str, str], tuple[str, int]]  # key -> (request hash, position)
 
 
@@ -106,9 +108,16 @@ async def apply_fast(
     found = await repo.lock_wallets(conn, sorted({op.user_id for _, op in operations}))
     wallets = {user_id: _Wallet.of(row) for user_id, row in found.items()}
     keys = sorted({_key(op) for _, op in operations if op.idempotency_key is not None})
-    committed = await repo.transactions_by_keys(conn, keys) if keys else {}
+    committed = await repo.registered_keys(conn, keys) if keys else {}
     batch = _Batch(
-        now=now, results={}, deferred=[], legs=[], headers=[], pending_entry={}, seen_keys={}
+        now=now,
+        results={},
+        deferred=[],
+        legs=[],
+        headers=[],
+        pending_entry={},
+        key_rows=[],
+        seen_keys={},
     )
     for position, op in operations:
         _decide(batch, position, op, wallets, committed)
@@ -151,7 +160,7 @@ def _answered_by_key(
     key = _key(op)
     if key in committed:
         row = committed[key]
-        if row.request_hash != op.request_hash():
+        if row.request_hash != op.request_hash() or row.id is None:
             batch.results[position] = refused_operation(
                 ErrorCode.IDEMPOTENCY_CONFLICT, user_id=row.user_id
             )
@@ -304,6 +313,8 @@ def _record(
         )
     )
     batch.pending_entry[position] = transaction_id
+    if op.idempotency_key is not None:
+        batch.key_rows.append(key_row(op, kind, batch.now))
     batch.results[position] = OperationResult(
         success=True,
         new_balance=wallet.balance,
@@ -319,6 +330,8 @@ async def _write(conn: AsyncConnection, batch: _Batch, wallets: dict[str, _Walle
         return
     await repo.apply_wallet_deltas(conn, changes)
     entry_ids = await repo.insert_batch(conn, batch.legs, _uniform(batch.headers))
+    if batch.key_rows:
+        await repo.record_keys(conn, batch.key_rows)
     for position, transaction_id in batch.pending_entry.items():
         result = batch.results[position]
         if isinstance(result, OperationResult) and transaction_id in entry_ids:

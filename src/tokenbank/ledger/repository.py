@@ -27,7 +27,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenbank.db.models import Hold, LedgerEntry, LedgerTransaction, OperationCost, Wallet
+from tokenbank.db.models import (
+    Hold,
+    IdempotencyKey,
+    LedgerEntry,
+    LedgerTransaction,
+    OperationCost,
+    Wallet,
+)
 
 wallets = cast(Table, Wallet.__table__)
 transactions = cast(Table, LedgerTransaction.__table__)
@@ -502,3 +509,52 @@ async def insert_batch(
     rows = (await conn.execute(statement)).all()
     await conn.execute(insert(transactions).values(headers))
     return {row.transaction_id: int(row.id) for row in rows if row.wallet_id is not None}
+
+
+# --- the idempotency key registry --------------------------------------------------------
+
+idempotency_keys = cast(Table, IdempotencyKey.__table__)
+
+
+async def record_keys(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Register keys of committed requests; a key already taken raises IntegrityError."""
+    await conn.execute(insert(idempotency_keys).values(rows))
+
+
+async def registered_key(conn: AsyncConnection, scope: str, key: str) -> AnyRow | None:
+    statement = select(idempotency_keys.c.request_hash, idempotency_keys.c.operation).where(
+        idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def registered_keys(
+    conn: AsyncConnection, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], AnyRow]:
+    """A batch's registered keys, with the transaction each left (if any)."""
+    statement = (
+        select(
+            idempotency_keys.c.scope,
+            idempotency_keys.c.key,
+            idempotency_keys.c.request_hash,
+            transactions.c.id,
+            entries.c.id.label("entry_id"),
+            entries.c.balance_after,
+            wallets.c.user_id,
+        )
+        .select_from(idempotency_keys)
+        .outerjoin(
+            transactions,
+            and_(
+                transactions.c.idempotency_scope == idempotency_keys.c.scope,
+                transactions.c.idempotency_key == idempotency_keys.c.key,
+            ),
+        )
+        .outerjoin(
+            entries,
+            and_(entries.c.transaction_id == transactions.c.id, entries.c.wallet_id.is_not(None)),
+        )
+        .outerjoin(wallets, wallets.c.id == entries.c.wallet_id)
+        .where(tuple_(idempotency_keys.c.scope, idempotency_keys.c.key).in_(keys))
+    )
+    return {(row.scope, row.key): row for row in await conn.execute(statement)}

@@ -28,6 +28,7 @@ from tokenbank.ledger import handlers
 from tokenbank.ledger import repository as repo
 from tokenbank.ledger.batch import FAST_TYPES, FastOperation, apply_fast
 from tokenbank.ledger.errors import ErrorCode
+from tokenbank.ledger.idempotency import KEYED_OPERATIONS, key_row
 from tokenbank.ledger.operations import (
     CaptureHold,
     Credit,
@@ -39,7 +40,6 @@ from tokenbank.ledger.operations import (
     VoidHold,
 )
 from tokenbank.ledger.results import (
-    HoldResult,
     LedgerResult,
     OperationResult,
     refused_hold,
@@ -153,6 +153,10 @@ class LedgerWriter:
                     result = await handler(conn, op, now)
                     if not result.success:
                         raise _RollBack(result)
+                    if op.idempotency_key is not None:
+                        result = await self._claim_key(conn, op, result, now)
+                        if not result.success:
+                            raise _RollBack(result)
                     return result
             except _RollBack as refused:
                 return await self._replay(conn, op, now) or refused.result
@@ -165,36 +169,46 @@ class LedgerWriter:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    @staticmethod
+    async def _claim_key(
+        conn: AsyncConnection, op: Operation, result: LedgerResult, now: datetime
+    ) -> LedgerResult:
+        """Bind the key to this request; a key bound to another request is a conflict.
+
+        A result replayed from state (a hold captured before) was not found by its
+        key, so its key is checked here too.
+        """
+        operation = KEYED_OPERATIONS.get(type(op))
+        if operation is None or op.idempotency_key is None:
+            return result
+        if result.replayed:
+            registered = await repo.registered_key(conn, op.idempotency_scope, op.idempotency_key)
+            if registered is not None:
+                return result if registered.request_hash == op.request_hash() else _conflict(op)
+        await repo.record_keys(conn, [key_row(op, operation, now)])
+        return result
+
     async def _replay(
         self, conn: AsyncConnection, op: Operation, now: datetime
     ) -> LedgerResult | None:
         """The first result for this idempotency key, if a request with it committed."""
         key = op.idempotency_key
-        if key is None:
+        if key is None or type(op) not in KEYED_OPERATIONS:
             return None
+        registered = await repo.registered_key(conn, op.idempotency_scope, key)
+        if registered is None:
+            return None
+        if registered.request_hash != op.request_hash():
+            return _conflict(op)
         if isinstance(op, PlaceHold):
-            return await self._replay_hold(conn, op, key)
-        if isinstance(op, Credit | Debit | Refund | CaptureHold):
-            return await self._replay_transaction(conn, op, key, now)
-        return None
-
-    async def _replay_transaction(
-        self,
-        conn: AsyncConnection,
-        op: Credit | Debit | Refund | CaptureHold,
-        key: str,
-        now: datetime,
-    ) -> LedgerResult | None:
+            hold = await repo.hold_by_key(conn, op.idempotency_scope, key)
+            return handlers.hold_result(hold, replayed=True) if hold is not None else None
+        if isinstance(op, CaptureHold):
+            # The hold itself remembers its capture (a capture of 0 leaves no transaction).
+            return await handlers.capture_hold(conn, op, now)
         found = await repo.transaction_by_key(conn, op.idempotency_scope, key)
         if found is None:
             return None
-        conflict = found.request_hash != op.request_hash()
-        if isinstance(op, CaptureHold):
-            if conflict:
-                return refused_hold(ErrorCode.IDEMPOTENCY_CONFLICT, hold_id=op.hold_id)
-            return await handlers.capture_hold(conn, op, now)
-        if conflict:
-            return refused_operation(ErrorCode.IDEMPOTENCY_CONFLICT, user_id=found.user_id)
         return OperationResult(
             success=True,
             new_balance=found.balance_after,
@@ -204,12 +218,12 @@ class LedgerWriter:
             user_id=found.user_id,
         )
 
-    async def _replay_hold(
-        self, conn: AsyncConnection, op: PlaceHold, key: str
-    ) -> HoldResult | None:
-        hold = await repo.hold_by_key(conn, op.idempotency_scope, key)
-        if hold is None:
-            return None
-        if hold.request_hash != op.request_hash():
-            return refused_hold(ErrorCode.IDEMPOTENCY_CONFLICT, user_id=hold.user_id)
-        return handlers.hold_result(hold, replayed=True)
+
+def _conflict(op: Operation) -> LedgerResult:
+    if isinstance(op, PlaceHold | CaptureHold | VoidHold):
+        return refused_hold(
+            ErrorCode.IDEMPOTENCY_CONFLICT,
+            hold_id=getattr(op, "hold_id", None),
+            user_id=getattr(op, "user_id", None),
+        )
+    return refused_operation(ErrorCode.IDEMPOTENCY_CONFLICT, user_id=getattr(op, "user_id", None))
