@@ -1,5 +1,6 @@
-# tokenbank: `make run` serves it on SQLite; `make test` runs the whole suite.
-# Both set everything up first (virtual environment, dependencies, database).
+# tokenbank: `make run` serves it on SQLite; `make test` runs the whole suite;
+# `make bench` measures it (README, "Benchmarks"). Each sets everything up first
+# (virtual environment, dependencies, database, load generator).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -7,8 +8,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# `make fuzz`: generated requests per API operation and phase, and the engines.
+FUZZ_EXAMPLES ?= 100
+FUZZ_ENGINES  ?= sqlite,postgresql
+# `make security`: rounds of the database fault tests.
+FAULT_ROUNDS  ?= 20
 
-.PHONY: install run migrate test lint typecheck check clean
+.PHONY: install run migrate test lint typecheck check clean bench bench-quick fuzz security
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,15 +31,44 @@ run: migrate
 	$(BIN)/tokenbank serve --host $(HOST) --port $(PORT)
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
 typecheck: install
 	$(BIN)/mypy
 
 test: install lint typecheck
 	./scripts/ensure-postgres.sh
+	./scripts/ensure-wrk.sh || echo "wrk unavailable: tests/bench will be skipped"
 	$(BIN)/python -m pytest
+
+# Every benchmark case in one run (~10-15 min); prints the table, writes
+# bench/results/*.json and updates bench/RESULTS.md. BENCH_ARGS passes options,
+# e.g. make bench BENCH_ARGS="--workers 4 --cases deduct,ping".
+bench: install
+	./scripts/ensure-postgres.sh
+	./scripts/ensure-wrk.sh
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The same in under a minute (1 s runs, one repeat, 200 users): a smoke run.
+bench-quick: install
+	./scripts/ensure-postgres.sh
+	./scripts/ensure-wrk.sh
+	$(BIN)/python bench/run.py --quick $(BENCH_ARGS)
+
+# The long variants of tests/security (`make test` runs the short ones): Schemathesis
+# with its coverage phase and more examples on both engines (~10 min); the whole
+# security suite with more database fault rounds.
+fuzz: install
+	./scripts/ensure-postgres.sh
+	TOKENBANK_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) TOKENBANK_FUZZ_ENGINES=$(FUZZ_ENGINES) \
+	TOKENBANK_FUZZ_COVERAGE=1 $(BIN)/python -m pytest tests/security/test_fuzz.py \
+		-p no:cacheprovider -q -s
+
+security: install
+	./scripts/ensure-postgres.sh
+	TOKENBANK_FAULT_ROUNDS=$(FAULT_ROUNDS) $(BIN)/python -m pytest tests/security \
+		-p no:cacheprovider -q --durations=10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tokenbank.db tokenbank.db-wal tokenbank.db-shm

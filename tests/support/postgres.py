@@ -155,6 +155,7 @@ class PostgresServer:
         self._base_dir: Path | None = None
         self._port: int | None = None
         self._postmaster_pid: int | None = None
+        self._paused = False
 
     # ----------------------------------------------------------------- properties
 
@@ -192,6 +193,11 @@ class PostgresServer:
     def running(self) -> bool:
         return self._port is not None
 
+    @property
+    def paused(self) -> bool:
+        """True between pause() and resume(): the server is down, its data kept."""
+        return self._paused
+
     def async_url(self, dbname: str) -> str:
         """SQLAlchemy URL for the asyncpg driver."""
         return f"postgresql+asyncpg://{self.user}@{self.host}:{self.port}/{dbname}"
@@ -227,11 +233,39 @@ class PostgresServer:
         base_dir, self._base_dir = self._base_dir, None
         if base_dir is None:
             return
-        if self._port is not None:
+        if self._port is not None and not self._paused:
             self._stop_postmaster(base_dir / "data")
+        self._paused = False
         self._port = None
         self._postmaster_pid = None
         shutil.rmtree(base_dir, ignore_errors=True)
+
+    def pause(self) -> None:
+        """Take the server down as an outage would (``pg_ctl stop -m fast``: sessions are
+        terminated), keeping its data directory and port for resume(). Idempotent."""
+        if self._base_dir is None or self._port is None:
+            raise RuntimeError("PostgresServer is not running; call start() first")
+        if self._paused:
+            return
+        argv = [self._bin("pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.data_dir)]
+        result = self._run(argv, timeout=90)
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed ({result.returncode}): {result.stderr}")
+        self._paused = True
+        self._postmaster_pid = None
+
+    def resume(self) -> None:
+        """Start a paused server again, on the same data directory and port. Idempotent."""
+        if not self._paused:
+            return
+        result = self._pg_ctl_start(self.port)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"pg_ctl start failed ({result.returncode}): {result.stdout}{result.stderr}\n"
+                f"--- tail of {self.log_file} ---\n{_tail(self.log_file)}"
+            )
+        self._paused = False
+        self._postmaster_pid = self._read_postmaster_pid()
 
     def __enter__(self) -> PostgresServer:
         return self.start()

@@ -37,6 +37,13 @@ any user (seed 000's option C): the app is responsible for knowing its user.
 answers `{"success", "message", "data"}` and errors `{"success": false, "status",
 "message"}` (seed 001).
 
+**Numbers**: whole-token fields take JSON integers only: `5.0`, `"5"` and `true` are
+refused with 422 (JSON Schema's `integer` would allow `5.0`).
+
+**Errors**: every route documents its error answers; while the database is unreachable
+any of them may answer 503 `{"error": "Database unavailable: try again shortly",
+"code": "database_unavailable"}`.
+
 **Idempotency**: send `referenceId` (or `request_id` in dialect B) or an
 `Idempotency-Key` header; a retry returns the first result, and the same key with a
 different request is refused with 409.

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from tokenbank.ledger.errors import IdempotencyConflict, InvalidInput, TokenBankError
 
@@ -82,6 +83,19 @@ def _describe_validation(error: RequestValidationError) -> tuple[str, list[dict[
     return f"Invalid request: {summary}", details
 
 
+ROUTABLE_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    allowed = []
+    for method in ROUTABLE_METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -112,7 +126,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
-        return error_response(request, error.status_code, str(error.detail), code)
+        response = error_response(request, error.status_code, str(error.detail), code)
+        # Keep what the error carries, such as a 405's Allow header.
+        for name, value in (error.headers or {}).items():
+            response.headers[name] = value
+        if error.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
+        return response
 
     @app.exception_handler(OperationalError)
     async def on_database_down(request: Request, error: OperationalError) -> JSONResponse:

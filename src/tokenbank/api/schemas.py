@@ -27,13 +27,26 @@ def _no_nul(value: str) -> str:
     return value
 
 
-UserId = Annotated[str, Field(min_length=1, max_length=MAX_USER_ID_LENGTH), AfterValidator(_no_nul)]
+# What _no_nul enforces, for the OpenAPI document: no NUL, and not only whitespace (the
+# characters str.strip() removes, spelled out: regex engines disagree on what \s is).
+_SPACE = (
+    r"\t\n\u000b\u000c\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a"
+    r"\u2028\u2029\u202f\u205f\u3000"
+)
+TEXT_PATTERN = rf"^[^\u0000]*[^\u0000{_SPACE}][^\u0000]*$"
+_TEXT_SCHEMA = {"pattern": TEXT_PATTERN}
+
+UserId = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_USER_ID_LENGTH, json_schema_extra=_TEXT_SCHEMA),
+    AfterValidator(_no_nul),
+]
 Tokens = Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT_TOKENS)]
 TokensOrZero = Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT_TOKENS)]
 Description = Annotated[str | None, Field(max_length=MAX_DESCRIPTION_LENGTH)]
 ReferenceId = Annotated[
     str | None,
-    Field(min_length=1, max_length=MAX_IDEMPOTENCY_KEY_LENGTH),
+    Field(min_length=1, max_length=MAX_IDEMPOTENCY_KEY_LENGTH, json_schema_extra=_TEXT_SCHEMA),
     AfterValidator(lambda v: _no_nul(v) if v is not None else v),
 ]
 OperationType = Annotated[

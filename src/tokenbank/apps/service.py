@@ -65,7 +65,7 @@ class AppInfo:
 
 
 def validate_slug(slug: object) -> str:
-    if not isinstance(slug, str) or not SLUG_PATTERN.match(slug):
+    if not isinstance(slug, str) or not SLUG_PATTERN.fullmatch(slug):
         raise InvalidInput("slug", "must be 1-64 lower case letters, digits, - or _")
     return slug
 
@@ -81,7 +81,7 @@ def validate_scopes(scopes: object) -> tuple[str, ...]:
 
 def parse_duration_seconds(text: str) -> int:
     """``90``, ``30s``, ``15m``, ``24h`` or ``7d`` in seconds."""
-    match = DURATION_PATTERN.match(text.strip())
+    match = DURATION_PATTERN.fullmatch(text.strip())
     if not match:
         raise InvalidInput("duration", "use a number with s, m, h or d, like 15m or 24h")
     return int(match.group(1)) * DURATION_UNITS_SECONDS[match.group(2)]
@@ -91,9 +91,11 @@ class AppService:
     def __init__(self, engine: AsyncEngine, *, clock: Clock = system_clock) -> None:
         self._engine = engine
         self._clock = clock
-        # key hash -> (principal or None, monotonic time cached); a revoked key
-        # stops working here at once and in other processes within the TTL.
-        self._cache: dict[str, tuple[Principal | None, float]] = {}
+        # key hash -> (principal or None, the key's expiry, monotonic time cached); a
+        # revoked key stops working here at once and in other processes within the TTL.
+        # The expiry is checked against the clock on every use, cached or not: a rotated
+        # key's grace period ends on time even while its principal is cached.
+        self._cache: dict[str, tuple[Principal | None, datetime | None, float]] = {}
 
     async def create_app(
         self,
@@ -162,22 +164,28 @@ class AppService:
             return None
         key_hash = keys.hash_key(presented_key)
         cached = self._cache.get(key_hash)
-        if cached is not None and time.monotonic() - cached[1] < KEY_CACHE_TTL_SECONDS:
-            return cached[0]
-        principal = await self._load(key_hash)
-        if len(self._cache) >= KEY_CACHE_MAX_ENTRIES:
-            self._cache.clear()
-        self._cache[key_hash] = (principal, time.monotonic())
+        if cached is not None and time.monotonic() - cached[2] < KEY_CACHE_TTL_SECONDS:
+            principal, expires_at, _ = cached
+        else:
+            principal, expires_at = await self._load(key_hash)
+            if len(self._cache) >= KEY_CACHE_MAX_ENTRIES:
+                self._cache.clear()
+            self._cache[key_hash] = (principal, expires_at, time.monotonic())
+        if principal is not None and expires_at is not None and expires_at <= self._clock():
+            return None
         return principal
 
-    async def _load(self, key_hash: str) -> Principal | None:
+    async def _load(self, key_hash: str) -> tuple[Principal | None, datetime | None]:
         async with read_transaction(self._engine) as conn:
             row = await repo.key_by_hash(conn, key_hash)
         if row is None or not keys.keys_match(row.key_hash, key_hash):
-            return None
+            return None, None
         if not _key_info(row, self._clock()).active:
-            return None
-        return Principal(app_slug=row.slug, scopes=frozenset(row.scopes.split(",")), key_id=row.id)
+            return None, None
+        principal = Principal(
+            app_slug=row.slug, scopes=frozenset(row.scopes.split(",")), key_id=row.id
+        )
+        return principal, row.expires_at
 
     async def _app(self, conn: AsyncConnection, slug: str) -> AnyRow:
         app = await repo.app_by_slug(conn, validate_slug(slug))

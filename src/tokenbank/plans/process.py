@@ -31,6 +31,7 @@ different usage is refused (409). Without any id, a retried end charges again.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -56,6 +57,17 @@ from tokenbank.pricing.service import PricingService
 from tokenbank.service import TokenService
 
 DERIVED_KEY_PREFIX = "token-process-end:"
+
+
+def start_key(request_id: str | None) -> str | None:
+    """The key of a start's hold, derived from the request id the end also carries.
+
+    A start and its end are two requests, so they cannot share one idempotency key;
+    the hold takes a key derived from it, and the end finds its hold by that key.
+    """
+    if request_id is None:
+        return None
+    return "start:" + hashlib.sha256(request_id.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +165,7 @@ class TokenProcess:
             amount,
             metadata={"feature_endpoint_id": feature.id},
             description=f"token process start: {feature.id}",
-            idempotency_key=idempotency_key,
+            idempotency_key=start_key(idempotency_key),
             idempotency_scope=idempotency_scope,
         )
         return await self._started(user_id, feature, amount, placed)
@@ -251,7 +263,7 @@ class TokenProcess:
         if key is None:
             return None
         async with read_transaction(await self._tokens.engine()) as conn:
-            found_id = await repo.hold_id_by_key(conn, scope, key)
+            found_id = await repo.hold_id_by_key(conn, scope, start_key(key) or key)
         hold = None if found_id is None else await self._tokens.get_hold(found_id)
         # A key another user's start used is not this end's hold.
         return hold if hold is not None and hold.user_id == user_id else None

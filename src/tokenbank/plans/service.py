@@ -154,7 +154,7 @@ def _feature_view(row: AnyRow) -> FeatureView:
 
 
 def validate_plan_name(value: object, *, field_name: str = "plan") -> str:
-    if not isinstance(value, str) or not PLAN_NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not PLAN_NAME_PATTERN.fullmatch(value):
         raise InvalidInput(
             field_name, "must be 1-64 letters, digits, '.', '_' or '-' (a letter or digit first)"
         )
@@ -162,7 +162,7 @@ def validate_plan_name(value: object, *, field_name: str = "plan") -> str:
 
 
 def validate_feature_id(value: object, *, field_name: str = "feature_endpoint_id") -> str:
-    if not isinstance(value, str) or not FEATURE_ID_PATTERN.match(value):
+    if not isinstance(value, str) or not FEATURE_ID_PATTERN.fullmatch(value):
         raise InvalidInput(
             field_name,
             "must be 1-128 letters, digits, '.', '_', ':', '@', '~' or '-'"

@@ -70,7 +70,7 @@ def normalize_model_name(value: object, *, field_name: str = "model") -> str:
     name = value.strip().lower()
     if not 1 <= len(name) <= MAX_MODEL_NAME_LENGTH:
         raise InvalidInput(field_name, f"must be 1 to {MAX_MODEL_NAME_LENGTH} characters")
-    if not MODEL_NAME_PATTERN.match(name):
+    if not MODEL_NAME_PATTERN.fullmatch(name):
         raise InvalidInput(
             field_name, "must be letters, digits and . _ : / @ + - (a letter or digit first)"
         )

@@ -10,20 +10,24 @@ never as floats, so that no binary rounding enters a price.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Self
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import SkipJsonSchema
 
 from tokenbank.api.auth import AdminKey
 from tokenbank.api.errors import ApiError
 from tokenbank.api.idempotency import idempotency_key
+from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, WITH_INPUT, errors
 from tokenbank.api.routes.tokens import operation_data, settled
 from tokenbank.api.schemas import Description, ReferenceId, Tokens, UserId
 from tokenbank.api.state import Services, get_services
+from tokenbank.apps.service import SLUG_PATTERN
 from tokenbank.config import MAX_DESCRIPTION_LENGTH, MAX_USER_ID_LENGTH
 from tokenbank.ledger.errors import ErrorCode
+from tokenbank.ledger.operations import OPERATION_TYPE_PATTERN
 from tokenbank.ledger.results import BalanceInfo
 from tokenbank.plans.service import FeatureView, PlanView
 from tokenbank.pricing.numbers import decimal_text
@@ -31,12 +35,17 @@ from tokenbank.pricing.rates import ModelRate
 from tokenbank.pricing.rules import rule_json
 from tokenbank.pricing.service import PricingSettings
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
+router = APIRouter(prefix="/api/admin", tags=["admin"], responses=errors(AUTHENTICATED))
 
 UserIdPath = Annotated[str, Path(alias="userId", min_length=1, max_length=MAX_USER_ID_LENGTH)]
 FeatureIdPath = Annotated[str, Path(alias="featureId", min_length=1, max_length=128)]
 PlanPath = Annotated[str, Path(min_length=1, max_length=64)]
-OperationPath = Annotated[str, Path(min_length=1, max_length=64)]
+# Documented (the services check them and answer 400): what each identifier may be.
+OPERATION_SCHEMA = {"pattern": OPERATION_TYPE_PATTERN.pattern}
+SLUG_SCHEMA = {"pattern": SLUG_PATTERN.pattern}
+OperationPath = Annotated[
+    str, Path(min_length=1, max_length=64, json_schema_extra=OPERATION_SCHEMA)
+]
 # A model name may hold a slash ("models/gemini-pro").
 ModelPath = Annotated[str, Path(min_length=1, max_length=128)]
 Decimalish = StrictInt | Annotated[str, Field(min_length=1, max_length=32)]
@@ -63,13 +72,32 @@ class PlanCreate(AdminModel):
     features: FeatureIds = Field(default_factory=list)
 
 
-class PlanUpdate(AdminModel):
-    """Only the fields sent change."""
+class PatchModel(AdminModel):
+    """A PATCH body: only the fields sent change.
+
+    Fields that cannot be cleared may be left out but not sent as null (the document
+    says so: ``SkipJsonSchema`` keeps null out of their schema).
+    """
+
+    not_null: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> Self:
+        for name in self.not_null:
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{to_camel(name)} may be left out, but not null")
+        return self
+
+
+class PlanUpdate(PatchModel):
+    """Only the fields sent change; null clears the description."""
+
+    not_null = ("monthly_allocation_tokens", "profit_percent", "features")
 
     description: Description = None
-    monthly_allocation_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
-    profit_percent: Decimalish | None = None
-    features: FeatureIds | None = None
+    monthly_allocation_tokens: Annotated[StrictInt, Field(ge=0)] | SkipJsonSchema[None] = None
+    profit_percent: Decimalish | SkipJsonSchema[None] = None
+    features: FeatureIds | SkipJsonSchema[None] = None
 
 
 class FeatureCreate(AdminModel):
@@ -79,26 +107,37 @@ class FeatureCreate(AdminModel):
     min_balance_tokens: Annotated[StrictInt, Field(ge=0)] = 0
     hold_tokens: Tokens | None = None
     profit_percent: Decimalish | None = None
-    app: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    app: (
+        Annotated[str, Field(min_length=1, max_length=64, json_schema_extra=SLUG_SCHEMA)] | None
+    ) = None
 
 
-class FeatureUpdate(AdminModel):
+class FeatureUpdate(PatchModel):
     """Only the fields sent change; null clears holdTokens, profitPercent or app."""
 
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    rule: dict[str, Any] | None = None
-    min_balance_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
+    not_null = ("name", "rule", "min_balance_tokens")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
+    rule: dict[str, Any] | SkipJsonSchema[None] = None
+    min_balance_tokens: Annotated[StrictInt, Field(ge=0)] | SkipJsonSchema[None] = None
     hold_tokens: Tokens | None = None
     profit_percent: Decimalish | None = None
-    app: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    app: (
+        Annotated[str, Field(min_length=1, max_length=64, json_schema_extra=SLUG_SCHEMA)] | None
+    ) = None
 
 
 class UserPlanUpdate(AdminModel):
     plan: Annotated[str, Field(min_length=1, max_length=64)] | None
 
 
+WALLET_STATUSES = ("active", "suspended", "closed")
+
+
 class UserStatusUpdate(AdminModel):
-    status: Annotated[str, Field(min_length=1, max_length=16)]
+    status: Annotated[
+        str, Field(min_length=1, max_length=16, json_schema_extra={"enum": list(WALLET_STATUSES)})
+    ]
 
 
 class CostUpdate(AdminModel):
@@ -201,7 +240,9 @@ async def list_plans(request: Request, principal: AdminKey) -> dict[str, Any]:
     return {"data": [plan_json(plan) for plan in await _services(request).plans.list_plans()]}
 
 
-@router.post("/plans", status_code=201, summary="Create a plan")
+@router.post(
+    "/plans", status_code=201, summary="Create a plan", responses=errors(WITH_BODY, 404, 409)
+)
 async def create_plan(request: Request, body: PlanCreate, principal: AdminKey) -> dict[str, Any]:
     plan = await _services(request).plans.create_plan(
         body.name,
@@ -213,12 +254,16 @@ async def create_plan(request: Request, body: PlanCreate, principal: AdminKey) -
     return {"data": plan_json(plan)}
 
 
-@router.get("/plans/{name}", summary="One plan")
+@router.get("/plans/{name}", summary="One plan", responses=errors(WITH_INPUT, 404))
 async def get_plan(request: Request, name: PlanPath, principal: AdminKey) -> dict[str, Any]:
     return {"data": plan_json(await _services(request).plans.get_plan(name))}
 
 
-@router.patch("/plans/{name}", summary="Change a plan (features replaces the whole set)")
+@router.patch(
+    "/plans/{name}",
+    summary="Change a plan (features replaces the whole set)",
+    responses=errors(WITH_BODY, 404),
+)
 async def update_plan(
     request: Request, name: PlanPath, body: PlanUpdate, principal: AdminKey
 ) -> dict[str, Any]:
@@ -226,13 +271,19 @@ async def update_plan(
     return {"data": plan_json(plan)}
 
 
-@router.delete("/plans/{name}", summary="Delete a plan no wallet is on")
+@router.delete(
+    "/plans/{name}", summary="Delete a plan no wallet is on", responses=errors(WITH_INPUT, 404, 409)
+)
 async def delete_plan(request: Request, name: PlanPath, principal: AdminKey) -> dict[str, Any]:
     await _services(request).plans.delete_plan(name)
     return {"data": {"name": name, "deleted": True}}
 
 
-@router.put("/plans/{name}/features/{featureId}", summary="Add a feature to a plan")
+@router.put(
+    "/plans/{name}/features/{featureId}",
+    summary="Add a feature to a plan",
+    responses=errors(WITH_BODY, 404),
+)
 async def add_plan_feature(
     request: Request, name: PlanPath, feature_id: FeatureIdPath, principal: AdminKey
 ) -> dict[str, Any]:
@@ -240,7 +291,11 @@ async def add_plan_feature(
     return {"data": plan_json(plan)}
 
 
-@router.delete("/plans/{name}/features/{featureId}", summary="Remove a feature from a plan")
+@router.delete(
+    "/plans/{name}/features/{featureId}",
+    summary="Remove a feature from a plan",
+    responses=errors(WITH_INPUT, 404),
+)
 async def remove_plan_feature(
     request: Request, name: PlanPath, feature_id: FeatureIdPath, principal: AdminKey
 ) -> dict[str, Any]:
@@ -251,7 +306,9 @@ async def remove_plan_feature(
 # --- features ----------------------------------------------------------------------------
 
 
-@router.get("/features", summary="List features (optionally of one app)")
+@router.get(
+    "/features", summary="List features (optionally of one app)", responses=errors(WITH_INPUT)
+)
 async def list_features(
     request: Request,
     principal: AdminKey,
@@ -261,7 +318,12 @@ async def list_features(
     return {"data": [feature_json(feature) for feature in features]}
 
 
-@router.post("/features", status_code=201, summary="Create a feature and its pricing rule")
+@router.post(
+    "/features",
+    status_code=201,
+    summary="Create a feature and its pricing rule",
+    responses=errors(WITH_BODY, 404, 409),
+)
 async def create_feature(
     request: Request, body: FeatureCreate, principal: AdminKey
 ) -> dict[str, Any]:
@@ -277,14 +339,18 @@ async def create_feature(
     return {"data": feature_json(feature)}
 
 
-@router.get("/features/{featureId}", summary="One feature")
+@router.get("/features/{featureId}", summary="One feature", responses=errors(WITH_INPUT, 404))
 async def get_feature(
     request: Request, feature_id: FeatureIdPath, principal: AdminKey
 ) -> dict[str, Any]:
     return {"data": feature_json(await _services(request).plans.get_feature(feature_id))}
 
 
-@router.patch("/features/{featureId}", summary="Change a feature (a new rule bumps its version)")
+@router.patch(
+    "/features/{featureId}",
+    summary="Change a feature (a new rule bumps its version)",
+    responses=errors(WITH_BODY, 404),
+)
 async def update_feature(
     request: Request, feature_id: FeatureIdPath, body: FeatureUpdate, principal: AdminKey
 ) -> dict[str, Any]:
@@ -292,7 +358,11 @@ async def update_feature(
     return {"data": feature_json(feature)}
 
 
-@router.delete("/features/{featureId}", summary="Delete a feature (it leaves every plan)")
+@router.delete(
+    "/features/{featureId}",
+    summary="Delete a feature (it leaves every plan)",
+    responses=errors(WITH_INPUT, 404),
+)
 async def delete_feature(
     request: Request, feature_id: FeatureIdPath, principal: AdminKey
 ) -> dict[str, Any]:
@@ -303,7 +373,11 @@ async def delete_feature(
 # --- users -------------------------------------------------------------------------------
 
 
-@router.put("/users/{userId}/plan", summary="Put a user on a plan (null: on none)")
+@router.put(
+    "/users/{userId}/plan",
+    summary="Put a user on a plan (null: on none)",
+    responses=errors(WITH_BODY, 404),
+)
 async def set_user_plan(
     request: Request, user_id: UserIdPath, body: UserPlanUpdate, principal: AdminKey
 ) -> dict[str, Any]:
@@ -311,7 +385,11 @@ async def set_user_plan(
     return {"data": {"userId": user_id, "plan": plan}}
 
 
-@router.put("/users/{userId}/status", summary="Suspend, close or reactivate a wallet")
+@router.put(
+    "/users/{userId}/status",
+    summary="Suspend, close or reactivate a wallet",
+    responses=errors(WITH_BODY, 404),
+)
 async def set_user_status(
     request: Request, user_id: UserIdPath, body: UserStatusUpdate, principal: AdminKey
 ) -> dict[str, Any]:
@@ -330,7 +408,9 @@ async def list_costs(request: Request, principal: AdminKey) -> dict[str, Any]:
     return {"data": [{"operation": op, "tokens": costs[op]} for op in sorted(costs)]}
 
 
-@router.get("/costs/{operation}", summary="What one operation costs")
+@router.get(
+    "/costs/{operation}", summary="What one operation costs", responses=errors(WITH_INPUT, 404)
+)
 async def get_cost(
     request: Request, operation: OperationPath, principal: AdminKey
 ) -> dict[str, Any]:
@@ -340,7 +420,9 @@ async def get_cost(
     return {"data": {"operation": operation, "tokens": costs[operation]}}
 
 
-@router.put("/costs/{operation}", summary="Set what one operation costs")
+@router.put(
+    "/costs/{operation}", summary="Set what one operation costs", responses=errors(WITH_BODY)
+)
 async def set_cost(
     request: Request, operation: OperationPath, body: CostUpdate, principal: AdminKey
 ) -> dict[str, Any]:
@@ -350,7 +432,11 @@ async def set_cost(
     return {"data": {"operation": operation, "tokens": body.tokens}}
 
 
-@router.delete("/costs/{operation}", summary="Remove an operation from the cost table")
+@router.delete(
+    "/costs/{operation}",
+    summary="Remove an operation from the cost table",
+    responses=errors(WITH_INPUT, 404),
+)
 async def delete_cost(
     request: Request, operation: OperationPath, principal: AdminKey
 ) -> dict[str, Any]:
@@ -368,7 +454,11 @@ async def list_models(request: Request, principal: AdminKey) -> dict[str, Any]:
     return {"data": [rate_json(rate) for rate in rates]}
 
 
-@router.put("/models/{model:path}", summary="Set one model's rates (an override)")
+@router.put(
+    "/models/{model:path}",
+    summary="Set one model's rates (an override)",
+    responses=errors(WITH_BODY),
+)
 async def set_model(
     request: Request, model: ModelPath, body: ModelRateUpdate, principal: AdminKey
 ) -> dict[str, Any]:
@@ -381,7 +471,11 @@ async def set_model(
     return {"data": rate_json(rate)}
 
 
-@router.delete("/models/{model:path}", summary="Remove a model's override (shipped rates return)")
+@router.delete(
+    "/models/{model:path}",
+    summary="Remove a model's override (shipped rates return)",
+    responses=errors(WITH_INPUT, 404),
+)
 async def delete_model(request: Request, model: ModelPath, principal: AdminKey) -> dict[str, Any]:
     if not await _services(request).pricing.delete_model_rate(model):
         raise ApiError(404, f"No override is set for model {model!r}", code="model_not_found")
@@ -393,7 +487,7 @@ async def get_settings(request: Request, principal: AdminKey) -> dict[str, Any]:
     return {"data": settings_json(await _services(request).pricing.settings())}
 
 
-@router.patch("/settings", summary="Change global pricing settings")
+@router.patch("/settings", summary="Change global pricing settings", responses=errors(WITH_BODY))
 async def update_settings(
     request: Request, body: SettingsUpdate, principal: AdminKey
 ) -> dict[str, Any]:
@@ -406,7 +500,11 @@ async def update_settings(
 # --- grants ------------------------------------------------------------------------------
 
 
-@router.post("/grants", summary="Grant tokens to a user (an admin_grant on the ledger)")
+@router.post(
+    "/grants",
+    summary="Grant tokens to a user (an admin_grant on the ledger)",
+    responses=errors(WITH_BODY, 404, 409),
+)
 async def grant(request: Request, body: GrantRequest, principal: AdminKey) -> dict[str, Any]:
     result = await _services(request).tokens.credit(
         body.user_id,

@@ -19,9 +19,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from tokenbank.api.auth import ReadKey
+from tokenbank.api.responses import AUTHENTICATED, errors
 from tokenbank.api.state import get_services
 
-router = APIRouter(tags=["costs (seed 000)"])
+router = APIRouter(tags=["costs (seed 000)"], responses=errors(AUTHENTICATED))
 
 USD_MAX_DECIMALS = Decimal("0.0001")
 USD_MIN_DECIMALS = 2

@@ -21,9 +21,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Self
 
 from fastapi import APIRouter, Request
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, ConfigDict, Field, model_validator
 
 from tokenbank.api.auth import ReadKey
+from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, errors
 from tokenbank.api.schemas import ApiModel, OperationType, Tokens, TokensOrZero, UserId
 from tokenbank.api.state import Services, get_services
 from tokenbank.ledger.errors import InvalidInput
@@ -34,12 +35,32 @@ from tokenbank.pricing.numbers import decimal_text
 from tokenbank.pricing.rates import MAX_MODEL_NAME_LENGTH
 from tokenbank.pricing.rules import rule_json
 
-router = APIRouter(tags=["estimate (seed 000)"])
+router = APIRouter(tags=["estimate (seed 000)"], responses=errors(AUTHENTICATED))
 
 USAGE_FIELDS = ("featureEndpointId", "model", "inputTokens", "outputTokens")
 
 
+def _given(*names: str) -> dict[str, Any]:
+    """JSON Schema: at least one of ``names`` is present and not null."""
+    present = [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in names
+    ]
+    return present[0] if len(present) == 1 else {"anyOf": present}
+
+
+def _document_kinds(schema: dict[str, Any]) -> None:
+    """Tell the OpenAPI document what the validator enforces: exactly one kind of
+    body, and ``type`` as seed 000's name for ``action``."""
+    properties = schema.setdefault("properties", {})
+    if "action" in properties:
+        properties["type"] = {**properties["action"], "title": "Type", "description": "= action"}
+    schema["oneOf"] = [_given("action", "type"), _given("amount"), _given(*USAGE_FIELDS)]
+    schema["not"] = {"required": ["action", "type"]}  # one name or the other, never both
+
+
 class EstimateRequest(ApiModel):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_document_kinds)
+
     userId: UserId | None = None  # noqa: N815 - the wire contract's name
     action: OperationType | None = Field(
         default=None, validation_alias=AliasChoices("action", "type")
@@ -120,7 +141,11 @@ def _affordability(wallet: WalletAccess | None, cost: int) -> dict[str, Any]:
     }
 
 
-@router.post("/api/estimate", summary="What an action or a usage would cost (writes nothing)")
+@router.post(
+    "/api/estimate",
+    summary="What an action or a usage would cost (writes nothing)",
+    responses=errors(WITH_BODY, 404),
+)
 async def estimate(request: Request, body: EstimateRequest, principal: ReadKey) -> dict[str, Any]:
     services = get_services(request)
     wallet = await _wallet(services, body.userId)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from tokenbank.api.auth import AnyKey
+from tokenbank.api.responses import HealthBody, errors
 from tokenbank.api.state import get_services
 
 HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
@@ -17,7 +18,12 @@ HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="200 when the service and its database answer, else 503")
+@router.get(
+    "/healthz",
+    summary="200 when the service and its database answer, else 503",
+    response_model=HealthBody,
+    responses={503: {"model": HealthBody, "description": "The database does not answer"}},
+)
 async def healthz(request: Request) -> JSONResponse:
     engine = await get_services(request).tokens.engine()
     try:
@@ -30,6 +36,10 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "database": "ok"})
 
 
-@router.get("/api/ping", summary="Check an API key; touches no database")
+@router.get(
+    "/api/ping",
+    summary="Check an API key (answers from the key cache when it can)",
+    responses=errors(401, 503),
+)
 async def ping(principal: AnyKey) -> dict[str, Any]:
     return {"data": {"app": principal.app_slug, "scopes": sorted(principal.scopes)}}

@@ -36,13 +36,18 @@ from pydantic import Field, StrictBool
 
 from tokenbank.api.auth import SpendKey
 from tokenbank.api.idempotency import idempotency_key
+from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, errors
 from tokenbank.api.schemas import ApiModel, ReferenceId, Tokens, TokensOrZero, UserId
 from tokenbank.api.state import get_services
 from tokenbank.plans.process import EndOutcome, StartOutcome
 from tokenbank.pricing.calculator import Usage
 from tokenbank.pricing.rates import MAX_MODEL_NAME_LENGTH
 
-router = APIRouter(prefix="/api/token-process", tags=["token process (seed 001)"])
+router = APIRouter(
+    prefix="/api/token-process",
+    tags=["token process (seed 001)"],
+    responses=errors(AUTHENTICATED, dialect="B"),
+)
 
 FeatureEndpointId = Annotated[str, Field(min_length=1, max_length=128)]
 ModelName = Annotated[str | None, Field(min_length=1, max_length=MAX_MODEL_NAME_LENGTH)]
@@ -115,6 +120,17 @@ def _end_body(outcome: EndOutcome) -> dict[str, Any]:
 @router.post(
     "/start",
     summary="Check a user's access to a feature (and, in hold mode, reserve tokens)",
+    responses=errors(
+        WITH_BODY,
+        403,
+        404,
+        409,
+        dialect="B",
+        notes={
+            403: "Feature endpoint is not available in your package, or the key lacks the scope",
+            404: "User wallet not found, or Feature endpoint not found",
+        },
+    ),
 )
 async def start(request: Request, body: StartRequest, principal: SpendKey) -> dict[str, Any]:
     """Answer whether the user may use the feature now.
@@ -136,7 +152,17 @@ async def start(request: Request, body: StartRequest, principal: SpendKey) -> di
     return _start_body(outcome)
 
 
-@router.post("/end", summary="Record what a call used: price it and charge it in full")
+@router.post(
+    "/end",
+    summary="Record what a call used: price it and charge it in full",
+    responses=errors(
+        WITH_BODY,
+        404,
+        409,
+        dialect="B",
+        notes={404: "User wallet not found, Feature endpoint not found, or Hold not found"},
+    ),
+)
 async def end(request: Request, body: EndRequest, principal: SpendKey) -> dict[str, Any]:
     """Price the usage by the feature's rule (for ``model`` and the user's plan) and
     charge it, in full even past zero: the work already happened.

@@ -28,6 +28,7 @@ from tokenbank.api.auth import CreditKey, ReadKey, RefundKey, SpendKey
 from tokenbank.api.errors import ApiError
 from tokenbank.api.idempotency import idempotency_key
 from tokenbank.api.refusals import refusal
+from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, WITH_INPUT, errors
 from tokenbank.api.schemas import (
     ApiModel,
     Description,
@@ -51,7 +52,9 @@ from tokenbank.ledger.operations import HOLD_ID_PATTERN
 from tokenbank.ledger.results import HoldResult, HoldView, LedgerEntryView, OperationResult
 from tokenbank.service import TokenService
 
-router = APIRouter(prefix="/api/tokens", tags=["tokens (seed 000)"])
+router = APIRouter(
+    prefix="/api/tokens", tags=["tokens (seed 000)"], responses=errors(AUTHENTICATED)
+)
 
 SettledResult = TypeVar("SettledResult", OperationResult, HoldResult)
 
@@ -140,7 +143,7 @@ def settled(request: Request, result: SettledResult) -> SettledResult:
     return result
 
 
-@router.get("/balance/{userId}", summary="A user's balance")
+@router.get("/balance/{userId}", summary="A user's balance", responses=errors(WITH_INPUT, 404))
 async def balance(request: Request, user_id: UserIdPath, principal: ReadKey) -> dict[str, Any]:
     info = await get_services(request).tokens.get_balance(user_id)
     if info is None:
@@ -161,7 +164,7 @@ async def balance(request: Request, user_id: UserIdPath, principal: ReadKey) -> 
 @router.post(
     "/deduct",
     summary="Deduct tokens (402 when too few)",
-    responses={402: {"description": "Insufficient tokens"}},
+    responses=errors(WITH_BODY, 402, 404, 409),
 )
 async def deduct(request: Request, body: DeductRequest, principal: SpendKey) -> dict[str, Any]:
     tokens = get_services(request).tokens
@@ -177,7 +180,11 @@ async def deduct(request: Request, body: DeductRequest, principal: SpendKey) -> 
     return {"data": operation_data(settled(request, result))}
 
 
-@router.post("/refund", summary="Refund tokens (bounded by the named deduct, or by spent)")
+@router.post(
+    "/refund",
+    summary="Refund tokens (bounded by the named deduct, or by spent)",
+    responses=errors(WITH_BODY, 404, 409),
+)
 async def refund(request: Request, body: RefundRequest, principal: RefundKey) -> dict[str, Any]:
     tokens = get_services(request).tokens
     refund_of = body.refundOf
@@ -199,7 +206,11 @@ async def refund(request: Request, body: RefundRequest, principal: RefundKey) ->
     return {"data": operation_data(settled(request, result))}
 
 
-@router.post("/credit", summary="Credit tokens (a grant, bonus, purchase, renewal or recharge)")
+@router.post(
+    "/credit",
+    summary="Credit tokens (a grant, bonus, purchase, renewal or recharge)",
+    responses=errors(WITH_BODY, 404, 409),
+)
 async def credit(request: Request, body: CreditRequest, principal: CreditKey) -> dict[str, Any]:
     """Add tokens to a wallet; ``operationType`` defaults to ``admin_grant``.
 
@@ -275,16 +286,17 @@ def hold_view_data(view: HoldView, now: datetime) -> dict[str, Any]:
     }
 
 
-HOLD_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"description": "Hold not found (also for a malformed hold id)"},
-    409: {"description": "Hold is no longer pending, or has expired"},
+HOLD_NOTES = {
+    404: "Hold not found (also for a malformed hold id)",
+    409: "Hold is no longer pending, or has expired",
 }
+HOLD_RESPONSES = errors(WITH_BODY, 404, 409, notes=HOLD_NOTES)
 
 
 @router.post(
     "/holds",
     summary="Reserve tokens until captured, voided or expired (200, like deduct)",
-    responses={402: {"description": "Insufficient tokens"}},
+    responses=errors(WITH_BODY, 402, 404, 409),
 )
 async def place_hold(request: Request, body: HoldRequest, principal: SpendKey) -> dict[str, Any]:
     """Reserve ``amount`` tokens for ``ttlSeconds`` (default from settings, at most 7 days).
@@ -353,7 +365,9 @@ async def void_hold(
     return {"data": await hold_data(tokens, settled(request, result))}
 
 
-@router.get("/holds/{holdId}", summary="A hold's state", responses=HOLD_RESPONSES)
+@router.get(
+    "/holds/{holdId}", summary="A hold's state", responses=errors(WITH_INPUT, 404, notes=HOLD_NOTES)
+)
 async def get_hold(request: Request, hold_id: HoldIdPath, principal: ReadKey) -> dict[str, Any]:
     """``{"data": {holdId, userId, status, amount, capturedAmount, operationType,
     expiresAt, createdAt, resolvedAt}}``; a pending hold past its expiry reads
@@ -434,7 +448,11 @@ def entry_data(entry: LedgerEntryView) -> dict[str, Any]:
     }
 
 
-@router.get("/ledger/{userId}", summary="A user's ledger entries, newest first")
+@router.get(
+    "/ledger/{userId}",
+    summary="A user's ledger entries, newest first",
+    responses=errors(WITH_INPUT, 404),
+)
 async def ledger(
     request: Request,
     user_id: UserIdPath,
@@ -481,7 +499,9 @@ async def ledger(
     }
 
 
-@router.get("/stats/{userId}", summary="A user's totals over a period")
+@router.get(
+    "/stats/{userId}", summary="A user's totals over a period", responses=errors(WITH_INPUT, 404)
+)
 async def stats(
     request: Request,
     user_id: UserIdPath,

@@ -13,11 +13,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from tokenbank.api.auth import CreditKey, ReadKey
+from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, WITH_INPUT, errors
 from tokenbank.api.routes.tokens import UserIdPath, iso_utc, iso_utc_or_none, wallet_not_found
 from tokenbank.api.schemas import ApiModel, UserId
 from tokenbank.api.state import get_services
 
-router = APIRouter(prefix="/api/users", tags=["users (seed 000)"])
+router = APIRouter(prefix="/api/users", tags=["users (seed 000)"], responses=errors(AUTHENTICATED))
 
 
 class OpenWalletRequest(ApiModel):
@@ -28,7 +29,10 @@ class OpenWalletRequest(ApiModel):
     "",
     status_code=201,
     summary="Open a user's wallet (201 created, with the welcome bonus; 200 if it existed)",
-    responses={200: {"description": "The wallet already existed; nothing changed"}},
+    responses={
+        200: {"description": "The wallet already existed; nothing changed"},
+        **errors(WITH_BODY),
+    },
 )
 async def open_wallet(
     request: Request, response: Response, body: OpenWalletRequest, principal: CreditKey
@@ -49,7 +53,7 @@ async def open_wallet(
     }
 
 
-@router.get("/{userId}", summary="A user's wallet")
+@router.get("/{userId}", summary="A user's wallet", responses=errors(WITH_INPUT, 404))
 async def get_user(request: Request, user_id: UserIdPath, principal: ReadKey) -> dict[str, Any]:
     """``{"data": {userId, balance, available, held, spent, status, plan,
     lastRenewalAt, createdAt}}``; 404 "User wallet not found".
