@@ -18,6 +18,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbank.clock import Clock, system_clock
@@ -323,9 +324,15 @@ class TokenService:
         if status not in ("active", "suspended", "closed"):
             raise InvalidInput("status", "must be active, suspended or closed")
         reason = "admin" if status == "suspended" else None
-        async with write_transaction(await self.engine()) as conn:
-            updated = await repo.set_wallet_status(conn, user_id, status, reason, self.clock())
-            wallet = await repo.wallet_by_user(conn, user_id) if updated else None
+        try:
+            async with write_transaction(await self.engine()) as conn:
+                updated = await repo.set_wallet_status(conn, user_id, status, reason, self.clock())
+                wallet = await repo.wallet_by_user(conn, user_id) if updated else None
+        except IntegrityError:
+            # The database refused an active wallet with less than it holds.
+            raise InvalidInput(
+                "status", "an overdrawn wallet can only be active again once topped up"
+            ) from None
         if wallet is None:
             return None
         await self._call(self._cache_invalidation_callback, user_id)
