@@ -796,8 +796,10 @@ class Harness:
             # Its server can start while the users are created (SQLite's starts after
             # the copy for sqlite-normal, which wants the file closed).
             early = functools.partial(self._start_server, "postgres")
-        # SQLite has one writer at a time; PostgreSQL fills faster from several processes.
-        processes = 1 if backend == "sqlite" else max(1, min(SETUP_PROCESSES, self.args.users))
+        # SQLite has one writer at a time; PostgreSQL fills faster from several processes
+        # (when there are enough users to pay for starting them).
+        many = backend == "postgres" and self.args.users >= 2_000
+        processes = SETUP_PROCESSES if many else 1
         seconds = populate(
             database, self.args.users, self.workdir, processes=processes, on_base=early
         )
