@@ -13,8 +13,11 @@ FUZZ_EXAMPLES ?= 100
 FUZZ_ENGINES  ?= sqlite,postgresql
 # `make security`: rounds of the database fault tests.
 FAULT_ROUNDS  ?= 20
+# `make crash`: SIGKILLs of the server under load, and the kill phase's length (s).
+CRASH_KILLS   ?= 30
+CRASH_SECONDS ?= 240
 
-.PHONY: install run migrate test lint typecheck check clean bench bench-quick fuzz security
+.PHONY: install run migrate test lint typecheck check clean bench bench-quick fuzz security crash
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +72,15 @@ security: install
 	./scripts/ensure-postgres.sh
 	TOKENBANK_FAULT_ROUNDS=$(FAULT_ROUNDS) $(BIN)/python -m pytest tests/security \
 		-p no:cacheprovider -q --durations=10
+
+# The long crash test (tests/reliability; `make test` runs the short one): 16 clients,
+# CRASH_KILLS kill -9s of `tokenbank serve` over CRASH_SECONDS on each engine (~10 min).
+crash: install
+	./scripts/ensure-postgres.sh
+	for engine in sqlite postgresql; do \
+		$(BIN)/python tests/reliability/crash.py --engine $$engine --clients 16 \
+			--kills $(CRASH_KILLS) --seconds $(CRASH_SECONDS) || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tokenbank.db tokenbank.db-wal tokenbank.db-shm

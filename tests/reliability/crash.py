@@ -1,0 +1,541 @@
+"""Crash test (issue 6): SIGKILL `tokenbank serve` under load; no token may be made or lost.
+
+A real ``tokenbank serve --workers 2`` runs on a fresh database (a SQLite file, or a
+database on a private PostgreSQL); concurrent clients issue random operations, each
+with its own idempotency key, and retry it with the same key and body on every
+unknown outcome (connection error, timeout, 5xx) until it gets a definitive answer
+(2xx or 4xx). A killer SIGKILLs the server's whole process group at random moments
+and restarts it on the same database and port. Afterwards, with the server up and
+the clients gone, the harness checks:
+
+- ``tokenbank audit`` exits 0;
+- once every hold has expired and the server's sweeper (every second) ran, no
+  hold is pending;
+- every keyed operation answered 2xx left exactly one row in ``idempotency_keys``,
+  and no operation answered 4xx (and never 2xx) left one;
+- the sum of all wallet balances is what the acknowledged answers say: funding +
+  credits + refunds - deducts - captured amounts - token-process end costs
+  ("tokens created or lost" = actual - expected, must be 0);
+- every outcome was resolved before the deadline.
+
+Usage::
+
+    python tests/reliability/crash.py --engine sqlite --clients 16 --kills 10 --seconds 60
+
+It prints the figures and exits 1 on any violation; ``--json PATH`` also writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script: make `tests.support` importable
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.postgres import PostgresServer  # noqa: E402
+
+APP = "crash"
+USERS = 20
+FUNDING = 1_000_000  # per user: no operation below should ever run a wallet dry
+FEATURE = "crash-fixed"
+FEATURE_TOKENS = 5
+PLAN = "crash-plan"
+HOLD_TTLS = (2, 3, 4, 5)
+REQUEST_TIMEOUT_S = 5.0
+HEALTH_TIMEOUT_S = 60.0
+RETRY_GRACE_S = 30.0  # how long unknown outcomes are retried after the last kill
+MIN_UPTIME_S = 0.3  # the server serves at least this long between kills
+# Operations that commit a keyed write: their key must be in idempotency_keys.
+KEYED = {"credit", "deduct", "refund", "hold", "capture", "end", "fund"}
+WEIGHTS = {
+    "open": 1,
+    "credit": 2,
+    "deduct": 4,
+    "refund": 2,
+    "hold": 2,
+    "capture": 2,
+    "void": 1,
+    "start": 1,
+    "end": 3,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def new_key(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex}"
+
+
+@dataclass
+class Op:
+    kind: str
+    method: str
+    path: str
+    body: dict[str, Any] | None
+    key: str | None
+    status: int | None = None  # the definitive answer's status
+    answer: Any = None
+    attempts: int = 0
+    unknown: int = 0  # attempts with an unknown outcome
+
+    @property
+    def acked(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+
+@dataclass
+class Stats:
+    ops: list[Op] = field(default_factory=list)
+    kills: int = 0
+    retries: int = 0
+    unknown_resolved: int = 0
+    unresolved: list[Op] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)  # every answer, retries too
+    transport_errors: int = 0
+
+
+class Server:
+    """``tokenbank serve --workers 2`` in its own process group; kill -9 and restart."""
+
+    def __init__(self, env: dict[str, str], port: int, log_path: Path) -> None:
+        self.env = env
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def spawn(self) -> None:
+        command = [
+            sys.executable, "-m", "tokenbank.cli", "serve", "--port", str(self.port),
+            "--workers", "2", "--log-level", "warning",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    async def wait_healthy(self) -> None:
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            while time.monotonic() < deadline:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"tokenbank serve exited:\n{self.log_tail()}")
+                try:
+                    if (await client.get(f"{self.base_url}/healthz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise RuntimeError(f"tokenbank serve never became healthy:\n{self.log_tail()}")
+
+    async def start(self) -> None:
+        self.spawn()
+        await self.wait_healthy()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (the uvicorn supervisor and its workers)."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class Harness:
+    def __init__(self, args: argparse.Namespace, env: dict[str, str], work: Path) -> None:
+        self.args = args
+        self.env = env
+        self.work = work
+        self.server = Server(env, free_port(), work / "serve.log")
+        self.stats = Stats()
+        self.rng = random.Random(args.seed)
+        self.api_key = ""
+        self.users = [f"crash-user-{i}" for i in range(USERS)]
+        self.deducts: list[tuple[str, int, int]] = []  # (user, ledgerEntryId, amount)
+        self.holds: list[tuple[str, str, int]] = []  # (user, holdId, amount): pending
+        self.new_users = 0
+        self.issuing = True  # clients start new operations while True
+        self.retry_until = float("inf")  # set when the last kill is done
+        self.load_ended = 0.0
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "tokenbank.cli", *args]
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, check=False)
+
+    async def run_op(self, client: httpx.AsyncClient, op: Op) -> Op:
+        """Send `op` until it has a definitive answer, the same key and body every time."""
+        self.stats.ops.append(op)
+        while True:
+            op.attempts += 1
+            if op.attempts > 1:
+                self.stats.retries += 1
+            try:
+                response = await client.request(op.method, op.path, json=op.body)
+            except httpx.TransportError:
+                self.stats.transport_errors += 1
+                status = None
+            else:
+                status = response.status_code
+                self.stats.statuses[status] += 1
+                if status < 500:
+                    op.status = status
+                    try:
+                        op.answer = response.json()
+                    except ValueError:
+                        op.answer = response.text
+                    if op.unknown:
+                        self.stats.unknown_resolved += 1
+                    return op
+            op.unknown += 1
+            if time.monotonic() > self.retry_until:
+                self.stats.unresolved.append(op)
+                return op
+            await asyncio.sleep(self.rng.uniform(0.05, 0.25))
+
+    # --- setup ---------------------------------------------------------------------------
+
+    async def setup(self, client: httpx.AsyncClient) -> None:
+        scopes = ["read", "spend", "refund", "credit", "admin"]
+        created = self.cli("apps", "create", APP, *[a for s in scopes for a in ("--scope", s)])
+        if created.returncode != 0:
+            raise RuntimeError(f"apps create failed: {created.stdout}{created.stderr}")
+        self.api_key = created.stdout.strip().splitlines()[-1]
+        client.headers["Authorization"] = f"Bearer {self.api_key}"
+        for path, body in (
+            ("/api/admin/features", {"id": FEATURE, "name": "Crash fixed", "rule": {
+                "type": "fixed", "tokens": FEATURE_TOKENS}}),
+            ("/api/admin/plans", {"name": PLAN, "features": [FEATURE]}),
+        ):  # fmt: skip
+            response = await client.post(path, json=body)
+            if response.status_code not in (200, 201):
+                raise RuntimeError(f"{path}: {response.status_code} {response.text}")
+        for user in self.users:
+            opened = await client.post("/api/users", json={"userId": user})
+            if opened.status_code not in (200, 201):
+                raise RuntimeError(f"open {user}: {opened.status_code} {opened.text}")
+            plan = await client.put(f"/api/admin/users/{user}/plan", json={"plan": PLAN})
+            if plan.status_code != 200:
+                raise RuntimeError(f"plan {user}: {plan.status_code} {plan.text}")
+            key = new_key("fund")
+            fund = {"userId": user, "amount": FUNDING, "operationType": "purchase",
+                    "referenceId": key}  # fmt: skip
+            op = await self.run_op(client, Op("fund", "POST", "/api/tokens/credit", fund, key))
+            if not op.acked:
+                raise RuntimeError(f"funding {user}: {op.status} {op.answer}")
+
+    # --- the load ------------------------------------------------------------------------
+
+    def next_op(self) -> Op:
+        rng = self.rng
+        kinds = list(WEIGHTS)
+        kind = rng.choices(kinds, weights=[WEIGHTS[k] for k in kinds])[0]
+        user = rng.choice(self.users)
+        if kind == "refund" and not self.deducts:
+            kind = "deduct"
+        if kind in ("capture", "void") and not self.holds:
+            kind = "hold"
+        key = new_key(kind)
+        if kind == "open":
+            self.new_users += 1
+            user = f"crash-new-{uuid.uuid4().hex[:12]}"
+            return Op(kind, "POST", "/api/users", {"userId": user}, None)
+        if kind == "credit":
+            body = {"userId": user, "amount": rng.randint(1, 100), "referenceId": key}
+            return Op(kind, "POST", "/api/tokens/credit", body, key)
+        if kind == "deduct":
+            body = {"userId": user, "amount": rng.randint(1, 100), "referenceId": key,
+                    "description": "crash deduct"}  # fmt: skip
+            return Op(kind, "POST", "/api/tokens/deduct", body, key)
+        if kind == "refund":
+            owner, entry, amount = rng.choice(self.deducts)
+            body = {"userId": owner, "amount": rng.randint(1, amount), "ledgerEntryId": entry,
+                    "referenceId": key}  # fmt: skip
+            return Op(kind, "POST", "/api/tokens/refund", body, key)
+        if kind == "hold":
+            ttl = rng.choice(HOLD_TTLS)
+            body = {"userId": user, "amount": rng.randint(1, 200), "ttlSeconds": ttl,
+                    "referenceId": key}  # fmt: skip
+            return Op(kind, "POST", "/api/tokens/holds", body, key)
+        if kind in ("capture", "void"):
+            owner, hold_id, amount = self.holds.pop(rng.randrange(len(self.holds)))
+            if kind == "void":
+                return Op(kind, "POST", f"/api/tokens/holds/{hold_id}/void", {}, None)
+            body = {"amount": rng.randint(0, amount), "referenceId": key}
+            return Op(kind, "POST", f"/api/tokens/holds/{hold_id}/capture", body, key)
+        if kind == "start":
+            body = {"user_id": user, "feature_endpoint_id": FEATURE, "request_id": key}
+            return Op(kind, "POST", "/api/token-process/start", body, key)
+        body = {"user_id": user, "feature_endpoint_id": FEATURE, "input_token": rng.randint(
+            0, 500), "output_token": rng.randint(1, 500), "request_id": key}  # fmt: skip
+        return Op("end", "POST", "/api/token-process/end", body, key)
+
+    def remember(self, op: Op) -> None:
+        if not op.acked or not isinstance(op.answer, dict):
+            return
+        data = op.answer.get("data", {})
+        assert op.body is not None
+        if op.kind == "deduct":
+            self.deducts.append((op.body["userId"], data["ledgerEntryId"], op.body["amount"]))
+        elif op.kind == "hold" and data.get("status") == "pending":
+            self.holds.append((op.body["userId"], data["holdId"], op.body["amount"]))
+
+    async def client_task(self) -> None:
+        headers = {"Authorization": f"Bearer {self.api_key}"}
+        async with httpx.AsyncClient(
+            base_url=self.server.base_url, headers=headers, timeout=REQUEST_TIMEOUT_S
+        ) as client:
+            while self.issuing:
+                op = await self.run_op(client, self.next_op())
+                self.remember(op)
+
+    async def killer(self) -> None:
+        kills, seconds = self.args.kills, self.args.seconds
+        began = time.monotonic()
+        up_since = began
+        for index in range(kills):
+            target = began + (index + self.rng.random()) * seconds / kills
+            await asyncio.sleep(max(target, up_since + MIN_UPTIME_S) - time.monotonic())
+            self.server.kill()
+            self.stats.kills += 1
+            self.server.spawn()
+            await self.server.wait_healthy()
+            up_since = time.monotonic()
+        await asyncio.sleep(max(0.0, began + seconds - time.monotonic()))
+        self.retry_until = time.monotonic() + RETRY_GRACE_S
+        self.issuing = False
+
+    # --- the checks ----------------------------------------------------------------------
+
+    def expected_total(self) -> int:
+        total = 0
+        for op in self.stats.ops:
+            if not op.acked:
+                continue
+            assert op.body is not None
+            data = op.answer.get("data", {}) if isinstance(op.answer, dict) else {}
+            if op.kind in ("fund", "credit", "refund"):
+                total += op.body["amount"]
+            elif op.kind == "deduct":
+                total -= op.body["amount"]
+            elif op.kind == "capture":
+                total -= data["capturedAmount"]
+            elif op.kind == "end":
+                total -= data["cost"]
+        return total
+
+    async def database_facts(self) -> tuple[Counter[str], int, int]:
+        from sqlalchemy import text
+
+        from tokenbank.config import Settings
+        from tokenbank.db.engine import create_engine
+
+        url = self.env["TOKENBANK_DATABASE_URL"]
+        engine = create_engine(url, Settings(database_url=url))
+        try:
+            async with engine.connect() as conn:
+                rows = await conn.execute(
+                    text("SELECT key FROM idempotency_keys WHERE scope = :scope"), {"scope": APP}
+                )
+                keys = Counter(row[0] for row in rows)
+                total = (
+                    await conn.execute(text("SELECT COALESCE(SUM(balance_tokens), 0) FROM wallets"))
+                ).scalar_one()
+                pending = (
+                    await conn.execute(text("SELECT COUNT(*) FROM holds WHERE status = 'pending'"))
+                ).scalar_one()
+        finally:
+            await engine.dispose()
+        return keys, int(total), int(pending)
+
+    async def check(self) -> dict[str, Any]:
+        violations: list[str] = []
+        # Let every hold expire and the server's sweeper (every second) release it.
+        await asyncio.sleep(max(0.0, self.load_ended + max(HOLD_TTLS) + 1.5 - time.monotonic()))
+        keys, actual, pending = await self.database_facts()
+        audit = self.cli("audit")
+        if audit.returncode != 0:
+            violations.append(f"tokenbank audit exited {audit.returncode}: {audit.stdout}")
+        if pending:
+            violations.append(f"{pending} holds still pending after their ttl and a sweep")
+        ops = self.stats.ops
+        acked_keys = [op for op in ops if op.kind in KEYED and op.acked]
+        refused = [op for op in ops if op.kind in KEYED and op.status is not None and not op.acked]
+        missing = [op for op in acked_keys if keys[op.key or ""] != 1]
+        leaked = [op for op in refused if keys[op.key or ""] != 0]
+        for op in missing[:10]:
+            violations.append(
+                f"acknowledged {op.kind} {op.key} has {keys[op.key or '']} idempotency rows"
+            )
+        for op in leaked[:10]:
+            violations.append(
+                f"{op.kind} {op.key} answered {op.status} {op.answer} yet its key committed"
+            )
+        for op in self.stats.unresolved[:10]:
+            violations.append(f"{op.kind} {op.key} never got a definitive answer")
+        expected = self.expected_total()
+        delta = actual - expected
+        if delta != 0:
+            violations.append(
+                f"tokens created or lost: {delta} (actual {actual}, expected {expected})"
+            )
+        if self.stats.kills < self.args.kills:
+            violations.append(f"only {self.stats.kills} kills")
+        server_errors = {s: n for s, n in self.stats.statuses.items() if s >= 500}
+        four = Counter(op.status for op in ops if op.status is not None and op.status >= 400)
+        return {
+            "engine": self.args.engine,
+            "clients": self.args.clients,
+            "operations_attempted": len(ops),
+            "acknowledged": sum(op.acked for op in ops),
+            "answered_4xx": sum(four.values()),
+            "4xx_by_status": {str(k): v for k, v in sorted(four.items())},
+            "by_kind": {
+                kind: {
+                    "attempted": sum(op.kind == kind for op in ops),
+                    "acknowledged": sum(op.kind == kind and op.acked for op in ops),
+                }
+                for kind in ["fund", *WEIGHTS]
+            },
+            "kills": self.stats.kills,
+            "retries": self.stats.retries,
+            "transport_errors": self.stats.transport_errors,
+            "5xx_answers": {str(k): v for k, v in sorted(server_errors.items())},
+            "unknown_outcomes_resolved": self.stats.unknown_resolved,
+            "unresolved": len(self.stats.unresolved),
+            "idempotency_rows_checked": len(acked_keys),
+            "refused_keys_checked": len(refused),
+            "pending_holds": pending,
+            "expected_total": expected,
+            "actual_total": actual,
+            "tokens_created_or_lost": delta,
+            "violations": violations,
+        }
+
+    async def run(self) -> dict[str, Any]:
+        began = time.monotonic()
+        await self.server.start()
+        try:
+            async with httpx.AsyncClient(
+                base_url=self.server.base_url, timeout=REQUEST_TIMEOUT_S
+            ) as client:
+                await self.setup(client)
+            load_began = time.monotonic()
+            clients = [asyncio.create_task(self.client_task()) for _ in range(self.args.clients)]
+            await self.killer()
+            await asyncio.gather(*clients)
+            self.load_ended = time.monotonic()
+            load_seconds = time.monotonic() - load_began
+            report = await self.check()
+        finally:
+            self.server.kill()
+        report["load_seconds"] = round(load_seconds, 1)
+        report["total_seconds"] = round(time.monotonic() - began, 1)
+        return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print(f"crash test on {report['engine']}: {report['clients']} clients")
+    print(f"  operations attempted:      {report['operations_attempted']}")
+    print(f"  acknowledged (2xx):        {report['acknowledged']}")
+    print(f"  answered 4xx:              {report['answered_4xx']} {report['4xx_by_status']}")
+    print(f"  kills:                     {report['kills']}")
+    print(f"  retries:                   {report['retries']}")
+    print(f"  transport errors:          {report['transport_errors']}")
+    print(f"  5xx answers (retried):     {report['5xx_answers']}")
+    print(f"  unknown outcomes resolved: {report['unknown_outcomes_resolved']}")
+    print(f"  unresolved:                {report['unresolved']}")
+    print(f"  keys checked (2xx / 4xx):  {report['idempotency_rows_checked']} / "
+          f"{report['refused_keys_checked']}")  # fmt: skip
+    print(f"  by kind:                   {report['by_kind']}")
+    print(f"  total balance:             {report['actual_total']} (expected "
+          f"{report['expected_total']})")  # fmt: skip
+    print(f"  tokens created or lost:    {report['tokens_created_or_lost']}")
+    print(f"  time:                      {report['load_seconds']} s of load, "
+          f"{report['total_seconds']} s in all")  # fmt: skip
+    for violation in report["violations"]:
+        print(f"  VIOLATION: {violation}")
+    print("  PASSED" if not report["violations"] else "  FAILED")
+
+
+def run_engine(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="tokenbank-crash-") as tmp:
+        work = Path(tmp)
+        env = {key: value for key, value in os.environ.items() if not key.startswith("TOKENBANK_")}
+        env |= {
+            "TOKENBANK_HOLD_SWEEP_INTERVAL_SECONDS": "1",
+            "TOKENBANK_WELCOME_BONUS_TOKENS": "0",
+        }
+        pg: PostgresServer | None = None
+        try:
+            if args.engine == "postgresql":
+                pg = PostgresServer().start()
+                pg.create_database("crash")
+                env["TOKENBANK_DATABASE_URL"] = pg.async_url("crash")
+            else:
+                env["TOKENBANK_DATABASE_URL"] = f"sqlite+aiosqlite:///{work / 'crash.db'}"
+            harness = Harness(args, env, work)
+            try:
+                return asyncio.run(harness.run())
+            except BaseException:
+                print(harness.server.log_tail(), file=sys.stderr)
+                raise
+        finally:
+            if pg is not None:
+                pg.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of the kill phase")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    report = run_engine(args)
+    print_report(report)
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 1 if report["violations"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
