@@ -384,7 +384,10 @@ def apps_rotate_key(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Issue a new key; the old ones stop working after the grace period."""
-    seconds = run(_duration(old_key_expires_in))
+    try:
+        seconds = parse_duration_seconds(old_key_expires_in)
+    except InvalidInput as error:
+        die(str(error), 2)
     key = run(
         with_apps(
             database_url,
@@ -393,10 +396,6 @@ def apps_rotate_key(
     )
     typer.echo(f"new API key for {slug} (store it now: it is not shown again):")
     typer.echo(key)
-
-
-async def _duration(text: str) -> int:
-    return parse_duration_seconds(text)
 
 
 @apps_app.command("revoke-key")

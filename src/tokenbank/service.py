@@ -27,7 +27,7 @@ from tokenbank.db.engine import create_engine, read_transaction, write_transacti
 from tokenbank.db.migrate import upgrade
 from tokenbank.ledger import queries
 from tokenbank.ledger import repository as repo
-from tokenbank.ledger.accounts import USAGE
+from tokenbank.ledger.accounts import RESERVED_OPERATION_TYPES, USAGE
 from tokenbank.ledger.audit import AuditReport, run_audit
 from tokenbank.ledger.costs import CostTable
 from tokenbank.ledger.errors import ErrorCode, IdempotencyConflict, InvalidInput
@@ -488,15 +488,7 @@ class TokenService:
         validate_operation_type(operation_type)
         validate_amount(tokens, field_name="tokens")
         validate_text(description, field_name="description", max_length=500, required=False)
-        if operation_type in (
-            "usage",
-            "refund",
-            "purchase",
-            "bonus",
-            "admin_grant",
-            "renewal",
-            "auto_recharge",
-        ):
+        if operation_type in RESERVED_OPERATION_TYPES or operation_type == USAGE:
             raise InvalidInput("operation_type", f"{operation_type!r} is reserved")
         _, costs = await self._parts()
         async with write_transaction(await self.engine()) as conn:

@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-STARTUP_TIMEOUT_SECONDS = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support.server import free_port, wait_until_healthy
 
 
 def _tokenbank(*args: str, env: dict[str, str]) -> str:
@@ -33,7 +25,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         "TOKENBANK_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
         "TOKENBANK_WELCOME_BONUS_TOKENS": "100",
     }
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "serve.log"
     command = [sys.executable, "-m", "tokenbank.cli", "serve", "--port", str(port)]
     with log_path.open("w") as log:
@@ -45,7 +37,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_healthy(base_url, process, log_path)
+        wait_until_healthy(base_url, process, log_path)
         yield base_url, env
     finally:
         process.terminate()
@@ -54,20 +46,6 @@ def server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"tokenbank serve exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("tokenbank serve did not become healthy in time")
 
 
 def test_serve_answers_over_tcp(server: tuple[str, dict[str, str]]) -> None:

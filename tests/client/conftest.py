@@ -11,26 +11,23 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.server import free_port, wait_until_healthy
 from tokenbank.client import AsyncTokenClient, RetryPolicy, TokenClient
 
 BASE_URL = "http://tokens.test"
 API_KEY = "tb_test_key"
 # Retries without waiting, so retry tests take no time.
 FAST_RETRY = RetryPolicy(backoff_seconds=0, max_backoff_seconds=0)
-STARTUP_TIMEOUT_SECONDS = 30.0
 
 Answer = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
 
@@ -113,26 +110,6 @@ class RealServer:
         return AsyncTokenClient(self.base_url, self.api_key, **options)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"tokenbank serve exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("tokenbank serve did not become healthy in time")
-
-
 def _set_up(server: RealServer) -> None:
     """Two features (plain and hold mode, seed 001's output / 4) on a 20% plan."""
     server.admin(
@@ -171,7 +148,7 @@ def _set_up(server: RealServer) -> None:
 @pytest.fixture(scope="session")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
     directory = tmp_path_factory.mktemp("real-server")
-    port = _free_port()
+    port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     api_key = "tb_" + secrets.token_urlsafe(32)
     jwt_secret = secrets.token_urlsafe(32)
@@ -192,7 +169,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait_until_healthy(base_url, process, log_path)
+        wait_until_healthy(base_url, process, log_path)
         server = RealServer(base_url=base_url, api_key=api_key, jwt_secret=jwt_secret, env=env)
         _set_up(server)
         yield server

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import uvicorn
 from sqlalchemy.engine import make_url
 
 from tests.security.conftest import ENV_API_KEY, JWT_SECRET, Secured, table_rows
+from tests.support.server import free_port
 from tokenbank.apps.keys import DISPLAY_PREFIX_LENGTH, generate_key
 
 # Loggers that may be silent by default: set to DEBUG explicitly, in case something
@@ -129,12 +129,6 @@ class Responses:
         self.texts.append(f"{response.status_code} {dict(response.headers)}\n{response.text}")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -182,7 +176,7 @@ def _json() -> dict[str, str]:
 
 async def _serve_and_exercise(secured: Secured, keys: dict[str, str], hook: Responses) -> None:
     """The same calls through a real uvicorn (its access and TRACE logs included)."""
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         secured.app,
         host="127.0.0.1",

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tokenbank.ledger import repository as repo
 from tokenbank.ledger.accounts import TOKENS_CONSUMED, credit_source_account
 from tokenbank.ledger.errors import ErrorCode
-from tokenbank.ledger.handlers import _header, new_transaction_id
+from tokenbank.ledger.handlers import new_transaction_id, transaction_header
 from tokenbank.ledger.idempotency import key_row
 from tokenbank.ledger.operations import Credit, Debit
 from tokenbank.ledger.repository import AnyRow
@@ -302,7 +302,7 @@ def _record(
         }
     )
     batch.headers.append(
-        _header(
+        transaction_header(
             op,
             transaction_id=transaction_id,
             wallet_id=wallet.id,

@@ -7,6 +7,7 @@ whatever the handler wrote, so a refusal never leaves a trace.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,7 +46,7 @@ def new_hold_id() -> str:
     return f"hold_{uuid.uuid4().hex}"
 
 
-def _header(
+def transaction_header(
     op: LedgerOperation,
     *,
     transaction_id: str,
@@ -136,7 +137,7 @@ async def credit(conn: AsyncConnection, op: Credit, now: datetime) -> OperationR
     wallet = await repo.credit_wallet(conn, op.user_id, op.amount_tokens, now)
     if wallet is None:
         return await _explain_refusal(conn, op.user_id, op.amount_tokens)
-    header = _header(
+    header = transaction_header(
         op,
         transaction_id=new_transaction_id(),
         wallet_id=wallet.id,
@@ -168,7 +169,7 @@ async def debit(
         if not released_expired and await _release_expired_for(conn, op.user_id, now):
             return await debit(conn, op, now, released_expired=True)
         return await _explain_refusal(conn, op.user_id, op.amount_tokens)
-    header = _header(
+    header = transaction_header(
         op,
         transaction_id=new_transaction_id(),
         wallet_id=wallet.id,
@@ -208,7 +209,7 @@ async def refund(conn: AsyncConnection, op: Refund, now: datetime) -> OperationR
                 available_tokens=remaining,
                 required_tokens=op.amount_tokens,
             )
-    header = _header(
+    header = transaction_header(
         op,
         transaction_id=new_transaction_id(),
         wallet_id=wallet.id,
@@ -318,7 +319,7 @@ async def capture_hold(conn: AsyncConnection, op: CaptureHold, now: datetime) ->
     captured = hold_result(hold, status="captured", captured_tokens=op.amount_tokens)
     if op.amount_tokens == 0:
         return _with_wallet(captured, wallet)
-    header = _header(
+    header = transaction_header(
         op,
         transaction_id=new_transaction_id(),
         wallet_id=hold.wallet_id,
@@ -346,8 +347,6 @@ async def capture_hold(conn: AsyncConnection, op: CaptureHold, now: datetime) ->
 
 
 def _with_wallet(result: HoldResult, wallet: AnyRow, **fields: Any) -> HoldResult:
-    from dataclasses import replace
-
     return replace(
         result,
         new_balance=wallet.balance_tokens,

@@ -48,6 +48,12 @@ AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 WALLET_STATE = (wallets.c.id, wallets.c.balance_tokens, wallets.c.held_tokens)
 
 
+def _upsert_insert(conn: AsyncConnection, table: Table) -> Any:
+    """An INSERT with ON CONFLICT clauses, in the connection's dialect."""
+    dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    return dialect_insert(table)
+
+
 # --- wallets -------------------------------------------------------------------------
 
 
@@ -67,9 +73,8 @@ async def insert_wallet(conn: AsyncConnection, user_id: str, now: datetime) -> i
         "created_at": now,
         "updated_at": now,
     }
-    dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
     statement = (
-        dialect_insert(wallets)
+        _upsert_insert(conn, wallets)
         .values(values)
         .on_conflict_do_nothing(index_elements=["user_id"])
         .returning(wallets.c.id)
@@ -416,8 +421,7 @@ async def upsert_cost(
         "description": description,
         "updated_at": now,
     }
-    dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
-    statement = dialect_insert(costs).values(values)
+    statement = _upsert_insert(conn, costs).values(values)
     statement = statement.on_conflict_do_update(
         index_elements=["operation_type"],
         set_={"cost_tokens": cost_tokens, "description": description, "updated_at": now},
