@@ -259,9 +259,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile-format",
-        choices=("flamegraph", "speedscope"),
+        choices=("flamegraph", "speedscope", "raw"),
         default="flamegraph",
-        help="py-spy output: SVG or speedscope JSON",
+        help="py-spy output: SVG, speedscope JSON, or raw collapsed stacks (bench/profile_top.py"
+        " summarises those)",
     )
     parser.add_argument(
         "--pg-nondurable",
@@ -1128,7 +1129,9 @@ class Harness:
 
     def _profile_path(self, run: Run) -> Path:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        suffix = "svg" if self.args.profile_format == "flamegraph" else "speedscope.json"
+        suffix = {"flamegraph": "svg", "speedscope": "speedscope.json", "raw": "txt"}[
+            self.args.profile_format
+        ]
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         return RESULTS_DIR / f"profile-{run.case}-{run.target}-{stamp}.{suffix}"
 

@@ -505,13 +505,14 @@ async def insert_batch(
 ) -> dict[str, int]:
     """Write a batch's entries, then the headers that seal them; wallet entry ids by
     transaction id."""
-    statement = (
-        insert(entries)
-        .values(legs)
-        .returning(entries.c.id, entries.c.transaction_id, entries.c.wallet_id)
+    # Parameter lists, not .values(rows): one statement whose compiled form is cached
+    # (SQLAlchemy's "insertmanyvalues" batches the rows at execution). A multi-row
+    # .values() is compiled afresh for every batch, which cost a quarter of the CPU.
+    statement = insert(entries).returning(
+        entries.c.id, entries.c.transaction_id, entries.c.wallet_id
     )
-    rows = (await conn.execute(statement)).all()
-    await conn.execute(insert(transactions).values(headers))
+    rows = (await conn.execute(statement, legs)).all()
+    await conn.execute(insert(transactions), headers)
     return {row.transaction_id: int(row.id) for row in rows if row.wallet_id is not None}
 
 
@@ -522,7 +523,7 @@ idempotency_keys = cast(Table, IdempotencyKey.__table__)
 
 async def record_keys(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Register keys of committed requests; a key already taken raises IntegrityError."""
-    await conn.execute(insert(idempotency_keys).values(rows))
+    await conn.execute(insert(idempotency_keys), rows)
 
 
 async def registered_key(conn: AsyncConnection, scope: str, key: str) -> AnyRow | None:
