@@ -27,7 +27,9 @@ def frame_name(frame: str, keep_lines: bool) -> str:
     return LOCATION.sub(lambda match: f" ({Path(match['file']).name})", frame)
 
 
-def parse(path: Path, keep_lines: bool) -> tuple[collections.Counter[str], collections.Counter[str], int, int]:
+def parse(
+    path: Path, keep_lines: bool
+) -> tuple[collections.Counter[str], collections.Counter[str], int, int]:
     inclusive: collections.Counter[str] = collections.Counter()
     self_time: collections.Counter[str] = collections.Counter()
     total = idle = 0
@@ -56,12 +58,17 @@ def main() -> None:
     args = parser.parse_args()
     inclusive, self_time, total, idle = parse(args.profile, args.lines)
     busy = max(1, total - idle)
-    print(f"{total} samples, {idle} idle ({idle / max(1, total):.0%}); shares below are of"
-          f" the {busy} busy samples")
+    print(
+        f"{total} samples, {idle} idle ({idle / max(1, total):.0%}); shares below are of"
+        f" the {busy} busy samples"
+    )
     for title, counter in (("inclusive", inclusive), ("self", self_time)):
         print(f"\n== {title} ==")
-        rows = [(name, count) for name, count in counter.most_common() if args.grep is None
-                or args.grep in name][: args.top]
+        rows = [
+            (name, count)
+            for name, count in counter.most_common()
+            if args.grep is None or args.grep in name
+        ][: args.top]
         for name, count in rows:
             print(f"{count / busy:6.1%}  {name[:150]}")
 

@@ -284,12 +284,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " run, rewrite bench/RESULTS.md from it)",
     )
     parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a TOKENBANK_* setting for every tokenbank process of the run, e.g."
+        " --setting GROUP_COMMIT_INFLIGHT_BATCHES=2 (repeatable; for experiments)",
+    )
+    parser.add_argument(
         "--keep",
         action="store_true",
         help="keep the temporary databases and logs (their path is printed)",
     )
     args = parser.parse_args(argv)
 
+    for setting in args.setting:
+        name, equals, value = setting.partition("=")
+        if not equals or not name:
+            parser.error(f"--setting {setting!r}: expected NAME=VALUE")
+        name = name.upper()
+        EXTRA_SETTINGS[name if name.startswith("TOKENBANK_") else f"TOKENBANK_{name}"] = value
     args.duration = args.duration or (1 if args.quick else 10)
     args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 2)
     args.repeats = args.repeats or (1 if args.quick else 3)
@@ -384,14 +398,20 @@ def snapshot_build(workdir: Path) -> str:
     return digest.hexdigest()
 
 
+# --setting NAME=VALUE of the command line, for every tokenbank process.
+EXTRA_SETTINGS: dict[str, str] = {}
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    """Our environment without TOKENBANK_* or PG* settings that would redirect a server,
-    importing tokenbank from the run's snapshot of src/."""
+    """Our environment without TOKENBANK_* or PG* settings that would redirect a server
+    (but with the run's --setting values), importing tokenbank from the run's snapshot
+    of src/."""
     env = {
         key: value for key, value in os.environ.items() if not key.startswith(("TOKENBANK_", "PG"))
     }
     source = BUILD.get("path", REPO / "src")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
+    env.update(EXTRA_SETTINGS)
     env.update(extra)
     return env
 

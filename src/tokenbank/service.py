@@ -225,6 +225,8 @@ class TokenService:
             self._started = True
 
     async def close(self) -> None:
+        if self._committer is not None:
+            await self._committer.wait_idle()
         if self._engine is not None and self._owns_engine:
             await self._engine.dispose()
         self._started = False

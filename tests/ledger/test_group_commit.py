@@ -135,9 +135,9 @@ async def test_group_commit_coalesces_concurrent_debits(database_url: str) -> No
         batches: list[int] = []
         original = writer.apply
 
-        async def counting(ops: Any) -> Any:
+        async def counting(ops: Any, **options: Any) -> Any:
             batches.append(len(ops))
-            return await original(ops)
+            return await original(ops, **options)
 
         writer.apply = counting  # type: ignore[method-assign]
         results = await asyncio.gather(

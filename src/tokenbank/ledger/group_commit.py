@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from tokenbank.ledger.operations import Operation
 from tokenbank.ledger.results import LedgerResult
 from tokenbank.ledger.writer import LedgerWriter
@@ -51,12 +53,33 @@ class GroupCommitter:
             drainer.add_done_callback(self._drainers.discard)
         return await future
 
+    async def wait_idle(self) -> None:
+        """Wait until no batch is being written and every connection is returned.
+
+        A batch's callers are answered before its drainer gives its connection back,
+        so a service closing right after its last answer waits here first.
+        """
+        while self._drainers:
+            await asyncio.gather(*self._drainers, return_exceptions=True)
+
     async def _drain(self) -> None:
         try:
             # Let the other requests of this loop iteration join the first batch.
             await asyncio.sleep(0)
+            # One connection for as long as batches keep coming: a checkout per batch
+            # would add the pool's liveness ping (a round trip) to every batch.
+            # Returning it awaits, and what is queued meanwhile found this drainer
+            # still counted as in flight: look again before leaving (no await
+            # between this last look and the count going down in `finally`).
             while self._queue:
-                await self._write(self._take())
+                async with self._writer.connection() as connection:
+                    while self._queue:
+                        await self._write(self._take(), connection)
+        except Exception as error:
+            # No connection (the database is down): fail what is queued rather than
+            # leave it waiting for a drainer that may never come.
+            while self._queue:
+                self._fail(self._take(), error)
         finally:
             self._inflight -= 1
 
@@ -64,16 +87,27 @@ class GroupCommitter:
         size = min(len(self._queue), self._max_batch)
         return [self._queue.popleft() for _ in range(size)]
 
-    async def _write(self, batch: list[tuple[Operation, asyncio.Future[LedgerResult]]]) -> None:
+    async def _write(
+        self,
+        batch: list[tuple[Operation, asyncio.Future[LedgerResult]]],
+        connection: AsyncConnection,
+    ) -> None:
+        operations = [operation for operation, _ in batch]
         try:
-            results = await self._writer.apply([operation for operation, _ in batch])
+            results = await self._writer.apply(operations, connection=connection)
         except BaseException as error:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            self._fail(batch, error)
             if not isinstance(error, Exception):
                 raise
             return
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    @staticmethod
+    def _fail(
+        batch: list[tuple[Operation, asyncio.Future[LedgerResult]]], error: BaseException
+    ) -> None:
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(error)

@@ -14,7 +14,8 @@ result instead (or a conflict, if the request differs).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -85,6 +86,17 @@ def _kernel_operations(operations: Sequence[Operation]) -> list[tuple[int, FastO
     return fast
 
 
+@asynccontextmanager
+async def _begun(connection: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    """A transaction on a held connection: committed at the end, rolled back on error.
+
+    After an error that invalidated the connection (the server went away), the
+    next transaction on it transparently takes a fresh one from the pool.
+    """
+    async with connection.begin():
+        yield connection
+
+
 def _is_retryable(error: DBAPIError) -> bool:
     sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
     return sqlstate in RETRYABLE_SQLSTATES
@@ -96,18 +108,34 @@ class LedgerWriter:
         self._clock = clock
         self._batch_kernel = batch_kernel
 
-    async def apply(self, operations: Sequence[Operation]) -> list[LedgerResult]:
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection to pass to several :meth:`apply` calls in a row.
+
+        Group commit keeps one while batches keep coming: checking a connection out
+        of the pool costs a round trip (the liveness ping), which a busy writer
+        would otherwise pay once per batch.
+        """
+        async with self._engine.connect() as conn:
+            yield conn
+
+    async def apply(
+        self, operations: Sequence[Operation], *, connection: AsyncConnection | None = None
+    ) -> list[LedgerResult]:
         """Apply every operation in one transaction; one result per operation, in order.
 
         The first attempt settles plain debits and credits with the batch kernel;
         if the database refuses that (say, another process committed one of the
         batch's idempotency keys first), the batch is applied again one operation at
         a time, where each refusal stays with its own operation.
+
+        With ``connection`` (from :meth:`connection`), the transaction runs on it;
+        otherwise on one from the pool.
         """
         use_kernel = self._batch_kernel
         for attempt in range(MAX_WRITE_RETRIES):
             try:
-                async with write_transaction(self._engine) as conn:
+                async with self._transaction(connection) as conn:
                     now = self._clock()
                     return await self._apply_all(conn, operations, now, use_kernel=use_kernel)
             except IntegrityError:
@@ -118,6 +146,13 @@ class LedgerWriter:
                 if not _is_retryable(error) or attempt == MAX_WRITE_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transaction(
+        self, connection: AsyncConnection | None
+    ) -> AbstractAsyncContextManager[AsyncConnection]:
+        if connection is None:
+            return write_transaction(self._engine)
+        return _begun(connection)
 
     async def _apply_all(
         self,
