@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenbank.ledger import batch_postgres
 from tokenbank.ledger import repository as repo
 from tokenbank.ledger.accounts import TOKENS_CONSUMED, credit_source_account
 from tokenbank.ledger.errors import ErrorCode
@@ -328,10 +329,20 @@ async def _write(conn: AsyncConnection, batch: _Batch, wallets: dict[str, _Walle
     changes = [wallet.change(batch.now) for wallet in wallets.values() if wallet.changed]
     if not changes:
         return
-    await repo.apply_wallet_deltas(conn, changes)
-    entry_ids = await repo.insert_batch(conn, batch.legs, _uniform(batch.headers))
-    if batch.key_rows:
-        await repo.record_keys(conn, batch.key_rows)
+    if conn.dialect.name == "postgresql":
+        entry_ids = await batch_postgres.write_batch(
+            conn,
+            changes=changes,
+            legs=batch.legs,
+            headers=batch.headers,
+            key_rows=batch.key_rows,
+            now=batch.now,
+        )
+    else:
+        await repo.apply_wallet_deltas(conn, changes)
+        entry_ids = await repo.insert_batch(conn, batch.legs, _uniform(batch.headers))
+        if batch.key_rows:
+            await repo.record_keys(conn, batch.key_rows)
     for position, transaction_id in batch.pending_entry.items():
         result = batch.results[position]
         if isinstance(result, OperationResult) and transaction_id in entry_ids:
