@@ -737,7 +737,7 @@ def serve(
     if migrate:
         db_upgrade(database_url)
     uvicorn.run(
-        "tokenbank.api.app:create_app",
+        "tokenbank.api.app:create_server_app",
         factory=True,
         host=host,
         port=port,
