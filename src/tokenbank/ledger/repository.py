@@ -13,6 +13,7 @@ from typing import Any, TypeAlias, cast
 from sqlalchemy import (
     ColumnElement,
     Row,
+    String,
     Table,
     and_,
     bindparam,
@@ -437,23 +438,38 @@ async def delete_cost(conn: AsyncConnection, operation_type: str) -> bool:
 # --- the batch kernel (group commit) ----------------------------------------------------
 
 
+_LOCKED_WALLET_COLUMNS = (
+    wallets.c.id,
+    wallets.c.user_id,
+    wallets.c.balance_tokens,
+    wallets.c.held_tokens,
+    wallets.c.spent_tokens,
+    wallets.c.status,
+    wallets.c.suspended_reason,
+)
+# Built once: constructing the statement per batch (the IN operator, coercions) was
+# a tenth of a batch's Python time. In id order, so two batches never deadlock.
+_LOCK_WALLETS = (
+    select(*_LOCKED_WALLET_COLUMNS)
+    .where(wallets.c.user_id.in_(bindparam("user_ids", expanding=True)))
+    .order_by(wallets.c.id)
+    .with_for_update()
+)
+# PostgreSQL takes the ids as one array: one SQL text whatever their number, so
+# one prepared statement (an expanding IN renders a new text per count).
+_LOCK_WALLETS_POSTGRES = (
+    select(*_LOCKED_WALLET_COLUMNS)
+    .where(wallets.c.user_id == func.any(bindparam("user_ids", type_=postgresql.ARRAY(String))))
+    .order_by(wallets.c.id)
+    .with_for_update()
+)
+
+
 async def lock_wallets(conn: AsyncConnection, user_ids: list[str]) -> dict[str, AnyRow]:
-    """Read and lock the wallets of a batch, in id order so batches never deadlock."""
-    statement = (
-        select(
-            wallets.c.id,
-            wallets.c.user_id,
-            wallets.c.balance_tokens,
-            wallets.c.held_tokens,
-            wallets.c.spent_tokens,
-            wallets.c.status,
-            wallets.c.suspended_reason,
-        )
-        .where(wallets.c.user_id.in_(user_ids))
-        .order_by(wallets.c.id)
-        .with_for_update()
-    )
-    return {row.user_id: row for row in await conn.execute(statement)}
+    """Read and lock the wallets of a batch."""
+    statement = _LOCK_WALLETS_POSTGRES if conn.dialect.name == "postgresql" else _LOCK_WALLETS
+    rows = await conn.execute(statement, {"user_ids": user_ids})
+    return {row.user_id: row for row in rows}
 
 
 async def transactions_by_keys(
