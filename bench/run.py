@@ -1218,6 +1218,12 @@ def _unanswered(run: Run) -> int:
 STARTED = time.monotonic()
 
 
+def _settings_text(settings: dict[str, str]) -> str:
+    if not settings:
+        return "defaults (no --setting)"
+    return ", ".join(f"{name}={value}" for name, value in sorted(settings.items()))
+
+
 def say(message: str) -> None:
     print(message, flush=True)
 
@@ -1462,6 +1468,7 @@ How to run it and what each case is: README.md, section "Benchmarks".
   {settings["repeats"]} repeats in alternating order (medians), {settings["warmup"]} s warm-up,
   {settings["users"]:,} users, embedded {settings["tasks"]} tasks, pgbench scale
   {settings["pgbench_scale"]}; {meta["tools"].get("wrk", "")}; {meta["tools"].get("pgbench", "")}
+- tokenbank settings: {_settings_text(meta.get("tokenbank_settings") or {})}
 - run time: {meta["total_seconds"]:.0f} s (setup {meta["setup_seconds"]:.0f} s)
 
 {table}
@@ -1538,6 +1545,7 @@ def main(argv: list[str] | None = None) -> int:
             "src_changed_during_run": git_end != git_start,
             "tools": tool_versions(harness.wrk, harness.pgbench),
             "settings": {name: getattr(args, name) for name in settings},
+            "tokenbank_settings": dict(EXTRA_SETTINGS),
             "setup_seconds": round(harness.setup_seconds, 1),
             "total_seconds": round(time.monotonic() - harness.started, 1),
             "audits": {
