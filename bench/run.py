@@ -1455,7 +1455,8 @@ def write_results_md(report: dict[str, Any], table: str, ratios: str, sqlite_rat
     text = f"""# Benchmark results
 
 Written by `make bench` (bench/run.py) after its latest full run; do not edit by hand.
-How to run it and what each case is: README.md, section "Benchmarks".
+How to run it and what each case is: README.md, section "Benchmarks". Where the
+time goes and what stands between these numbers and the targets: bench/PROFILE.md.
 
 - date: {meta["date"]} (start)
 - git commit: `{git["commit"]}`{dirty}
