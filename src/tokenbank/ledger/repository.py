@@ -270,8 +270,10 @@ async def insert_entries(
             "created_at": now,
         },
     ]
-    statement = insert(entries).values(legs).returning(entries.c.id, entries.c.wallet_id)
-    rows = (await conn.execute(statement)).all()
+    # A parameter list, not .values(legs): SQLAlchemy never caches a multi-row
+    # .values(), so that form compiled afresh on every call (10% of a hold's CPU).
+    statement = insert(entries).returning(entries.c.id, entries.c.wallet_id)
+    rows = (await conn.execute(statement, legs)).all()
     return next(int(row.id) for row in rows if row.wallet_id is not None)
 
 
