@@ -250,7 +250,7 @@ async def insert_entries(
     now: datetime,
 ) -> int:
     """Write both legs of a transaction; the wallet entry's id is returned."""
-    legs = [
+    legs: list[dict[str, Any]] = [
         {
             "transaction_id": transaction_id,
             "wallet_id": wallet_id,
