@@ -102,8 +102,7 @@ def create_app(
             env_principal=env_principal,
         )
         app.state.services = services
-        if freeze_heap_after_start:
-            await tokens.engine()  # connected: the pool and dialect exist
+        if freeze_heap_after_start:  # the engine exists (above): its heap is frozen too
             gc.collect()
             gc.freeze()
         sweeper = None

@@ -29,6 +29,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenbank.db.engine import is_sqlite
 from tokenbank.ledger import batch_postgres
 from tokenbank.ledger import repository as repo
 from tokenbank.ledger.accounts import TOKENS_CONSUMED, credit_source_account
@@ -329,7 +330,7 @@ async def _write(conn: AsyncConnection, batch: _Batch, wallets: dict[str, _Walle
     changes = [wallet.change(batch.now) for wallet in wallets.values() if wallet.changed]
     if not changes:
         return
-    if conn.dialect.name == "postgresql":
+    if not is_sqlite(conn):
         entry_ids = await batch_postgres.write_batch(
             conn,
             changes=changes,

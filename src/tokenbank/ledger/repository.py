@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenbank.db.engine import is_sqlite
 from tokenbank.db.models import (
     Hold,
     IdempotencyKey,
@@ -469,7 +470,7 @@ _LOCK_WALLETS_POSTGRES = (
 
 async def lock_wallets(conn: AsyncConnection, user_ids: list[str]) -> dict[str, AnyRow]:
     """Read and lock the wallets of a batch."""
-    statement = _LOCK_WALLETS_POSTGRES if conn.dialect.name == "postgresql" else _LOCK_WALLETS
+    statement = _LOCK_WALLETS if is_sqlite(conn) else _LOCK_WALLETS_POSTGRES
     rows = await conn.execute(statement, {"user_ids": user_ids})
     return {row.user_id: row for row in rows}
 

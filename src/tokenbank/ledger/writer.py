@@ -15,7 +15,7 @@ result instead (or a conflict, if the request differs).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -86,17 +86,6 @@ def _kernel_operations(operations: Sequence[Operation]) -> list[tuple[int, FastO
     return fast
 
 
-@asynccontextmanager
-async def _begun(connection: AsyncConnection) -> AsyncIterator[AsyncConnection]:
-    """A transaction on a held connection: committed at the end, rolled back on error.
-
-    After an error that invalidated the connection (the server went away), the
-    next transaction on it transparently takes a fresh one from the pool.
-    """
-    async with connection.begin():
-        yield connection
-
-
 def _is_retryable(error: DBAPIError) -> bool:
     sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
     return sqlstate in RETRYABLE_SQLSTATES
@@ -147,12 +136,21 @@ class LedgerWriter:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _transaction(
+    @asynccontextmanager
+    async def _transaction(
         self, connection: AsyncConnection | None
-    ) -> AbstractAsyncContextManager[AsyncConnection]:
+    ) -> AsyncIterator[AsyncConnection]:
+        """A transaction on the held connection, or on one from the pool.
+
+        After an error that invalidated a held connection (the server went away),
+        the next transaction on it transparently takes a fresh one from the pool.
+        """
         if connection is None:
-            return write_transaction(self._engine)
-        return _begun(connection)
+            async with write_transaction(self._engine) as conn:
+                yield conn
+        else:
+            async with connection.begin():
+                yield connection
 
     async def _apply_all(
         self,
