@@ -21,15 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tokenbank.clock import ManualClock
-    from tokenbank.ledger.audit import AuditReport
-    from tokenbank.ledger.errors import (
-        ErrorCode,
-        IdempotencyConflict,
-        InvalidInput,
-        TokenBankError,
-    )
+    from tokenbank.errors import IdempotencyConflict, InvalidInput, TokenBankError
+    from tokenbank.ledger.errors import ErrorCode
     from tokenbank.ledger.results import (
         Affordability,
+        AuditReport,
         BalanceInfo,
         HoldResult,
         HoldView,
@@ -38,27 +34,27 @@ if TYPE_CHECKING:
         UserStatistics,
         WalletResult,
     )
-    from tokenbank.service import LedgerView, OperationMetrics, TokenService
-    from tokenbank.sync import SyncTokenService
+    from tokenbank.ledger.service import LedgerView, OperationMetrics, TokenService
+    from tokenbank.ledger.sync import SyncTokenService
 
 # Each public name and the module that defines it.
 _EXPORTS: dict[str, str] = {
     "Affordability": "tokenbank.ledger.results",
-    "AuditReport": "tokenbank.ledger.audit",
+    "AuditReport": "tokenbank.ledger.results",
     "BalanceInfo": "tokenbank.ledger.results",
     "ErrorCode": "tokenbank.ledger.errors",
     "HoldResult": "tokenbank.ledger.results",
     "HoldView": "tokenbank.ledger.results",
-    "IdempotencyConflict": "tokenbank.ledger.errors",
-    "InvalidInput": "tokenbank.ledger.errors",
+    "IdempotencyConflict": "tokenbank.errors",
+    "InvalidInput": "tokenbank.errors",
     "LedgerEntryView": "tokenbank.ledger.results",
-    "LedgerView": "tokenbank.service",
+    "LedgerView": "tokenbank.ledger.service",
     "ManualClock": "tokenbank.clock",
-    "OperationMetrics": "tokenbank.service",
+    "OperationMetrics": "tokenbank.ledger.service",
     "OperationResult": "tokenbank.ledger.results",
-    "SyncTokenService": "tokenbank.sync",
-    "TokenBankError": "tokenbank.ledger.errors",
-    "TokenService": "tokenbank.service",
+    "SyncTokenService": "tokenbank.ledger.sync",
+    "TokenBankError": "tokenbank.errors",
+    "TokenService": "tokenbank.ledger.service",
     "UserStatistics": "tokenbank.ledger.results",
     "WalletResult": "tokenbank.ledger.results",
 }

@@ -21,14 +21,13 @@ from tokenbank.apps.service import DEFAULT_SCOPES, AppService, parse_duration_se
 from tokenbank.config import DEFAULT_PAGE_SIZE, MAX_USER_ID_LENGTH, Settings, get_settings
 from tokenbank.db.engine import create_engine
 from tokenbank.db.migrate import current_revision, head_revision, upgrade
-from tokenbank.ledger.audit import AuditReport
-from tokenbank.ledger.errors import IdempotencyConflict, InvalidInput, TokenBankError
-from tokenbank.ledger.results import OperationResult
+from tokenbank.errors import IdempotencyConflict, InvalidInput, TokenBankError
+from tokenbank.ledger.results import AuditReport, OperationResult
+from tokenbank.ledger.service import TokenService
 from tokenbank.plans.service import FeatureView, PlanService, PlanView
 from tokenbank.pricing.rates import ModelRate
 from tokenbank.pricing.rules import rule_json
 from tokenbank.pricing.service import PricingService
-from tokenbank.service import TokenService
 
 T = TypeVar("T")
 

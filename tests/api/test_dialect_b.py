@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from tests.api.conftest import Api
 from tokenbank.db.engine import read_transaction
-from tokenbank.ledger.repository import transactions
+from tokenbank.ledger.repository.tables import transactions
 
 START = "/api/token-process/start"
 END = "/api/token-process/end"

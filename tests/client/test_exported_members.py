@@ -61,7 +61,7 @@ def test_the_embedded_api_is_still_exported_lazily() -> None:
     assert set(tokenbank.__all__) <= set(dir(tokenbank))
     from tokenbank import TokenService  # the README's import
 
-    assert TokenService.__module__ == "tokenbank.service"
+    assert TokenService.__module__ == "tokenbank.ledger.service"
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:

@@ -82,7 +82,7 @@ def test_the_sdk_imports_without_the_server() -> None:
 
 def test_the_blocker_does_block() -> None:
     """The same program fails when the SDK is replaced by a server module."""
-    program = PROGRAM.replace("import tokenbank.client as sdk", "import tokenbank.service")
+    program = PROGRAM.replace("import tokenbank.client as sdk", "import tokenbank.ledger.service")
     result = subprocess.run(
         [sys.executable, "-c", program, ",".join(SERVER_DEPENDENCIES)],
         capture_output=True,

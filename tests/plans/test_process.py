@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from tokenbank import ManualClock, TokenService
 from tokenbank.config import Settings
-from tokenbank.plans import PlanService, TokenProcess
+from tokenbank.plans import PlanService
 from tokenbank.pricing import PricingService, Usage
+from tokenbank.process import TokenProcess
 
 
 async def test_embedded_start_and_end_in_hold_mode(service: TokenService) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tokenbank.apps.service import validate_slug
-from tokenbank.ledger.errors import InvalidInput
+from tokenbank.errors import InvalidInput
 from tokenbank.plans.service import validate_feature_id, validate_plan_name
 
 

@@ -19,10 +19,10 @@ from tokenbank.apps.service import AppService, Principal
 from tokenbank.clock import Clock, system_clock
 from tokenbank.config import Settings, get_settings
 from tokenbank.db.models import API_SCOPES
-from tokenbank.plans.process import TokenProcess
+from tokenbank.ledger.service import TokenService
 from tokenbank.plans.service import PlanService
 from tokenbank.pricing.service import PricingService
-from tokenbank.service import TokenService
+from tokenbank.process.service import TokenProcess
 
 logger = logging.getLogger("tokenbank.api")
 

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from tokenbank.ledger.errors import IdempotencyConflict, InvalidInput, TokenBankError
+from tokenbank.errors import IdempotencyConflict, InvalidInput, TokenBankError
 
 logger = logging.getLogger("tokenbank.api")
 

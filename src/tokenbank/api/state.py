@@ -8,10 +8,10 @@ from fastapi import Request
 
 from tokenbank.apps.service import AppService, Principal
 from tokenbank.config import Settings
-from tokenbank.plans.process import TokenProcess
+from tokenbank.ledger.service import TokenService
 from tokenbank.plans.service import PlanService
 from tokenbank.pricing.service import PricingService
-from tokenbank.service import TokenService
+from tokenbank.process.service import TokenProcess
 
 
 @dataclass

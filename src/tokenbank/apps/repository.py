@@ -9,7 +9,7 @@ from sqlalchemy import Table, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.models import ApiKey, App
-from tokenbank.ledger.repository import AnyRow
+from tokenbank.db.rows import AnyRow
 
 apps = cast(Table, App.__table__)
 api_keys = cast(Table, ApiKey.__table__)

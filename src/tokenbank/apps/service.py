@@ -18,8 +18,8 @@ from tokenbank.apps import repository as repo
 from tokenbank.clock import Clock, system_clock
 from tokenbank.db.engine import read_transaction, write_transaction
 from tokenbank.db.models import API_SCOPES
-from tokenbank.ledger.errors import InvalidInput, TokenBankError
-from tokenbank.ledger.repository import AnyRow
+from tokenbank.db.rows import AnyRow
+from tokenbank.errors import InvalidInput, TokenBankError
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DEFAULT_SCOPES = ("read", "spend", "refund")

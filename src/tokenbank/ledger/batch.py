@@ -30,14 +30,14 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.engine import is_sqlite
-from tokenbank.ledger import batch_postgres
-from tokenbank.ledger import repository as repo
+from tokenbank.db.rows import AnyRow
 from tokenbank.ledger.accounts import TOKENS_CONSUMED, credit_source_account
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.handlers import new_transaction_id, transaction_header
 from tokenbank.ledger.idempotency import key_row
 from tokenbank.ledger.operations import Credit, Debit
-from tokenbank.ledger.repository import AnyRow
+from tokenbank.ledger.repository import batch_postgres
+from tokenbank.ledger.repository import writes as repo
 from tokenbank.ledger.results import LedgerResult, OperationResult, refused_operation
 
 FastOperation = Credit | Debit

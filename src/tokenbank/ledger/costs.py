@@ -12,8 +12,8 @@ import time
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbank.db.engine import read_transaction
-from tokenbank.ledger import repository as repo
-from tokenbank.ledger.errors import InvalidInput
+from tokenbank.errors import InvalidInput
+from tokenbank.ledger.repository import writes as repo
 
 COST_CACHE_REFRESH_SECONDS = 5.0
 

@@ -1,17 +1,16 @@
-"""Error codes and exceptions of the ledger.
+"""The ledger's refusal codes and their messages.
 
 Business refusals (insufficient tokens, unknown wallet, ...) are *results*, with a
 machine-readable :class:`ErrorCode`, so callers never match on message text. Bad
-input is an *exception*: the call was wrong and nothing was written.
-
-    TokenBankError
-    ├── InvalidInput          bad amount, unknown operation type, over-long string (400)
-    └── IdempotencyConflict   a key reused with a different request (409)
+input is an *exception* (:mod:`tokenbank.errors`): the call was wrong and nothing
+was written.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+from tokenbank.errors import IDEMPOTENCY_CONFLICT_MESSAGE
 
 
 class ErrorCode(StrEnum):
@@ -39,32 +38,5 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.DEBIT_NOT_FOUND: "The debit to refund was not found for this user",
     ErrorCode.REFUND_EXCEEDS_DEBIT: "Refund exceeds what remains of the debit",
     ErrorCode.REFUND_EXCEEDS_SPENT: "Refund exceeds what the user has spent",
-    ErrorCode.IDEMPOTENCY_CONFLICT: "Idempotency key was already used with a different request",
+    ErrorCode.IDEMPOTENCY_CONFLICT: IDEMPOTENCY_CONFLICT_MESSAGE,
 }
-
-
-class TokenBankError(Exception):
-    """Base of every exception tokenbank raises on purpose."""
-
-    status_code = 500
-
-
-class InvalidInput(TokenBankError, ValueError):
-    """The request itself is wrong; nothing was written."""
-
-    status_code = 400
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-class IdempotencyConflict(TokenBankError):
-    """The idempotency key was first used with a different request."""
-
-    status_code = 409
-
-    def __init__(self, idempotency_key: str) -> None:
-        super().__init__(ERROR_MESSAGES[ErrorCode.IDEMPOTENCY_CONFLICT])
-        self.idempotency_key = idempotency_key

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenbank.ledger import repository as repo
+from tokenbank.db.rows import AnyRow
 from tokenbank.ledger.accounts import REFUND, TOKENS_CONSUMED, credit_source_account
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.operations import (
@@ -26,7 +26,7 @@ from tokenbank.ledger.operations import (
     Refund,
     VoidHold,
 )
-from tokenbank.ledger.repository import AnyRow
+from tokenbank.ledger.repository import writes as repo
 from tokenbank.ledger.results import (
     HoldResult,
     OperationResult,

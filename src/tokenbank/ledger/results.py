@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -133,3 +133,16 @@ class HoldView:
     expires_at: datetime
     created_at: datetime
     resolved_at: datetime | None
+
+
+@dataclass
+class AuditReport:
+    transactions: int = 0
+    entries: int = 0
+    wallets: int = 0
+    system_balances: dict[str, int] = field(default_factory=dict)
+    problems: dict[str, list[tuple[object, ...]]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems

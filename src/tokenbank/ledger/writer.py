@@ -26,7 +26,6 @@ from tokenbank.clock import Clock
 from tokenbank.config import MAX_WRITE_RETRIES
 from tokenbank.db.engine import write_transaction
 from tokenbank.ledger import handlers
-from tokenbank.ledger import repository as repo
 from tokenbank.ledger.batch import FAST_TYPES, FastOperation, apply_fast
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.idempotency import KEYED_OPERATIONS, key_row
@@ -40,6 +39,7 @@ from tokenbank.ledger.operations import (
     Refund,
     VoidHold,
 )
+from tokenbank.ledger.repository import writes as repo
 from tokenbank.ledger.results import (
     LedgerResult,
     OperationResult,

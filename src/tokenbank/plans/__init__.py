@@ -1,18 +1,14 @@
-"""Plans and features (what a user may use) and the token process (seed 001)."""
+"""Plans and features: what a user may use, and the markup on it."""
 
+from tokenbank.errors import Conflict, NotFound
 from tokenbank.plans.errors import (
     AlreadyExists,
-    Conflict,
     FeatureNotFound,
     FeatureNotInPlan,
-    HoldAlreadySettled,
-    HoldNotFound,
-    NotFound,
     PlanInUse,
     PlanNotFound,
     WalletNotFound,
 )
-from tokenbank.plans.process import EndOutcome, StartOutcome, TokenProcess
 from tokenbank.plans.service import (
     UNSET,
     Access,
@@ -27,19 +23,14 @@ __all__ = [
     "Access",
     "AlreadyExists",
     "Conflict",
-    "EndOutcome",
     "FeatureNotFound",
     "FeatureNotInPlan",
     "FeatureView",
-    "HoldAlreadySettled",
-    "HoldNotFound",
     "NotFound",
     "PlanInUse",
     "PlanNotFound",
     "PlanService",
     "PlanView",
-    "StartOutcome",
-    "TokenProcess",
     "WalletAccess",
     "WalletNotFound",
 ]

@@ -1,31 +1,25 @@
-"""Errors of plans, features and the token process; each knows its HTTP status.
+"""Errors of plans and features; each knows its HTTP status.
 
     TokenBankError
     ├── NotFound (404)
-    │   ├── WalletNotFound       "User wallet not found" (seed 001's message)
+    │   ├── WalletNotFound       "User wallet not found" (the Token Process dialect's message)
     │   ├── FeatureNotFound      "Feature endpoint not found"
-    │   ├── PlanNotFound
-    │   └── HoldNotFound
+    │   └── PlanNotFound
     ├── FeatureNotInPlan (403)   "Feature endpoint is not available in your package"
     └── Conflict (409)
         ├── AlreadyExists        a plan or feature of that name exists
-        ├── PlanInUse            wallets are on the plan
-        └── HoldAlreadySettled   the hold was captured for a different amount
+        └── PlanInUse            wallets are on the plan
 
 Bad input raises :class:`tokenbank.InvalidInput` (400), as everywhere in tokenbank.
 """
 
 from __future__ import annotations
 
-from tokenbank.ledger.errors import TokenBankError
+from tokenbank.errors import Conflict, NotFound, TokenBankError
 
 WALLET_NOT_FOUND_MESSAGE = "User wallet not found"
 FEATURE_NOT_FOUND_MESSAGE = "Feature endpoint not found"
 FEATURE_NOT_IN_PLAN_MESSAGE = "Feature endpoint is not available in your package"
-
-
-class NotFound(TokenBankError):
-    status_code = 404
 
 
 class WalletNotFound(NotFound):
@@ -46,12 +40,6 @@ class PlanNotFound(NotFound):
         self.plan = plan
 
 
-class HoldNotFound(NotFound):
-    def __init__(self, hold_id: str) -> None:
-        super().__init__("Hold not found")
-        self.hold_id = hold_id
-
-
 class FeatureNotInPlan(TokenBankError):
     status_code = 403
 
@@ -60,17 +48,9 @@ class FeatureNotInPlan(TokenBankError):
         self.feature_id = feature_id
 
 
-class Conflict(TokenBankError):
-    status_code = 409
-
-
 class AlreadyExists(Conflict):
     pass
 
 
 class PlanInUse(Conflict):
-    pass
-
-
-class HoldAlreadySettled(Conflict):
     pass

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, func, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.models import App, Feature, Plan, PlanFeature
-from tokenbank.ledger.repository import AnyRow, entries, holds, transactions, wallets
+from tokenbank.db.rows import AnyRow
 
 plans = cast(Table, Plan.__table__)
 features = cast(Table, Feature.__table__)
@@ -44,11 +43,6 @@ async def delete_plan(conn: AsyncConnection, name: str) -> bool:
     # Memberships go by ON DELETE CASCADE; a plan that wallets are on is refused
     # by a foreign key (PostgreSQL) or a trigger (SQLite), and checked first.
     return (await conn.execute(delete(plans).where(plans.c.name == name))).rowcount > 0
-
-
-async def wallets_on_plan(conn: AsyncConnection, name: str) -> int:
-    statement = select(func.count()).select_from(wallets).where(wallets.c.plan == name)
-    return int((await conn.execute(statement)).scalar_one())
 
 
 async def features_by_plan(
@@ -137,71 +131,3 @@ async def app_id_by_slug(conn: AsyncConnection, slug: str) -> int | None:
 
 
 # --- wallets ---------------------------------------------------------------------------
-
-
-async def set_wallet_plan(
-    conn: AsyncConnection, user_id: str, plan: str | None, now: datetime
-) -> bool:
-    statement = (
-        update(wallets).where(wallets.c.user_id == user_id).values(plan=plan, updated_at=now)
-    )
-    return (await conn.execute(statement)).rowcount > 0
-
-
-async def wallet_with_plan(conn: AsyncConnection, user_id: str) -> AnyRow | None:
-    """A wallet's state and its plan's profit percentage (None without a plan)."""
-    statement = (
-        select(
-            wallets.c.user_id,
-            wallets.c.status,
-            wallets.c.balance_tokens,
-            wallets.c.held_tokens,
-            wallets.c.plan,
-            plans.c.profit_percent.label("plan_profit_percent"),
-        )
-        .outerjoin(plans, plans.c.name == wallets.c.plan)
-        .where(wallets.c.user_id == user_id)
-    )
-    return (await conn.execute(statement)).first()
-
-
-# --- the ledger, read for retries of the token process -----------------------------------
-
-
-async def usage_by_key(conn: AsyncConnection, scope: str, key: str) -> AnyRow | None:
-    """The debit an idempotency key recorded: its pricing record and wallet amount."""
-    condition = and_(
-        transactions.c.idempotency_scope == scope, transactions.c.idempotency_key == key
-    )
-    return await _usage(conn, condition)
-
-
-async def usage_by_hold(conn: AsyncConnection, hold_id: str) -> AnyRow | None:
-    """The debit that captured a hold: its pricing record and wallet amount."""
-    return await _usage(conn, transactions.c.hold_id == hold_id)
-
-
-async def _usage(conn: AsyncConnection, condition: Any) -> AnyRow | None:
-    statement = (
-        select(
-            transactions.c.id,
-            transactions.c.pricing,
-            transactions.c.hold_id,
-            (-entries.c.amount_tokens).label("amount_tokens"),
-            entries.c.balance_after,
-            wallets.c.user_id,
-        )
-        .join(entries, entries.c.transaction_id == transactions.c.id)
-        .join(wallets, wallets.c.id == entries.c.wallet_id)
-        .where(condition)
-    )
-    return (await conn.execute(statement)).first()
-
-
-async def hold_id_by_key(conn: AsyncConnection, scope: str, key: str) -> str | None:
-    """The hold a token process start placed under an idempotency key."""
-    statement = select(holds.c.id).where(
-        holds.c.idempotency_scope == scope, holds.c.idempotency_key == key
-    )
-    found = (await conn.execute(statement)).scalar()
-    return None if found is None else str(found)

@@ -29,9 +29,10 @@ from tokenbank.apps.service import validate_slug
 from tokenbank.clock import Clock, system_clock
 from tokenbank.config import MAX_DESCRIPTION_LENGTH
 from tokenbank.db.engine import read_transaction, write_transaction
-from tokenbank.ledger.errors import InvalidInput
-from tokenbank.ledger.operations import validate_amount, validate_text, validate_user_id
-from tokenbank.ledger.repository import AnyRow
+from tokenbank.db.rows import AnyRow
+from tokenbank.errors import InvalidInput
+from tokenbank.ledger.repository import reads as ledger_reads
+from tokenbank.ledger.repository import writes as ledger_writes
 from tokenbank.plans import repository as repo
 from tokenbank.plans.errors import (
     AlreadyExists,
@@ -43,6 +44,7 @@ from tokenbank.plans.errors import (
 from tokenbank.pricing.calculator import Profit
 from tokenbank.pricing.numbers import decimal_text, parse_decimal
 from tokenbank.pricing.rules import PricingRule, parse_rule, rule_json
+from tokenbank.validation import validate_amount, validate_text, validate_user_id
 
 PLAN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FEATURE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@~-]{0,127}$")
@@ -292,7 +294,7 @@ class PlanService:
         """Delete a plan no wallet is on (move its wallets to another plan first)."""
         validate_plan_name(name)
         async with write_transaction(self._engine) as conn:
-            in_use = await repo.wallets_on_plan(conn, name)
+            in_use = await ledger_reads.wallets_on_plan(conn, name)
             if in_use:
                 raise PlanInUse(
                     f"plan {name!r} is in use by {in_use} wallet(s): move them to another plan"
@@ -427,7 +429,7 @@ class PlanService:
             if plan is not None and await repo.plan_row(conn, plan) is None:
                 known = ", ".join(row.name for row in await repo.plan_rows(conn)) or "none"
                 raise InvalidInput("plan", f"no plan named {plan!r} (known: {known})")
-            if not await repo.set_wallet_plan(conn, user_id, plan, self._clock()):
+            if not await ledger_writes.set_wallet_plan(conn, user_id, plan, self._clock()):
                 raise WalletNotFound(user_id)
         return plan
 
@@ -435,7 +437,7 @@ class PlanService:
         """A wallet's state and its plan's profit percentage; None without a wallet."""
         validate_user_id(user_id)
         async with read_transaction(self._engine) as conn:
-            row = await repo.wallet_with_plan(conn, user_id)
+            row = await ledger_reads.wallet_with_plan(conn, user_id)
         return None if row is None else _wallet_access(row)
 
     async def access(self, user_id: str, feature_id: str) -> Access:
@@ -443,7 +445,7 @@ class PlanService:
         validate_user_id(user_id)
         validate_feature_id(feature_id)
         async with read_transaction(self._engine) as conn:
-            wallet_row = await repo.wallet_with_plan(conn, user_id)
+            wallet_row = await ledger_reads.wallet_with_plan(conn, user_id)
             feature_row = await repo.feature_row(conn, feature_id)
             in_plan = (
                 wallet_row is not None

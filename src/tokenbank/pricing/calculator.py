@@ -27,7 +27,7 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any, Literal
 
 from tokenbank.config import MAX_AMOUNT_TOKENS
-from tokenbank.ledger.errors import InvalidInput
+from tokenbank.errors import InvalidInput
 from tokenbank.pricing.numbers import PRICING_CONTEXT, decimal_text
 from tokenbank.pricing.rates import ModelRate, RateTable
 from tokenbank.pricing.rules import (

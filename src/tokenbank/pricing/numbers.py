@@ -17,7 +17,7 @@ from decimal import (
     Overflow,
 )
 
-from tokenbank.ledger.errors import InvalidInput
+from tokenbank.errors import InvalidInput
 
 # Enough digits that no product of bounded inputs is ever rounded: units are at most
 # 10**12, rates at most 10**6 with 12 places, multipliers and percentages likewise.

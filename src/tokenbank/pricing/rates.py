@@ -22,7 +22,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Literal
 
-from tokenbank.ledger.errors import InvalidInput
+from tokenbank.errors import InvalidInput
 
 DEFAULT_MODEL = "default"
 DEFAULT_TOKEN_MULTIPLIER = Decimal("1.5")  # seed 004: "charges 150% of actual API tokens"

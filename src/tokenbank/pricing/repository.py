@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.models import ModelPrice, SettingValue
-from tokenbank.ledger.repository import AnyRow
+from tokenbank.db.rows import AnyRow
 
 model_prices = cast(Table, ModelPrice.__table__)
 settings = cast(Table, SettingValue.__table__)

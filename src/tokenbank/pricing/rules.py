@@ -36,7 +36,7 @@ from pydantic import (
 )
 
 from tokenbank.config import MAX_AMOUNT_TOKENS
-from tokenbank.ledger.errors import InvalidInput
+from tokenbank.errors import InvalidInput
 from tokenbank.pricing.numbers import parse_decimal
 from tokenbank.pricing.rates import MAX_IMAGE_TOKENS, normalize_model_name
 

@@ -16,8 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tokenbank.clock import Clock, system_clock
 from tokenbank.config import Settings
 from tokenbank.db.engine import read_transaction, write_transaction
-from tokenbank.ledger.errors import InvalidInput
-from tokenbank.ledger.operations import validate_amount
+from tokenbank.errors import InvalidInput
 from tokenbank.pricing import repository as repo
 from tokenbank.pricing.calculator import Profit, Quote, Usage, quote
 from tokenbank.pricing.numbers import decimal_text, parse_decimal
@@ -31,6 +30,7 @@ from tokenbank.pricing.rates import (
     normalize_model_name,
 )
 from tokenbank.pricing.rules import PricingRule
+from tokenbank.validation import validate_amount
 
 PRICING_CACHE_REFRESH_SECONDS = 5.0
 # Keys of the settings table (not secrets: ruff's S105 guesses from "TOKEN").

@@ -27,7 +27,7 @@ from tokenbank.api.auth import ReadKey
 from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, errors
 from tokenbank.api.schemas import ApiModel, OperationType, Tokens, TokensOrZero, UserId
 from tokenbank.api.state import Services, get_services
-from tokenbank.ledger.errors import InvalidInput
+from tokenbank.errors import InvalidInput
 from tokenbank.plans.errors import WalletNotFound
 from tokenbank.plans.service import WalletAccess
 from tokenbank.pricing.calculator import Usage

@@ -11,7 +11,7 @@ the key needs the ``spend`` scope. Bodies are ``{"success": true, "message": ...
   no plan has no features)
 - 400/422 for a malformed body, 409 for a request id reused with a different request.
 
-Two modes (see :mod:`tokenbank.plans.process` for the whole story):
+Two modes (see :mod:`tokenbank.process.service` for the whole story):
 
 **Plain**, the seed's: ``start`` reads the wallet and answers ``access-able`` when
 the available balance is at least the feature's ``min_balance_tokens``; nothing is
@@ -39,9 +39,9 @@ from tokenbank.api.idempotency import idempotency_key
 from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, errors
 from tokenbank.api.schemas import ApiModel, ReferenceId, Tokens, TokensOrZero, UserId
 from tokenbank.api.state import get_services
-from tokenbank.plans.process import EndOutcome, StartOutcome
 from tokenbank.pricing.calculator import Usage
 from tokenbank.pricing.rates import MAX_MODEL_NAME_LENGTH
+from tokenbank.process.service import EndOutcome, StartOutcome
 
 router = APIRouter(
     prefix="/api/token-process",

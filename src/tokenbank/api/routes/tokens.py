@@ -50,7 +50,7 @@ from tokenbank.config import (
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.operations import HOLD_ID_PATTERN
 from tokenbank.ledger.results import HoldResult, HoldView, LedgerEntryView, OperationResult
-from tokenbank.service import TokenService
+from tokenbank.ledger.service import TokenService
 
 router = APIRouter(
     prefix="/api/tokens", tags=["tokens (seed 000)"], responses=errors(AUTHENTICATED)

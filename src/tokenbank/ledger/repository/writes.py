@@ -1,4 +1,4 @@
-"""All SQL of the ledger, so the hot path and its indexes can be read in one place.
+"""The statements of the ledger's write path, and the lookups it makes inside its transaction.
 
 Balance changes are single conditional UPDATEs with RETURNING: the condition is the
 rule (enough available, right status) and the database applies it atomically, so
@@ -8,11 +8,10 @@ two concurrent requests can never both spend the last tokens (decision 3).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeAlias, cast
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Row,
     String,
     Table,
     and_,
@@ -29,23 +28,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.engine import is_sqlite
-from tokenbank.db.models import (
-    Hold,
-    IdempotencyKey,
-    LedgerEntry,
-    LedgerTransaction,
-    OperationCost,
-    Wallet,
+from tokenbank.db.rows import AnyRow
+from tokenbank.ledger.repository.tables import (
+    costs,
+    entries,
+    holds,
+    idempotency_keys,
+    transactions,
+    wallets,
 )
-
-wallets = cast(Table, Wallet.__table__)
-transactions = cast(Table, LedgerTransaction.__table__)
-entries = cast(Table, LedgerEntry.__table__)
-holds = cast(Table, Hold.__table__)
-costs = cast(Table, OperationCost.__table__)
-
-# A result row of any shape (SQLAlchemy types rows by their column types).
-AnyRow: TypeAlias = Row[*tuple[Any, ...]]
 
 WALLET_STATE = (wallets.c.id, wallets.c.balance_tokens, wallets.c.held_tokens)
 
@@ -223,6 +214,15 @@ async def settle_hold(
         .returning(*WALLET_STATE)
     )
     return (await conn.execute(statement)).one()
+
+
+async def set_wallet_plan(
+    conn: AsyncConnection, user_id: str, plan: str | None, now: datetime
+) -> bool:
+    statement = (
+        update(wallets).where(wallets.c.user_id == user_id).values(plan=plan, updated_at=now)
+    )
+    return (await conn.execute(statement)).rowcount > 0
 
 
 async def set_wallet_status(
@@ -536,8 +536,6 @@ async def insert_batch(
 
 
 # --- the idempotency key registry --------------------------------------------------------
-
-idempotency_keys = cast(Table, IdempotencyKey.__table__)
 
 
 async def record_keys(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:

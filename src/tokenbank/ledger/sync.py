@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from tokenbank.service import LedgerView, TokenService
+from tokenbank.ledger.service import LedgerView, TokenService
 
 T = TypeVar("T")
 CALL_TIMEOUT_SECONDS = 120.0

@@ -1,14 +1,17 @@
-"""Read-only queries: balances, history, statistics, holds."""
+"""The ledger's read-only queries: balances, history, statistics, holds, and the
+wallet reads that the plans domain and the token process make."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, case, func, select
+from sqlalchemy import Select, Table, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenbank.ledger.repository import AnyRow, entries, holds, transactions, wallets
+from tokenbank.db.models import Plan
+from tokenbank.db.rows import AnyRow
+from tokenbank.ledger.repository.tables import entries, holds, transactions, wallets
 from tokenbank.ledger.results import (
     BalanceInfo,
     HoldView,
@@ -148,3 +151,74 @@ async def transaction_of_entry(conn: AsyncConnection, entry_id: int) -> str | No
     statement = select(entries.c.transaction_id).where(entries.c.id == entry_id)
     found = (await conn.execute(statement)).scalar()
     return str(found) if found is not None else None
+
+
+# --- wallets and their plans ----------------------------------------------------------
+
+# The token process needs a wallet and its plan's profit in one round trip, so this
+# one ledger read joins the plans domain's table.
+plans = cast(Table, Plan.__table__)
+
+
+async def wallets_on_plan(conn: AsyncConnection, name: str) -> int:
+    statement = select(func.count()).select_from(wallets).where(wallets.c.plan == name)
+    return int((await conn.execute(statement)).scalar_one())
+
+
+async def wallet_with_plan(conn: AsyncConnection, user_id: str) -> AnyRow | None:
+    """A wallet's state and its plan's profit percentage (None without a plan)."""
+    statement = (
+        select(
+            wallets.c.user_id,
+            wallets.c.status,
+            wallets.c.balance_tokens,
+            wallets.c.held_tokens,
+            wallets.c.plan,
+            plans.c.profit_percent.label("plan_profit_percent"),
+        )
+        .outerjoin(plans, plans.c.name == wallets.c.plan)
+        .where(wallets.c.user_id == user_id)
+    )
+    return (await conn.execute(statement)).first()
+
+
+# --- the ledger, read for retries of the token process -----------------------------
+
+
+async def usage_by_key(conn: AsyncConnection, scope: str, key: str) -> AnyRow | None:
+    """The debit an idempotency key recorded: its pricing record and wallet amount."""
+    condition = and_(
+        transactions.c.idempotency_scope == scope, transactions.c.idempotency_key == key
+    )
+    return await _usage(conn, condition)
+
+
+async def usage_by_hold(conn: AsyncConnection, hold_id: str) -> AnyRow | None:
+    """The debit that captured a hold: its pricing record and wallet amount."""
+    return await _usage(conn, transactions.c.hold_id == hold_id)
+
+
+async def _usage(conn: AsyncConnection, condition: Any) -> AnyRow | None:
+    statement = (
+        select(
+            transactions.c.id,
+            transactions.c.pricing,
+            transactions.c.hold_id,
+            (-entries.c.amount_tokens).label("amount_tokens"),
+            entries.c.balance_after,
+            wallets.c.user_id,
+        )
+        .join(entries, entries.c.transaction_id == transactions.c.id)
+        .join(wallets, wallets.c.id == entries.c.wallet_id)
+        .where(condition)
+    )
+    return (await conn.execute(statement)).first()
+
+
+async def hold_id_by_key(conn: AsyncConnection, scope: str, key: str) -> str | None:
+    """The hold a token process start placed under an idempotency key."""
+    statement = select(holds.c.id).where(
+        holds.c.idempotency_scope == scope, holds.c.idempotency_key == key
+    )
+    found = (await conn.execute(statement)).scalar()
+    return None if found is None else str(found)

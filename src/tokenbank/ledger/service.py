@@ -25,12 +25,10 @@ from tokenbank.clock import Clock, system_clock
 from tokenbank.config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Settings, get_settings
 from tokenbank.db.engine import create_engine, read_transaction, write_transaction
 from tokenbank.db.migrate import upgrade
-from tokenbank.ledger import queries
-from tokenbank.ledger import repository as repo
+from tokenbank.errors import IdempotencyConflict, InvalidInput
 from tokenbank.ledger.accounts import RESERVED_OPERATION_TYPES, USAGE
-from tokenbank.ledger.audit import AuditReport, run_audit
 from tokenbank.ledger.costs import CostTable
-from tokenbank.ledger.errors import ErrorCode, IdempotencyConflict, InvalidInput
+from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.group_commit import GroupCommitter
 from tokenbank.ledger.operations import (
     CaptureHold,
@@ -41,14 +39,15 @@ from tokenbank.ledger.operations import (
     PlaceHold,
     Refund,
     VoidHold,
-    validate_amount,
     validate_hold_id,
     validate_operation_type,
-    validate_text,
-    validate_user_id,
 )
+from tokenbank.ledger.repository import reads as queries
+from tokenbank.ledger.repository import writes as repo
+from tokenbank.ledger.repository.audit import run_audit
 from tokenbank.ledger.results import (
     Affordability,
+    AuditReport,
     BalanceInfo,
     HoldResult,
     HoldView,
@@ -59,6 +58,7 @@ from tokenbank.ledger.results import (
     WalletResult,
 )
 from tokenbank.ledger.writer import LedgerWriter
+from tokenbank.validation import validate_amount, validate_text, validate_user_id
 
 logger = logging.getLogger("tokenbank")
 

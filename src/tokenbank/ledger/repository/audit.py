@@ -9,10 +9,10 @@ entries chain: every balance_before is the previous entry's balance_after.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tokenbank.ledger.results import AuditReport
 
 MAX_REPORTED_ROWS = 20
 
@@ -61,19 +61,6 @@ CHECKS: dict[str, str] = {
         SELECT user_id, balance_tokens, held_tokens FROM wallets
         WHERE status = 'active' AND balance_tokens < held_tokens""",
 }
-
-
-@dataclass
-class AuditReport:
-    transactions: int = 0
-    entries: int = 0
-    wallets: int = 0
-    system_balances: dict[str, int] = field(default_factory=dict)
-    problems: dict[str, list[tuple[object, ...]]] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
 
 
 async def run_audit(conn: AsyncConnection) -> AuditReport:

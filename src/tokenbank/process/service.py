@@ -37,24 +37,21 @@ from datetime import datetime
 from typing import Any
 
 from tokenbank.db.engine import read_transaction
-from tokenbank.ledger.errors import ErrorCode, IdempotencyConflict, InvalidInput, TokenBankError
-from tokenbank.ledger.operations import validate_amount, validate_hold_id
-from tokenbank.ledger.repository import AnyRow
+from tokenbank.db.rows import AnyRow
+from tokenbank.errors import IdempotencyConflict, InvalidInput, TokenBankError
+from tokenbank.ledger.errors import ErrorCode
+from tokenbank.ledger.operations import validate_hold_id
+from tokenbank.ledger.repository import reads as ledger_reads
 from tokenbank.ledger.results import HoldResult, HoldView, OperationResult
-from tokenbank.plans import repository as repo
-from tokenbank.plans.errors import (
-    FeatureNotFound,
-    FeatureNotInPlan,
-    HoldAlreadySettled,
-    HoldNotFound,
-    WalletNotFound,
-)
+from tokenbank.ledger.service import TokenService
+from tokenbank.plans.errors import FeatureNotFound, FeatureNotInPlan, WalletNotFound
 from tokenbank.plans.service import Access, FeatureView, PlanService, WalletAccess, profit_for
 from tokenbank.pricing.calculator import Quote, Usage
 from tokenbank.pricing.numbers import decimal_text
 from tokenbank.pricing.rules import PerUnitRule
 from tokenbank.pricing.service import PricingService
-from tokenbank.service import TokenService
+from tokenbank.process.errors import HoldAlreadySettled, HoldNotFound
+from tokenbank.validation import validate_amount
 
 DERIVED_KEY_PREFIX = "token-process-end:"
 
@@ -263,7 +260,7 @@ class TokenProcess:
         if key is None:
             return None
         async with read_transaction(await self._tokens.engine()) as conn:
-            found_id = await repo.hold_id_by_key(conn, scope, start_key(key) or key)
+            found_id = await ledger_reads.hold_id_by_key(conn, scope, start_key(key) or key)
         hold = None if found_id is None else await self._tokens.get_hold(found_id)
         # A key another user's start used is not this end's hold.
         return hold if hold is not None and hold.user_id == user_id else None
@@ -275,12 +272,12 @@ class TokenProcess:
         settled = hold is not None and hold.status == "captured"
         async with read_transaction(await self._tokens.engine()) as conn:
             if hold is not None and settled:
-                found = await repo.usage_by_hold(conn, hold.hold_id)
+                found = await ledger_reads.usage_by_hold(conn, hold.hold_id)
                 if found is None:  # captured for nothing, by someone else
                     raise HoldAlreadySettled(f"hold {hold.hold_id} was already settled")
                 return found
             if key is not None:
-                return await repo.usage_by_key(conn, scope, key)
+                return await ledger_reads.usage_by_key(conn, scope, key)
         return None
 
     async def _replay(

@@ -1,0 +1,23 @@
+"""The ledger's tables as SQLAlchemy Core handles, for the statements of this package."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from sqlalchemy import Table
+
+from tokenbank.db.models import (
+    Hold,
+    IdempotencyKey,
+    LedgerEntry,
+    LedgerTransaction,
+    OperationCost,
+    Wallet,
+)
+
+wallets = cast(Table, Wallet.__table__)
+transactions = cast(Table, LedgerTransaction.__table__)
+entries = cast(Table, LedgerEntry.__table__)
+holds = cast(Table, Hold.__table__)
+costs = cast(Table, OperationCost.__table__)
+idempotency_keys = cast(Table, IdempotencyKey.__table__)
