@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from decimal import Decimal
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -219,23 +220,21 @@ def test_cost_never_goes_down_when_usage_goes_up(
 ) -> None:
     smaller = Usage(small[0] // 1_000, small[1] // 1_000)
     larger = Usage(smaller.input_units + extra[0], smaller.output_units + extra[1])
-    low = quote(
-        rule,
-        smaller,
-        model=MODEL,
-        rates=rates,
-        token_multiplier=DEFAULT_TOKEN_MULTIPLIER,
-        profit=Profit(profit, "plan"),
-    )
+    options: dict[str, Any] = {
+        "model": MODEL,
+        "rates": rates,
+        "token_multiplier": DEFAULT_TOKEN_MULTIPLIER,
+        "profit": Profit(profit, "plan"),
+    }
     try:
-        high = quote(
-            rule,
-            larger,
-            model=MODEL,
-            rates=rates,
-            token_multiplier=DEFAULT_TOKEN_MULTIPLIER,
-            profit=Profit(profit, "plan"),
-        )
+        low = quote(rule, smaller, **options)
+    except InvalidInput:
+        # Above the largest amount already: more usage must be refused too.
+        with pytest.raises(InvalidInput, match="largest amount"):
+            quote(rule, larger, **options)
+        return
+    try:
+        high = quote(rule, larger, **options)
     except InvalidInput:
         return  # above the largest amount: refused, which is not cheaper
     assert low.exact_cost <= high.exact_cost
@@ -294,3 +293,17 @@ def test_rules_round_trip_through_json() -> None:
         assert parse_rule(rule.model_dump(mode="json")) == rule
     assert parse_rule({"type": "output_ratio"}) == SEED_001_RULE
     assert parse_rule({"type": "image", "costs": {"DALL-E-3": 5}}).costs == {"dall-e-3": 5}  # type: ignore[union-attr]
+
+
+def test_a_ratio_that_does_not_terminate_is_not_rounded_up_twice() -> None:
+    # 1000 / 11 as a Decimal is rounded up in its 80th digit; times 11 (a 1000%
+    # profit) that digit would make 1000.000...01 and charge 1001.
+    priced = quote(
+        OutputRatioRule(ratio=Decimal(11)),
+        Usage(0, 1_000),
+        model=None,
+        rates=RateTable(),
+        token_multiplier=DEFAULT_TOKEN_MULTIPLIER,
+        profit=Profit(Decimal(1_000), "plan"),
+    )
+    assert priced.cost_tokens == 1_000

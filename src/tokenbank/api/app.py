@@ -11,16 +11,19 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from tokenbank.api.errors import install_error_handlers
+from tokenbank.api.handlers import install_error_handlers
 from tokenbank.api.limits import RequestLimitsMiddleware
-from tokenbank.api.routes import admin, costs, estimate, health, token_process, tokens, users
+from tokenbank.api.routes import costs, estimate, health, token_process, tokens, users
 from tokenbank.api.state import Services
 from tokenbank.apps.service import AppService, Principal
 from tokenbank.clock import Clock, system_clock
 from tokenbank.config import Settings, get_settings
 from tokenbank.db.models import API_SCOPES
+from tokenbank.ledger import routes as ledger_routes
 from tokenbank.ledger.service import TokenService
+from tokenbank.plans import routes as plans_routes
 from tokenbank.plans.service import PlanService
+from tokenbank.pricing import routes as pricing_routes
 from tokenbank.pricing.service import PricingService
 from tokenbank.process.service import TokenProcess
 
@@ -135,7 +138,9 @@ def create_app(
         costs.router,
         estimate.router,
         token_process.router,
-        admin.router,
+        plans_routes.router,
+        ledger_routes.router,
+        pricing_routes.router,
     ):
         app.include_router(router)
     return app

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 from tokenbank.config import (
@@ -57,3 +58,7 @@ Metadata = dict[str, Any] | None
 
 class ApiModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# A user id in a URL path (``/balance/{userId}``, ``/users/{userId}/plan``).
+UserIdPath = Annotated[str, Path(alias="userId", min_length=1, max_length=MAX_USER_ID_LENGTH)]

@@ -22,8 +22,10 @@ which goes onto the ledger transaction so that a charge can be explained later.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal
+from fractions import Fraction
 from typing import Any, Literal
 
 from tokenbank.config import MAX_AMOUNT_TOKENS
@@ -121,9 +123,9 @@ def _rate_json(rate: ModelRate, *, image: bool) -> dict[str, Any]:
     }
 
 
-def round_cost(exact: Decimal) -> int:
+def round_cost(exact: Decimal | Fraction) -> int:
     """The one rounding rule: up to a whole token."""
-    return int(exact.to_integral_value(rounding=ROUNDING, context=PRICING_CONTEXT))
+    return math.ceil(Fraction(exact))
 
 
 def apply_profit(base: Decimal, percent: Decimal) -> Decimal:
@@ -144,7 +146,7 @@ def quote(
     """Price ``usage`` by ``rule``; the cost is refused above the largest amount."""
     base, rate, multiplier, model = _base(rule, usage, model, rates, token_multiplier)
     exact = apply_profit(base, profit.percent)
-    cost = round_cost(exact)
+    cost = round_cost(_exact_fraction(rule, usage, base, profit.percent))
     if cost > MAX_AMOUNT_TOKENS:
         raise InvalidInput("cost", f"{cost} tokens is more than the largest amount allowed")
     return Quote(
@@ -158,6 +160,20 @@ def quote(
         rate=rate,
         token_multiplier=multiplier,
     )
+
+
+def _exact_fraction(rule: PricingRule, usage: Usage, base: Decimal, percent: Decimal) -> Fraction:
+    """The cost as an exact rational, for the one ceiling.
+
+    A ratio that does not terminate (output / 3) is rounded up in its 80th digit as a
+    Decimal; multiplied by the profit factor, that last digit could lift an exact
+    whole number (1000/11 * 11) over it and charge one token too many.
+    """
+    if isinstance(rule, OutputRatioRule):
+        exact_base = Fraction(usage.output_units) / Fraction(rule.ratio)
+    else:
+        exact_base = Fraction(base)  # sums and products of bounded inputs: exact
+    return exact_base * (1 + Fraction(percent) / 100)
 
 
 def _base(

@@ -18,7 +18,7 @@ Conventions of every route here:
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BeforeValidator, Field, StrictInt
@@ -27,7 +27,6 @@ from pydantic_core import PydanticCustomError
 from tokenbank.api.auth import CreditKey, ReadKey, RefundKey, SpendKey
 from tokenbank.api.errors import ApiError
 from tokenbank.api.idempotency import idempotency_key
-from tokenbank.api.refusals import refusal
 from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, WITH_INPUT, errors
 from tokenbank.api.schemas import (
     ApiModel,
@@ -38,27 +37,32 @@ from tokenbank.api.schemas import (
     Tokens,
     TokensOrZero,
     UserId,
+    UserIdPath,
 )
 from tokenbank.api.state import get_services
+from tokenbank.api.views import (
+    balance_json,
+    iso_utc,
+    iso_utc_or_none,
+    operation_data,
+    settled,
+    wallet_not_found,
+)
 from tokenbank.config import (
     DEFAULT_PAGE_SIZE,
     MAX_HOLD_TTL_SECONDS,
     MAX_OPERATION_TYPE_LENGTH,
     MAX_PAGE_SIZE,
-    MAX_USER_ID_LENGTH,
 )
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.operations import HOLD_ID_PATTERN
-from tokenbank.ledger.results import HoldResult, HoldView, LedgerEntryView, OperationResult
+from tokenbank.ledger.results import HoldResult, HoldView, LedgerEntryView
 from tokenbank.ledger.service import TokenService
 
 router = APIRouter(
     prefix="/api/tokens", tags=["tokens (seed 000)"], responses=errors(AUTHENTICATED)
 )
 
-SettledResult = TypeVar("SettledResult", OperationResult, HoldResult)
-
-UserIdPath = Annotated[str, Path(alias="userId", min_length=1, max_length=MAX_USER_ID_LENGTH)]
 Model = ApiModel
 
 
@@ -115,50 +119,12 @@ class VoidRequest(Model):
     """Void takes no fields: an empty body, or ``{}``."""
 
 
-def iso_utc(value: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z`` suffix; fractional seconds only when non-zero."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def iso_utc_or_none(value: datetime | None) -> str | None:
-    return iso_utc(value) if value is not None else None
-
-
-def wallet_not_found() -> ApiError:
-    return ApiError(404, "User wallet not found", code=ErrorCode.WALLET_NOT_FOUND.value)
-
-
-def operation_data(result: OperationResult) -> dict[str, Any]:
-    return {
-        "balance": result.new_balance,
-        "ledgerEntryId": result.ledger_entry_id,
-        "transactionId": result.transaction_id,
-        "replayed": result.replayed,
-    }
-
-
-def settled(request: Request, result: SettledResult) -> SettledResult:
-    if not result.success:
-        raise refusal(result, public_url=get_services(request).settings.public_url)
-    return result
-
-
 @router.get("/balance/{userId}", summary="A user's balance", responses=errors(WITH_INPUT, 404))
 async def balance(request: Request, user_id: UserIdPath, principal: ReadKey) -> dict[str, Any]:
     info = await get_services(request).tokens.get_balance(user_id)
     if info is None:
-        raise ApiError(404, "User wallet not found", code=ErrorCode.WALLET_NOT_FOUND.value)
-    return {
-        "data": {
-            "userId": info.user_id,
-            "balance": info.tokens_balance,
-            "available": info.available,
-            "held": info.held,
-            "spent": info.tokens_spent,
-            "status": info.status,
-            "plan": info.tier,
-        }
-    }
+        raise wallet_not_found()
+    return {"data": balance_json(info)}
 
 
 @router.post(

@@ -14,9 +14,9 @@ from fastapi import APIRouter, Request, Response
 
 from tokenbank.api.auth import CreditKey, ReadKey
 from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, WITH_INPUT, errors
-from tokenbank.api.routes.tokens import UserIdPath, iso_utc, iso_utc_or_none, wallet_not_found
-from tokenbank.api.schemas import ApiModel, UserId
+from tokenbank.api.schemas import ApiModel, UserId, UserIdPath
 from tokenbank.api.state import get_services
+from tokenbank.api.views import balance_json, iso_utc, iso_utc_or_none, wallet_not_found
 
 router = APIRouter(prefix="/api/users", tags=["users (seed 000)"], responses=errors(AUTHENTICATED))
 
@@ -63,13 +63,7 @@ async def get_user(request: Request, user_id: UserIdPath, principal: ReadKey) ->
         raise wallet_not_found()
     return {
         "data": {
-            "userId": info.user_id,
-            "balance": info.tokens_balance,
-            "available": info.available,
-            "held": info.held,
-            "spent": info.tokens_spent,
-            "status": info.status,
-            "plan": info.tier,
+            **balance_json(info),
             "lastRenewalAt": iso_utc_or_none(info.last_renewal_at),
             "createdAt": iso_utc(info.created_at),
         }
