@@ -215,6 +215,10 @@ def _refuse_for_status(batch: _Batch, position: int, wallet: _Wallet, amount: in
     return True
 
 
+# The debit and credit rules are written twice: here in memory for a locked batch,
+# and in handlers.py (credit, debit) as SQL for one operation. Change one, change the
+# other: tests/ledger/test_group_commit.py
+# (test_a_batch_equals_the_same_operations_one_at_a_time) fails when they differ.
 def _credit(batch: _Batch, position: int, op: Credit, wallet: _Wallet) -> None:
     if wallet.status == "closed":
         _refuse_for_status(batch, position, wallet, op.amount_tokens)

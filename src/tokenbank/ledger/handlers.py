@@ -133,6 +133,10 @@ async def open_wallet(conn: AsyncConnection, op: OpenWallet, now: datetime) -> W
     )
 
 
+# The debit and credit rules are written twice: here as SQL (conditional updates in
+# repository/writes.py) for one operation, and in batch.py (_debit, _credit) in memory
+# for a locked batch. Change one, change the other: tests/ledger/test_group_commit.py
+# (test_a_batch_equals_the_same_operations_one_at_a_time) fails when they differ.
 async def credit(conn: AsyncConnection, op: Credit, now: datetime) -> OperationResult:
     wallet = await repo.credit_wallet(conn, op.user_id, op.amount_tokens, now)
     if wallet is None:
