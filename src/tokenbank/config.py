@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=20, ge=1, le=200)
     db_statement_timeout_ms: int = Field(default=15_000, ge=100, le=600_000)
     # A single-app deployment can name its key here instead of running
-    # `tokenbank apps create` (seed 004's BILLING_SECRET); it has every scope.
+    # `tokenbank apps create` (the billing defaults' BILLING_SECRET); it has every scope.
     api_key: SecretStr | None = None
     api_key_app: str = "default"
     # Where users buy tokens: 402 answers carry {public_url}/tokens.
@@ -60,12 +60,13 @@ class Settings(BaseSettings):
     hold_sweep_interval_seconds: float = Field(default=HOLD_SWEEP_INTERVAL_SECONDS, ge=0)
 
     # --- user identity for apps (issue 4: the client SDK) ---------------------------------
-    # Signs the HS256 JWTs that `tokenbank users token` mints (seed 000's option B): an
-    # app given the same secret verifies them with tokenbank.client.verify_jwt.
+    # Signs the HS256 JWTs that `tokenbank users token` mints (option B in
+    # docs/compatibility.md): an app given the same secret verifies them with
+    # tokenbank.client.verify_jwt.
     jwt_secret: SecretStr | None = None
 
     # Group commit: concurrent operations of one process share a transaction and a
-    # commit (decision 8). Off, each operation commits on its own.
+    # commit (decision 8, docs/architecture.md). Off, each operation commits on its own.
     group_commit: bool = True
     group_commit_max_batch_operations: int = Field(default=256, ge=1, le=10_000)
     # Batches one process writes at once on PostgreSQL (SQLite: always 1). More than

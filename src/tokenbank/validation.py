@@ -1,7 +1,7 @@
 """Checks of input that every domain shares: amounts, text, user ids, metadata.
 
 Each raises :class:`~tokenbank.errors.InvalidInput` naming the field, before any
-database work, so bad input writes nothing (decision 11 in docs/architecture.md).
+database work, so bad input writes nothing (decision 11, docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Dialect A (seed 000) over HTTP: every endpoint, every documented answer.
+"""Token Service dialect over HTTP: every endpoint, every documented answer.
 
 Each test runs on SQLite and PostgreSQL (the ``api`` fixture). Every refusal is
 checked twice: the answer (status and ``{"error": ...}`` body) and the books, which

@@ -1,4 +1,4 @@
-"""Dialect B (seed 001, Token Process): every status and error body of start and end.
+"""Token Process dialect: every status and error body of start and end.
 
 Each test runs on SQLite and PostgreSQL through the ASGI app.
 """
@@ -103,7 +103,7 @@ def error(status: int, message: str) -> dict[str, Any]:
 
 
 def core(body: dict[str, Any]) -> dict[str, Any]:
-    """Seed 001's error fields (the body may carry a machine-readable code too)."""
+    """the Token Process dialect's error fields (the body may carry a machine-readable code too)."""
     return {name: body[name] for name in ("success", "status", "message")}
 
 
@@ -336,7 +336,7 @@ async def test_end_prices_the_seed_rule_with_the_plans_profit(api: Api) -> None:
     body = response.json()
     assert body["success"] is True
     data = body["data"]
-    # Seed 001: base = 40 / 4 = 10; final = 10 + 10 * 20 / 100 = 12.
+    # the Token Process dialect: base = 40 / 4 = 10; final = 10 + 10 * 20 / 100 = 12.
     assert {k: data[k] for k in ("user_id", "token", "cost", "status", "exact_cost")} == {
         "user_id": "u1",
         "token": 988,
@@ -371,11 +371,11 @@ async def test_end_prices_every_rule_by_model_and_profit(api: Api) -> None:
         ({"feature_endpoint_id": "fixed"}, 8, "7.7"),
         # 10 / 3 = 3.33..., * 1.1 = 3.66... -> 4
         ({"feature_endpoint_id": "ratio3", "output_token": 10}, 4, None),
-        # default rate 1/1 * 1.5 (seed 004): (10 + 40) * 1.5 = 75
+        # default rate 1/1 * 1.5 (billing defaults, docs/compatibility.md): (10 + 40) * 1.5 = 75
         ({"feature_endpoint_id": "llm"}, 75, "75"),
         # gpt-x: (10 * 0.5 + 40 * 2) * 1.5 = 127.5 -> 128
         ({"feature_endpoint_id": "llm", "model": "gpt-x"}, 128, "127.5"),
-        # seed 004's image costs; unknown models cost the default 6,000
+        # the billing defaults' image costs; unknown models cost the default 6,000
         ({"feature_endpoint_id": "img", "model": "dall-e-3"}, 6_000, "6000"),
         ({"feature_endpoint_id": "img", "model": "DALL-E-2"}, 3_000, "3000"),
         ({"feature_endpoint_id": "img", "model": "google"}, 4_500, "4500"),

@@ -1,4 +1,4 @@
-"""POST /api/estimate (seed 000): an action, a usage or an amount; nothing is written."""
+"""POST /api/estimate (Token Service dialect): an action, a usage or an amount; no write."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ async def test_estimate_an_action_an_amount_and_a_usage(api: Api) -> None:
             "remainingAfter": 20,
         }
     }
-    # Seed 000 named the field "type"; without a user, the balance fields are null.
+    # The Token Service dialect named the field "type"; without a user, the balance fields are null.
     anonymous = (await estimate(api, {"type": "image-1024"})).json()["data"]
     assert (anonymous["cost"], anonymous["currentBalance"], anonymous["canAfford"]) == (
         30,
@@ -60,7 +60,7 @@ async def test_estimate_an_action_an_amount_and_a_usage(api: Api) -> None:
         "profitPercent": "20",
     }
     assert (data["canAfford"], data["remainingAfter"], data["pricingVersion"]) == (False, 0, 1)
-    # Without a feature: per unit by model, times the multiplier (seed 004's 1.5).
+    # Without a feature: per unit by model, times the multiplier (the billing defaults' 1.5).
     per_unit = (await estimate(api, {"model": "dall-e-3", "inputTokens": 10})).json()["data"]
     assert (per_unit["action"], per_unit["cost"], per_unit["rule"]["type"]) == (
         "usage",

@@ -61,7 +61,7 @@ def price(
 @pytest.mark.parametrize(
     ("output_token", "profit", "cost"),
     [
-        (40, "0", 10),  # seed 001: base = 40 / 4
+        (40, "0", 10),  # the Token Process dialect: base = 40 / 4
         (40, "20", 12),  # final = 10 + 10 * 20 / 100
         (4, "0", 1),
         (1, "0", 1),  # 0.25 rounds up: never under-charge

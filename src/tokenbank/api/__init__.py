@@ -1,1 +1,1 @@
-"""The HTTP API: dialect A (seed 000), dialect B (seed 001), users, admin."""
+"""The HTTP API: the Token Service dialect, the Token Process dialect, users, admin."""

@@ -34,12 +34,12 @@ tokenbank keeps users' tokens for apps that sell metered work.
 
 **Authentication**: every `/api` endpoint takes an app's API key as
 `Authorization: Bearer <key>` or `x-server-api-key: <key>`. An app key may act on
-any user (seed 000's option C): the app is responsible for knowing its user.
+any user (option C in docs/compatibility.md): the app is responsible for knowing its user.
 
 **Dialects**: `/api/tokens/...`, `/api/users`, `/api/costs`, `/api/estimate` answer
-`{"data": ...}` and errors `{"error": ...}` (seed 000); `/api/token-process/...`
+`{"data": ...}` and errors `{"error": ...}` (Token Service dialect); `/api/token-process/...`
 answers `{"success", "message", "data"}` and errors `{"success": false, "status",
-"message"}` (seed 001).
+"message"}` (Token Process dialect).
 
 **Numbers**: whole-token fields take JSON integers only: `5.0`, `"5"` and `true` are
 refused with 422 (JSON Schema's `integer` would allow `5.0`).

@@ -20,7 +20,7 @@ class ErrorDetail(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Dialect A (seed 000): ``{"error": message, "code": ..., ...}``."""
+    """Token Service dialect: ``{"error": message, "code": ..., ...}``."""
 
     model_config = ConfigDict(extra="allow", title="Error")
 
@@ -38,7 +38,7 @@ class ErrorBody(BaseModel):
 
 
 class ErrorBodyB(BaseModel):
-    """Dialect B (seed 001): ``{"success": false, "status": code, "message": ...}``."""
+    """Token Process dialect: ``{"success": false, "status": code, "message": ...}``."""
 
     model_config = ConfigDict(extra="allow", title="ErrorB")
 

@@ -19,7 +19,7 @@ class Services:
     settings: Settings
     tokens: TokenService
     apps: AppService
-    # Plans, features, pricing and seed 001's token process (issue: HTTP service).
+    # Plans, features, pricing and the Token Process dialect's token process (issue: HTTP service).
     plans: PlanService
     pricing: PricingService
     token_process: TokenProcess

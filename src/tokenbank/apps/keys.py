@@ -1,4 +1,4 @@
-"""API key format: a recognisable prefix and 256 random bits (decision 12).
+"""API key format: a recognisable prefix and 256 random bits (decision 12, docs/architecture.md).
 
 Keys look like ``tb_4Yc...`` (the prefix makes a leaked key easy to find with a
 secret scanner). Only the SHA-256 of a key is stored: keys are random and long, so

@@ -1,6 +1,6 @@
 """Registering apps, issuing, rotating and revoking keys, and authenticating them.
 
-An app key may act on any user (seed 000's option C): the key is the trust
+An app key may act on any user (option C in docs/compatibility.md): the key is the trust
 boundary, and the app is responsible for knowing who its user is.
 """
 

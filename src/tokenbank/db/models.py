@@ -51,7 +51,7 @@ class Base(DeclarativeBase):
 
 
 class Wallet(Base):
-    """A user's token account with its cached balance (decision 2)."""
+    """A user's token account with its cached balance (decision 2, docs/architecture.md)."""
 
     __tablename__ = "wallets"
 
@@ -79,8 +79,9 @@ class Wallet(Base):
         ),
         CheckConstraint("held_tokens >= 0", name="held_not_negative"),
         CheckConstraint("spent_tokens >= 0", name="spent_not_negative"),
-        # Decision 3: an active wallet can never spend more than it has. Only usage
-        # that already happened (decision 6) may overdraw, and it suspends the wallet.
+        # Decision 3 (docs/architecture.md): an active wallet can never spend more than
+        # it has. Only usage that already happened (decision 6) may overdraw, and it
+        # suspends the wallet.
         CheckConstraint(
             "status <> 'active' OR balance_tokens >= held_tokens",
             name="active_not_overdrawn",
@@ -168,7 +169,8 @@ class LedgerEntry(Base):
 
 
 class Hold(Base):
-    """A reservation of tokens (decision 5); only a pending hold may change."""
+    """A reservation of tokens (decision 5, docs/architecture.md); only a pending hold
+    may change."""
 
     __tablename__ = "holds"
 
@@ -235,7 +237,7 @@ class App(Base):
 
 
 class ApiKey(Base):
-    """An app's key: only its SHA-256 hash is stored (decision 12)."""
+    """An app's key: only its SHA-256 hash is stored (decision 12, docs/architecture.md)."""
 
     __tablename__ = "api_keys"
 
@@ -279,7 +281,8 @@ class Plan(Base):
 
 
 class Feature(Base):
-    """A billable endpoint of an app (seed 001's feature_endpoint_id) and its price."""
+    """A billable endpoint of an app and its price (``feature_endpoint_id`` in the Token
+    Process dialect)."""
 
     __tablename__ = "features"
 

@@ -130,8 +130,9 @@ class Credit(LedgerOperation):
 class Debit(LedgerOperation):
     """Take tokens from a wallet.
 
-    ``allow_overdraft`` is for usage that already happened (decision 6): the full
-    cost is recorded even past zero, and an overdrawn wallet is suspended.
+    ``allow_overdraft`` is for usage that already happened (decision 6,
+    docs/architecture.md): the full cost is recorded even past zero, and an overdrawn
+    wallet is suspended.
     """
 
     user_id: str

@@ -1,4 +1,4 @@
-"""What the ledger answers: plain values with the seed's field names (seed 002)."""
+"""What the ledger answers: plain values with the seed's field names (the embedded API)."""
 
 from __future__ import annotations
 

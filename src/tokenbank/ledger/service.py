@@ -1,4 +1,4 @@
-"""The embedded API (seed 002): the whole ledger in-process, for a monolith.
+"""The embedded API (the embedded API): the whole ledger in-process, for a monolith.
 
 ``TokenService`` validates input (raising :class:`InvalidInput`), hands operations
 to the one write path, and after each commit runs the caller's callbacks: cache
@@ -111,7 +111,7 @@ def _validate_period(start_date: datetime | None, end_date: datetime | None) -> 
 
 
 class LedgerView:
-    """Read access to one user's history (seed 002's ``getLedger()``)."""
+    """Read access to one user's history (the embedded API's ``getLedger()``)."""
 
     def __init__(self, service: TokenService) -> None:
         self._service = service
@@ -545,7 +545,8 @@ class TokenService:
         idempotency_scope: str = "",
         pricing: dict[str, Any] | None = None,
     ) -> HoldResult:
-        """Settle a hold: less than held releases the rest; more overdraws (decision 6)."""
+        """Settle a hold: less than held releases the rest; more overdraws (decision 6,
+        docs/architecture.md)."""
         op = CaptureHold(
             hold_id=hold_id,
             amount_tokens=amount,

@@ -1,4 +1,4 @@
-"""The one write path of the ledger (decision 8).
+"""The one write path of the ledger (decision 8, docs/architecture.md).
 
 ``LedgerWriter.apply`` takes a batch of operations and applies them in a single
 database transaction. Each operation runs inside its own savepoint, so its outcome

@@ -1,9 +1,9 @@
 """Plans and features: what a user may use, and how each feature is priced.
 
-A *feature* is a billable endpoint of an app (seed 001's ``feature_endpoint_id``)
+A *feature* is a billable endpoint of an app (the Token Process dialect's ``feature_endpoint_id``)
 with a pricing rule (:mod:`tokenbank.pricing.rules`), a minimum available balance
 for access, an optional hold amount (hold mode of the token process), and an
-optional profit percentage. A *plan* (seed 001's "package") names the features its
+optional profit percentage. A *plan* (the Token Process dialect's "package") names the features its
 users may use, a monthly allocation and a profit percentage; the feature's profit
 percentage, when set, overrides the plan's. A wallet is on at most one plan; a
 wallet without a plan may use no feature.
@@ -113,7 +113,7 @@ class Access:
     in_plan: bool
 
     def profit(self) -> Profit:
-        """The feature's profit percentage, else the plan's, else none (seed 001)."""
+        """The feature's profit percentage, else the plan's, else none (Token Process dialect)."""
         return profit_for(self.feature, self.wallet)
 
 

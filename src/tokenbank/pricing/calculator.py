@@ -3,12 +3,12 @@
 For a rule, a usage and a model::
 
     fixed:         base = tokens
-    output_ratio:  base = output_units / ratio                       (seed 001)
+    output_ratio:  base = output_units / ratio                       (Token Process dialect)
     per_unit:      base = (input_units * input_rate(model)
                            + output_units * output_rate(model)) * token_multiplier
     image:         base = image_tokens(model)
 
-    exact = base + base * profit_percent / 100                       (seed 001)
+    exact = base + base * profit_percent / 100                       (Token Process dialect)
     cost  = exact rounded up to a whole token (ROUND_CEILING), once
 
 Everything is ``decimal.Decimal`` (never float) in an 80-digit context whose
@@ -129,7 +129,7 @@ def round_cost(exact: Decimal | Fraction) -> int:
 
 
 def apply_profit(base: Decimal, percent: Decimal) -> Decimal:
-    """Seed 001: ``final = base + base * profit% / 100``."""
+    """the Token Process dialect: ``final = base + base * profit% / 100``."""
     ctx = PRICING_CONTEXT
     return ctx.add(base, ctx.divide(ctx.multiply(base, percent), HUNDRED))
 

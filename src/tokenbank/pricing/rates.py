@@ -6,10 +6,10 @@ table below is what a fresh installation prices with; an admin overrides any mod
 (or adds one) in the ``model_prices`` table (``tokenbank models set``, or
 ``PUT /api/admin/models/{model}``), and deleting the override restores this row.
 
-The defaults are seed 004's: one billable token per actual API token, times the
+The defaults are the billing defaults': one billable token per actual API token, times the
 token multiplier of 1.5 (so 5,000 actual tokens cost 7,500), and fixed image costs of
 6,000 (DALL-E 3), 3,000 (DALL-E 2) and 4,500 (Google) tokens. An image from a model
-not in the table costs the ``default`` row's 6,000 tokens, the dearest of seed 004's,
+not in the table costs the ``default`` row's 6,000 tokens, the dearest of the billing defaults',
 so that an unknown model is never under-charged.
 """
 
@@ -25,7 +25,9 @@ from typing import Literal
 from tokenbank.errors import InvalidInput
 
 DEFAULT_MODEL = "default"
-DEFAULT_TOKEN_MULTIPLIER = Decimal("1.5")  # seed 004: "charges 150% of actual API tokens"
+DEFAULT_TOKEN_MULTIPLIER = Decimal(
+    "1.5"
+)  # the billing defaults: "charges 150% of actual API tokens"
 MAX_MODEL_NAME_LENGTH = 128
 MAX_RATE_TOKENS_PER_UNIT = Decimal(1_000_000)
 MAX_TOKEN_MULTIPLIER = Decimal(1_000)

@@ -5,11 +5,11 @@ Four rules, each a validated model with a ``type`` tag:
 ``fixed`` ``{"type": "fixed", "tokens": 25}``
     The same cost for every call (0 makes the feature free).
 ``output_ratio`` ``{"type": "output_ratio", "ratio": 4}``
-    Seed 001's rule: ``base = output_token / ratio`` (the seed's ratio is 4).
+    the Token Process dialect's rule: ``base = output_token / ratio`` (the seed's ratio is 4).
 ``per_unit`` ``{"type": "per_unit", "model": "gpt-4o"}``
     ``base = (input * input rate + output * output rate) * token multiplier``, with
     the rates of the request's model (or the rule's ``model`` when the request names
-    none) from the model price table. Only this rule applies seed 004's global token
+    none) from the model price table. Only this rule applies the billing defaults' global token
     multiplier (1.5 by default).
 ``image`` ``{"type": "image", "default_tokens": 5000, "costs": {"my-model": 800}}``
     A fixed cost per call by model: the rule's ``costs``, else the model price table

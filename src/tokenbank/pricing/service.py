@@ -41,7 +41,8 @@ SETTING_KEYS = (TOKEN_MULTIPLIER_KEY, TOKENS_PER_USD_KEY)
 
 @dataclass(frozen=True, slots=True)
 class PricingSettings:
-    """Global pricing settings (seed 004): the multiplier and what a dollar buys."""
+    """Global pricing settings: the multiplier and what a dollar buys (billing defaults,
+    docs/compatibility.md)."""
 
     token_multiplier: Decimal
     tokens_per_usd: int

@@ -1,4 +1,4 @@
-"""The token process (seed 001): ``start`` decides access, ``end`` records the usage.
+"""The token process (Token Process dialect): ``start`` decides access, ``end`` records the usage.
 
 ``start`` checks, in this order, that the user has an *active* wallet, that the
 feature exists, and that the user's plan includes it (a user on no plan has no
@@ -11,7 +11,7 @@ Two modes:
 **Plain** (the seed's): ``start`` only reads. The user may go ahead when the
 available balance (balance - held) is at least the feature's ``min_balance_tokens``.
 Nothing is reserved, so concurrent starts may all pass on the same last tokens; the
-ends then record every cost in full, even past zero (decision 6).
+ends then record every cost in full, even past zero (decision 6, docs/architecture.md).
 
 **Hold**: when the feature has ``hold_tokens``, or the start asks for a hold (``hold``
 or ``hold_tokens``; ``hold: false`` asks for plain mode), ``start`` reserves the
@@ -125,7 +125,7 @@ def _hold_amount(feature: FeatureView, hold: bool | None, hold_tokens: int | Non
 
 
 class TokenProcess:
-    """Seed 001's start and end over the ledger, plans and pricing."""
+    """the Token Process dialect's start and end over the ledger, plans and pricing."""
 
     def __init__(self, tokens: TokenService, plans: PlanService, pricing: PricingService) -> None:
         self._tokens = tokens

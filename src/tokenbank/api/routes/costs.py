@@ -1,7 +1,7 @@
-"""Routes: costs (seed 000): the cost table, with an estimate in US dollars.
+"""Routes: costs (Token Service dialect): the cost table, with an estimate in US dollars.
 
 The dollar estimate of ``tokens`` is ``tokens / TOKENBANK_TOKENS_PER_USD`` (10,000
-tokens per dollar by default, seed 004), computed exactly with ``Decimal``:
+tokens per dollar by default, the billing defaults), computed exactly with ``Decimal``:
 
 - ``estimatedUsd`` is ``"$"`` followed by that amount rounded half-up to 4 decimal
   places, then with trailing zeros removed down to no fewer than 2 decimals:
@@ -22,7 +22,7 @@ from tokenbank.api.auth import ReadKey
 from tokenbank.api.responses import AUTHENTICATED, errors
 from tokenbank.api.state import get_services
 
-router = APIRouter(tags=["costs (seed 000)"], responses=errors(AUTHENTICATED))
+router = APIRouter(tags=["costs (Token Service dialect)"], responses=errors(AUTHENTICATED))
 
 USD_MAX_DECIMALS = Decimal("0.0001")
 USD_MIN_DECIMALS = 2

@@ -1,8 +1,8 @@
-"""Seed 000's estimation endpoint: what an action would cost, before committing.
+"""The Token Service dialect's estimation endpoint: what an action would cost, before committing.
 
 ``POST /api/estimate`` (scope ``read``) takes one of three bodies:
 
-- ``{"userId"?, "action"}``: an operation type from the cost table (seed 000 called
+- ``{"userId"?, "action"}``: an operation type from the cost table (the Token Service dialect called
   it ``type``, which is accepted too);
 - ``{"userId"?, "featureEndpointId"?, "model"?, "inputTokens"?, "outputTokens"?}``:
   a usage, priced by the feature's rule (or per unit by model without a feature)
@@ -35,7 +35,7 @@ from tokenbank.pricing.numbers import decimal_text
 from tokenbank.pricing.rates import MAX_MODEL_NAME_LENGTH
 from tokenbank.pricing.rules import rule_json
 
-router = APIRouter(tags=["estimate (seed 000)"], responses=errors(AUTHENTICATED))
+router = APIRouter(tags=["estimate (Token Service dialect)"], responses=errors(AUTHENTICATED))
 
 USAGE_FIELDS = ("featureEndpointId", "model", "inputTokens", "outputTokens")
 
@@ -50,7 +50,7 @@ def _given(*names: str) -> dict[str, Any]:
 
 def _document_kinds(schema: dict[str, Any]) -> None:
     """Tell the OpenAPI document what the validator enforces: exactly one kind of
-    body, and ``type`` as seed 000's name for ``action``."""
+    body, and ``type`` as the Token Service dialect's name for ``action``."""
     properties = schema.setdefault("properties", {})
     if "action" in properties:
         properties["type"] = {**properties["action"], "title": "Type", "description": "= action"}

@@ -1,4 +1,4 @@
-"""Dialect B (seed 001, Token Process): start and end, exactly as contracted.
+"""Token Process dialect: start and end, exactly as contracted.
 
 Authenticate with ``x-server-api-key: <key>`` (or ``Authorization: Bearer <key>``);
 the key needs the ``spend`` scope. Bodies are ``{"success": true, "message": ...,
@@ -45,7 +45,7 @@ from tokenbank.process.service import EndOutcome, StartOutcome
 
 router = APIRouter(
     prefix="/api/token-process",
-    tags=["token process (seed 001)"],
+    tags=["token process (Token Process dialect)"],
     responses=errors(AUTHENTICATED, dialect="B"),
 )
 

@@ -1,4 +1,4 @@
-"""Dialect A (seed 000): balance, deduct, refund, credit, holds, ledger and statistics.
+"""Token Service dialect: balance, deduct, refund, credit, holds, ledger and statistics.
 
 Success bodies are ``{"data": {...}}``; errors ``{"error": ..., "code": ..., ...}``.
 Each app's idempotency keys live in their own scope, so two apps never collide.
@@ -60,7 +60,7 @@ from tokenbank.ledger.results import HoldResult, HoldView, LedgerEntryView
 from tokenbank.ledger.service import TokenService
 
 router = APIRouter(
-    prefix="/api/tokens", tags=["tokens (seed 000)"], responses=errors(AUTHENTICATED)
+    prefix="/api/tokens", tags=["tokens (Token Service dialect)"], responses=errors(AUTHENTICATED)
 )
 
 Model = ApiModel

@@ -1,4 +1,4 @@
-"""Routes: users (seed 000): open a wallet, read one.
+"""Routes: users (Token Service dialect): open a wallet, read one.
 
 Opening a wallet grants the welcome bonus, so it needs the ``credit`` scope. It is
 idempotent by ``userId`` itself: opening an open wallet answers 200 with
@@ -18,7 +18,9 @@ from tokenbank.api.schemas import ApiModel, UserId, UserIdPath
 from tokenbank.api.state import get_services
 from tokenbank.api.views import balance_json, iso_utc, iso_utc_or_none, wallet_not_found
 
-router = APIRouter(prefix="/api/users", tags=["users (seed 000)"], responses=errors(AUTHENTICATED))
+router = APIRouter(
+    prefix="/api/users", tags=["users (Token Service dialect)"], responses=errors(AUTHENTICATED)
+)
 
 
 class OpenWalletRequest(ApiModel):

@@ -2,7 +2,7 @@
 
 Balance changes are single conditional UPDATEs with RETURNING: the condition is the
 rule (enough available, right status) and the database applies it atomically, so
-two concurrent requests can never both spend the last tokens (decision 3).
+two concurrent requests can never both spend the last tokens (decision 3, docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ async def insert_wallet(conn: AsyncConnection, user_id: str, now: datetime) -> i
 
 
 def _restores(amount_tokens: int) -> ColumnElement[bool]:
-    """A top-up that covers an overdraft lifts the suspension it caused (decision 6)."""
+    """A top-up that covers an overdraft lifts the suspension it caused (decision 6,
+    docs/architecture.md)."""
     return and_(
         wallets.c.status == "suspended",
         wallets.c.suspended_reason == "overdraft",
@@ -158,7 +159,7 @@ async def debit_wallet(
 async def overdraw_wallet(
     conn: AsyncConnection, user_id: str, amount_tokens: int, now: datetime
 ) -> AnyRow | None:
-    """Record usage that already happened, even past zero (decision 6)."""
+    """Record usage that already happened, even past zero (decision 6, docs/architecture.md)."""
     new_balance = wallets.c.balance_tokens - amount_tokens
     statement = (
         update(wallets)

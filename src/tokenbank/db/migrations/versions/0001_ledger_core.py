@@ -226,7 +226,7 @@ def downgrade() -> None:
     op.drop_table("operation_costs")
 
 
-# The seed cost table of the embedded API (seed 002): what one operation costs.
+# The seed cost table of the embedded API (the embedded API): what one operation costs.
 SEED_OPERATION_COSTS = {"image_generation": 10, "chatgpt_message": 5}
 
 
