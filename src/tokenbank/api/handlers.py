@@ -7,6 +7,8 @@ the client speaks.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -37,56 +39,74 @@ def allowed_methods(request: Request) -> list[str]:
     return allowed
 
 
+async def on_api_error(request: Request, error: ApiError) -> JSONResponse:
+    return error_response(request, error.status_code, error.message, error.code, **error.extra)
+
+
+async def on_validation(request: Request, error: RequestValidationError) -> JSONResponse:
+    # A caller without a valid key hears 401/403, not what is wrong with its body.
+    refused = await access_refusal(request)
+    if refused is not None:
+        return await on_api_error(request, refused)
+    message, details = describe_validation(error)
+    return error_response(request, 422, message, "invalid_request", details=details)
+
+
+async def on_invalid(request: Request, error: InvalidInput) -> JSONResponse:
+    return error_response(request, 400, str(error), "invalid_input", field=error.field)
+
+
+async def on_conflict(request: Request, error: IdempotencyConflict) -> JSONResponse:
+    return error_response(request, 409, str(error), "idempotency_conflict")
+
+
+async def on_domain(request: Request, error: TokenBankError) -> JSONResponse:
+    return error_response(request, error.status_code, str(error))
+
+
+async def on_http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
+    response = error_response(request, error.status_code, str(error.detail), code)
+    # Keep what the error carries, such as a 405's Allow header.
+    for name, value in (error.headers or {}).items():
+        response.headers[name] = value
+    if error.status_code == 405:
+        response.headers["Allow"] = ", ".join(allowed_methods(request))
+    return response
+
+
+async def on_database_down(request: Request, error: OperationalError) -> JSONResponse:
+    logger.warning("database unavailable: %s", type(error.orig).__name__)
+    return error_response(request, 503, DATABASE_UNAVAILABLE, "database_unavailable")
+
+
+async def on_database_error(request: Request, error: DBAPIError) -> JSONResponse:
+    if error.connection_invalidated:
+        return error_response(request, 503, DATABASE_UNAVAILABLE, "database_unavailable")
+    logger.exception("database error")
+    return error_response(request, 500, "Internal error", "internal_error")
+
+
+async def on_os_error(request: Request, error: OSError) -> JSONResponse:
+    # Connection refused or reset while talking to the database.
+    logger.warning("database connection failed: %s", type(error).__name__)
+    return error_response(request, 503, DATABASE_UNAVAILABLE, "database_unavailable")
+
+
+# Each exception class and its handler; Starlette picks the most specific class.
+HANDLERS: tuple[tuple[type[Exception], Callable[..., Awaitable[JSONResponse]]], ...] = (
+    (ApiError, on_api_error),
+    (RequestValidationError, on_validation),
+    (InvalidInput, on_invalid),
+    (IdempotencyConflict, on_conflict),
+    (TokenBankError, on_domain),
+    (StarletteHTTPException, on_http),
+    (OperationalError, on_database_down),
+    (DBAPIError, on_database_error),
+    (OSError, on_os_error),
+)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def on_api_error(request: Request, error: ApiError) -> JSONResponse:
-        return error_response(request, error.status_code, error.message, error.code, **error.extra)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation(request: Request, error: RequestValidationError) -> JSONResponse:
-        refused = await access_refusal(request)
-        if refused is not None:
-            return await on_api_error(request, refused)
-        message, details = describe_validation(error)
-        return error_response(request, 422, message, "invalid_request", details=details)
-
-    @app.exception_handler(InvalidInput)
-    async def on_invalid(request: Request, error: InvalidInput) -> JSONResponse:
-        return error_response(request, 400, str(error), "invalid_input", field=error.field)
-
-    @app.exception_handler(IdempotencyConflict)
-    async def on_conflict(request: Request, error: IdempotencyConflict) -> JSONResponse:
-        return error_response(request, 409, str(error), "idempotency_conflict")
-
-    @app.exception_handler(TokenBankError)
-    async def on_domain(request: Request, error: TokenBankError) -> JSONResponse:
-        return error_response(request, error.status_code, str(error))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = HTTP_ERROR_CODES.get(error.status_code, "http_error")
-        response = error_response(request, error.status_code, str(error.detail), code)
-        # Keep what the error carries, such as a 405's Allow header.
-        for name, value in (error.headers or {}).items():
-            response.headers[name] = value
-        if error.status_code == 405:
-            response.headers["Allow"] = ", ".join(allowed_methods(request))
-        return response
-
-    @app.exception_handler(OperationalError)
-    async def on_database_down(request: Request, error: OperationalError) -> JSONResponse:
-        logger.warning("database unavailable: %s", type(error.orig).__name__)
-        return error_response(request, 503, DATABASE_UNAVAILABLE, "database_unavailable")
-
-    @app.exception_handler(DBAPIError)
-    async def on_database_error(request: Request, error: DBAPIError) -> JSONResponse:
-        if error.connection_invalidated:
-            return error_response(request, 503, DATABASE_UNAVAILABLE, "database_unavailable")
-        logger.exception("database error")
-        return error_response(request, 500, "Internal error", "internal_error")
-
-    @app.exception_handler(OSError)
-    async def on_os_error(request: Request, error: OSError) -> JSONResponse:
-        # Connection refused or reset while talking to the database.
-        logger.warning("database connection failed: %s", type(error).__name__)
-        return error_response(request, 503, DATABASE_UNAVAILABLE, "database_unavailable")
+    for exception_class, handler in HANDLERS:
+        app.add_exception_handler(exception_class, handler)

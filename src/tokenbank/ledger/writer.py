@@ -239,17 +239,24 @@ class LedgerWriter:
         if isinstance(op, CaptureHold):
             # The hold itself remembers its capture (a capture of 0 leaves no transaction).
             return await handlers.capture_hold(conn, op, now)
-        found = await repo.transaction_by_key(conn, op.idempotency_scope, key)
-        if found is None:
-            return None
-        return OperationResult(
-            success=True,
-            new_balance=found.balance_after,
-            ledger_entry_id=found.entry_id,
-            transaction_id=found.id,
-            replayed=True,
-            user_id=found.user_id,
-        )
+        return await _replayed_transaction(conn, op.idempotency_scope, key)
+
+
+async def _replayed_transaction(
+    conn: AsyncConnection, scope: str, key: str
+) -> OperationResult | None:
+    """The first result of a keyed credit, debit or refund, from its transaction."""
+    found = await repo.transaction_by_key(conn, scope, key)
+    if found is None:
+        return None
+    return OperationResult(
+        success=True,
+        new_balance=found.balance_after,
+        ledger_entry_id=found.entry_id,
+        transaction_id=found.id,
+        replayed=True,
+        user_id=found.user_id,
+    )
 
 
 def _conflict(op: Operation) -> LedgerResult:

@@ -1,0 +1,81 @@
+"""``tokenbank apps``: registered apps and their API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tokenbank.apps.service import DEFAULT_SCOPES, parse_duration_seconds
+from tokenbank.cli._common import DatabaseUrl, group, run, with_apps
+from tokenbank.cli._errors import expected_errors, fail
+
+app = group("Registered apps and their API keys.")
+
+ScopeOption = Annotated[
+    list[str] | None,
+    typer.Option("--scope", help="read, spend, refund, credit or admin; repeat for several."),
+]
+
+
+@app.command("create")
+def apps_create(
+    slug: str,
+    scope: ScopeOption = None,
+    name: Annotated[str | None, typer.Option(help="A human-readable name.")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Register an app and print its API key (shown this once only)."""
+    scopes = tuple(scope) if scope else DEFAULT_SCOPES
+    info, key = run(with_apps(database_url, lambda s: s.create_app(slug, scopes=scopes, name=name)))
+    typer.echo(f"app {info.slug} created with scopes {','.join(scopes)}")
+    typer.echo("API key (store it now: it is not shown again):")
+    typer.echo(key)
+
+
+@app.command("list")
+def apps_list(database_url: DatabaseUrl = None) -> None:
+    """List apps and their keys (prefixes only)."""
+    for info in run(with_apps(database_url, lambda s: s.list_apps())):
+        typer.echo(f"{info.slug}  (created {info.created_at:%Y-%m-%d})")
+        for key in info.keys:
+            state = "active" if key.active else ("revoked" if key.revoked_at else "expired")
+            expiry = f", expires {key.expires_at:%Y-%m-%d %H:%M}" if key.expires_at else ""
+            typer.echo(f"  {key.display_prefix}...  {','.join(key.scopes)}  {state}{expiry}")
+
+
+@app.command("rotate-key")
+def apps_rotate_key(
+    slug: str,
+    old_key_expires_in: Annotated[
+        str, typer.Option(help="Grace period for the old key: 0, 30s, 15m, 24h, 7d.")
+    ] = "0",
+    scope: ScopeOption = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Issue a new key; the old ones stop working after the grace period."""
+    with expected_errors():
+        seconds = parse_duration_seconds(old_key_expires_in)
+    key = run(
+        with_apps(
+            database_url,
+            lambda s: s.rotate_key(slug, old_key_expires_in_seconds=seconds, scopes=scope),
+        )
+    )
+    typer.echo(f"new API key for {slug} (store it now: it is not shown again):")
+    typer.echo(key)
+
+
+@app.command("revoke-key")
+def apps_revoke_key(
+    slug: str,
+    key_prefix: Annotated[
+        str | None, typer.Option(help="Revoke only the key shown with this prefix.")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Revoke an app's live keys (all of them, or the one named by --key-prefix)."""
+    revoked = run(with_apps(database_url, lambda s: s.revoke_keys(slug, display_prefix=key_prefix)))
+    if revoked == 0:
+        fail(f"no live key to revoke for {slug!r}")
+    typer.echo(f"revoked {revoked} key(s) of {slug}")
