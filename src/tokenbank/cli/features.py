@@ -23,7 +23,8 @@ def features_create(
     rule: Annotated[str | None, typer.Option(help="The pricing rule as JSON.")] = None,
     fixed: Annotated[int | None, typer.Option(help="Rule: this many tokens a call.")] = None,
     output_ratio: Annotated[
-        str | None, typer.Option(help="Rule: output tokens / RATIO (the Token Process dialect: 4).")
+        str | None,
+        typer.Option(help="Rule: output tokens / RATIO (4 in the Token Process dialect)."),
     ] = None,
     per_unit: Annotated[
         bool, typer.Option("--per-unit", help="Rule: model rates x token multiplier.")
