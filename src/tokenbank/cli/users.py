@@ -17,7 +17,8 @@ app = group("User wallets.")
 
 # Option B in docs/compatibility.md: tokenbank signs a short-lived HS256 JWT whose
 # ``sub`` is the user id; an app holding the same secret verifies it
-# (tokenbank.client.verify_jwt) without calling tokenbank. ``users token`` mints one so that apps can be tested today.
+# (tokenbank.client.verify_jwt) without calling tokenbank. ``users token`` mints one
+# so that apps can be tested today.
 MIN_JWT_SECRET_BYTES = 32  # HS256 wants a key at least as long as its 256-bit hash
 MAX_USER_TOKEN_TTL_SECONDS = 30 * 24 * 3600
 JWT_ISSUER = "tokenbank"
