@@ -19,10 +19,12 @@ CRASH_SECONDS ?= 240
 
 .PHONY: install run migrate test lint typecheck check clean bench bench-quick fuzz security crash
 
-$(STAMP): pyproject.toml
+# The SDK, tokenbank-client (clients/python), comes first in the same pip run: the
+# server requires it, and pip takes it from there rather than from an index.
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e ./clients/python -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -34,11 +36,18 @@ run: migrate
 	$(BIN)/tokenbank serve --host $(HOST) --port $(PORT)
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench clients
+	$(BIN)/ruff format --check src tests bench clients
 
+# One run checks the server, the SDK (clients/python) and bench ([tool.mypy] in pyproject.toml).
 typecheck: install
 	$(BIN)/mypy
+
+# The SDK's blocking client (clients/python/src/tokenbank/client/_sync) is generated from
+# its asyncio client (_async); tests/client/test_generated.py fails when it is stale.
+.PHONY: sync-client
+sync-client: install
+	$(BIN)/python clients/python/scripts/generate_sync.py
 
 test: install lint typecheck
 	./scripts/ensure-postgres.sh
@@ -51,13 +60,13 @@ test: install lint typecheck
 bench: install
 	./scripts/ensure-postgres.sh
 	./scripts/ensure-wrk.sh
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # The same in under a minute (1 s runs, one repeat, 200 users): a smoke run.
 bench-quick: install
 	./scripts/ensure-postgres.sh
 	./scripts/ensure-wrk.sh
-	$(BIN)/python bench/run.py --quick $(BENCH_ARGS)
+	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 # The long variants of tests/security (`make test` runs the short ones): Schemathesis
 # with its coverage phase and more examples on both engines (~10 min); the whole

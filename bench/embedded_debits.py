@@ -4,7 +4,7 @@ No HTTP: the ledger in-process, as a monolith embeds it (case 8 of `make bench`)
 
 Standalone (prepares its own users first):
     python bench/embedded_debits.py --database-url URL [--tasks 8] [--seconds 5]
-As bench/run.py calls it (on users bench/populate.py created; one JSON line out):
+As the harness calls it (on users bench/populate.py created; one JSON line out):
     python bench/embedded_debits.py --database-url URL --no-prepare --users 10000 --json
 """
 

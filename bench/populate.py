@@ -5,8 +5,9 @@ every scope and its key (what `tokenbank apps create bench --scope read --scope
 spend --scope refund --scope credit --scope admin` runs), a feature with a fixed
 pricing rule, a plan, and the hot user ``bench-hot`` with a very large balance. The
 users ``bench-{first}`` ... ``bench-{last - 1}``: large balances, on the plan.
-bench/run.py runs the base with the first share of the users, and once the base is
-there (the line ``{"schema": "ready", ...}``), other shares in parallel processes.
+The harness (bench/databases.py) runs the base with the first share of the users,
+and once the base is there (the line ``{"schema": "ready", ...}``), other shares in
+parallel processes.
 
 No SQL: wallets are opened by ``TokenService.apply`` in batches (one transaction per
 batch, each wallet's opening grant on the ledger), so the books are exactly what the

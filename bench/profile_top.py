@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Summarise a py-spy raw profile (collapsed stacks): where the samples went.
 
-    .venv/bin/python bench/run.py --profile deduct/postgres --profile-format raw
+    .venv/bin/python -m bench --profile deduct/postgres --profile-format raw
     .venv/bin/python bench/profile_top.py bench/results/profile-deduct-postgres-*.txt
 
 Prints the functions with the most inclusive samples (the function or anything it

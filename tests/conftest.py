@@ -16,11 +16,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.support.postgres import PostgresServer, quote_ident
 from tokenbank import ManualClock, TokenService
 from tokenbank.config import Settings
 from tokenbank.db.engine import create_engine
 from tokenbank.db.migrate import upgrade
+from tokenbank.testing.postgres import PostgresServer, quote_ident
 
 ENGINES = ["sqlite", "postgresql"]
 PG_TEMPLATE = "tokenbank_template"

@@ -33,12 +33,12 @@ from sqlalchemy import text
 from typer.testing import CliRunner, Result
 
 from tests.conftest import ENGINES, _create_pg_database
-from tests.support.postgres import PostgresServer
 from tokenbank import ManualClock, TokenService
 from tokenbank.cli import app
 from tokenbank.config import MAX_AMOUNT_TOKENS, MAX_DESCRIPTION_LENGTH, get_settings
 from tokenbank.db.engine import create_engine
 from tokenbank.db.migrate import head_revision
+from tokenbank.testing.postgres import PostgresServer
 
 runner = CliRunner()
 _database_numbers = itertools.count()

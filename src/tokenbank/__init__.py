@@ -16,8 +16,16 @@ imports this package first.
 
 from __future__ import annotations
 
+import pkgutil
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+# The SDK, ``tokenbank.client``, is its own distribution (tokenbank-client, in
+# clients/python), which ships no ``tokenbank/__init__.py``. Installed into
+# site-packages, both share one ``tokenbank`` directory; installed editable (``make
+# install``), each has its own on ``sys.path`` and this regular package would hide
+# the SDK's: extend_path adds every other ``tokenbank`` directory on ``sys.path``.
+__path__ = pkgutil.extend_path(__path__, __name__)
 
 if TYPE_CHECKING:
     from tokenbank.clock import ManualClock

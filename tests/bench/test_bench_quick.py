@@ -1,37 +1,26 @@
 """`make bench-quick` runs: every case, a JSON report, and books that balance.
 
-A smoke test of bench/run.py, with no timing assertions (the numbers of a one-second
-run on a shared machine mean nothing). It needs the `wrk` load generator: when it
-is missing, scripts/ensure-wrk.sh installs it (Debian, as root); only if that fails
-is the test skipped, saying so.
+A smoke test of the harness (`python -m bench`), with no timing assertions (the
+numbers of a one-second run on a shared machine mean nothing). It needs the `wrk`
+load generator: when it is missing, scripts/ensure-wrk.sh installs it (Debian, as
+root); only if that fails is the test skipped, saying so.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from bench.cases import CASES
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-RUN_PY = REPO / "bench" / "run.py"
 QUICK_TIMEOUT_SECONDS = 600  # it takes about a minute; a busy machine can be slow
-
-
-def _load_harness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_run", RUN_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def _ensure_wrk() -> None:
@@ -46,14 +35,13 @@ def _ensure_wrk() -> None:
 
 def test_quick_bench_runs_every_case_and_the_books_balance(tmp_path: Path) -> None:
     _ensure_wrk()
-    harness = _load_harness()
-    expected = {f"{case.name}/{target}" for case in harness.CASES for target in case.targets}
+    expected = {f"{case.name}/{target}" for case in CASES for target in case.targets}
     assert len(expected) == 17  # cases 1-7 on both engines (+ FULL/NORMAL), 8 twice, 9
     report_path = tmp_path / "quick.json"
 
     result = subprocess.run(
-        [sys.executable, str(RUN_PY), "--quick", "--json", str(report_path)],
-        cwd=REPO,
+        [sys.executable, "-m", "bench", "--quick", "--json", str(report_path)],
+        cwd=REPO,  # `python -m bench` imports the package from the repository's root
         capture_output=True,
         text=True,
         timeout=QUICK_TIMEOUT_SECONDS,
@@ -70,7 +58,7 @@ def test_quick_bench_runs_every_case_and_the_books_balance(tmp_path: Path) -> No
         assert case["repeats"] == 1, key
         assert case["rate"] >= 0, key
     # Every run of a mutating case was audited and its ledger matched what was acknowledged.
-    mutating = {f"{c.name}/{t}" for c in harness.CASES if c.mutating for t in c.targets}
+    mutating = {f"{c.name}/{t}" for c in CASES if c.mutating for t in c.targets}
     checked = {check["run"]: check for check in report["ledger_checks"]}
     assert set(checked) == mutating
     for key, check in checked.items():

@@ -111,7 +111,7 @@ class RealServer:
 
 
 def _set_up(server: RealServer) -> None:
-    """Two features (plain and hold mode, seed 001's output / 4) on a 20% plan."""
+    """Two features (plain and hold mode, the Token Process dialect's output / 4) on a 20% plan."""
     server.admin(
         "POST",
         "/api/admin/features",

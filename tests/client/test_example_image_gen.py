@@ -1,7 +1,7 @@
 """examples/image_gen end to end: the example app in-process, tokenbank a real server.
 
 A user gets a JWT from ``tokenbank users token`` (the CLI), then uses the example as
-seed 000's frontend would: costs, estimate, generate (dynamic cost), a failed
+a Token Service frontend would: costs, estimate, generate (dynamic cost), a failed
 generation (refunded), upscale (fixed cost), and too few tokens (402 + buyTokensUrl).
 """
 

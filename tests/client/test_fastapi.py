@@ -1,4 +1,5 @@
-"""The FastAPI integration: dependencies that charge, refuse in seed 000's shape, refund.
+"""The FastAPI integration: dependencies that charge, refuse in the Token Service
+dialect's shape, refund.
 
 The app runs in-process (httpx ASGITransport); the token service is a MockTransport
 script, so each test sees exactly which calls the dependencies made.

@@ -1,4 +1,4 @@
-"""Seed 001's token process: ``@with_token_process`` (sync and async) and ``token_process``."""
+"""The token process: ``@with_token_process`` (sync and async) and ``token_process``."""
 
 from __future__ import annotations
 

@@ -45,12 +45,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tests.conftest import ENGINES, PG_TEMPLATE
-from tests.support.postgres import PostgresServer
 from tokenbank import ManualClock, TokenService
 from tokenbank.config import Settings
 from tokenbank.db.engine import create_engine
 from tokenbank.db.models import Base
 from tokenbank.db.types import UTCDateTime
+from tokenbank.testing.postgres import PostgresServer
 
 # One event loop for the module, so the shared engine can outlive a test.
 pytestmark = pytest.mark.asyncio(loop_scope="module")

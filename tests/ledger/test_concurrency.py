@@ -27,10 +27,10 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support.postgres import PostgresServer, quote_ident
 from tokenbank import ErrorCode, HoldResult, ManualClock, OperationResult, TokenService
 from tokenbank.config import Settings
 from tokenbank.db.engine import create_engine, is_sqlite
+from tokenbank.testing.postgres import PostgresServer, quote_ident
 
 POOL_SIZE = 20
 GATE_TIMEOUT_S = 20.0

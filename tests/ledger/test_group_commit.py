@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import PG_TEMPLATE
-from tests.support.postgres import PostgresServer, quote_ident
 from tokenbank import ManualClock, TokenService
 from tokenbank.config import Settings
 from tokenbank.ledger.operations import Credit, Debit, Operation, PlaceHold, Refund
 from tokenbank.ledger.writer import LedgerWriter
+from tokenbank.testing.postgres import PostgresServer, quote_ident
 
 USERS = ["u0", "u1", "u2"]
 UNKNOWN_USER = "ghost"

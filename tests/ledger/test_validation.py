@@ -32,7 +32,6 @@ import pytest_asyncio
 from sqlalchemy import text
 
 from tests.conftest import ENGINES, _create_pg_database
-from tests.support.postgres import PostgresServer
 from tokenbank import ErrorCode, InvalidInput, ManualClock, TokenService
 from tokenbank.config import (
     MAX_AMOUNT_TOKENS,
@@ -45,6 +44,7 @@ from tokenbank.config import (
     MAX_USER_ID_LENGTH,
 )
 from tokenbank.db.engine import read_transaction
+from tokenbank.testing.postgres import PostgresServer
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 ALICE_TOKENS = 1_000

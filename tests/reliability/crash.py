@@ -47,11 +47,7 @@ from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # run as a script: make `tests.support` importable
-    sys.path.insert(0, str(ROOT))
-
-from tests.support.postgres import PostgresServer  # noqa: E402
+from tokenbank.testing.postgres import PostgresServer
 
 APP = "crash"
 USERS = 20

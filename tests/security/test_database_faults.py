@@ -29,13 +29,13 @@ import pytest
 
 from tests.conftest import _migrate
 from tests.security.conftest import table_rows
-from tests.support.postgres import PostgresServer
 from tokenbank import ManualClock, TokenService
 from tokenbank.api.app import create_app
 from tokenbank.api.errors import DATABASE_UNAVAILABLE
 from tokenbank.api.state import Services
 from tokenbank.config import Settings
 from tokenbank.db.models import API_SCOPES
+from tokenbank.testing.postgres import PostgresServer
 
 DATABASE = "faults"
 UNAVAILABLE_A = {"error": DATABASE_UNAVAILABLE, "code": "database_unavailable"}

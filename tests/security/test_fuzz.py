@@ -25,9 +25,9 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi as schemathesis_asgi
 
 from tests.conftest import _create_pg_database
-from tests.support.postgres import PostgresServer
 from tokenbank.api.app import create_app
 from tokenbank.config import Settings
+from tokenbank.testing.postgres import PostgresServer
 
 ADMIN_KEY = "tb_fuzz-admin-key-0123456789abcdefghijklmnopqrstuvwxyz"
 MAX_EXAMPLES = int(os.environ.get("TOKENBANK_FUZZ_EXAMPLES", "10"))

@@ -1,4 +1,4 @@
-"""Proves tests/support/postgres.py can run a real, disposable PostgreSQL."""
+"""Proves tokenbank.testing.postgres can run a real, disposable PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from tests.support.postgres import PostgresServer, find_bin_dir, quote_ident
+from tokenbank.testing.postgres import PostgresServer, find_bin_dir, quote_ident
 
 
 async def _fetch_all(dsn: str, query: str) -> list[tuple[object, ...]]:
@@ -66,7 +66,7 @@ def test_context_manager_and_failed_sql() -> None:
 def test_atexit_stops_server_of_aborted_run(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
-        from tests.support.postgres import PostgresServer
+        from tokenbank.testing.postgres import PostgresServer
         server = PostgresServer().start()
         print(server.base_dir, server.port, flush=True)
         raise SystemExit(0)  # no stop(): atexit must clean up

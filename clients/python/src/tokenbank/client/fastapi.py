@@ -1,4 +1,4 @@
-"""FastAPI integration: charge for a route with a dependency (seed 000's requireTokens).
+"""FastAPI integration: charge for a route with a dependency (``requireTokens``).
 
 ::
 
@@ -20,11 +20,11 @@ when the handler raises (any exception, ``HTTPException`` included):
   actual cost (two-phase: what is not used is never taken).
 
 The user id comes from ``user_id``, a FastAPI dependency the app supplies: its own
-auth, or :func:`jwt_user_id` for tokens that tokenbank issued (seed 000's option B).
+auth, or :func:`jwt_user_id` for tokens that tokenbank issued (option B in docs/compatibility.md).
 It answers the user id, or ``None`` for 401.
 
-Refusals are answered in seed 000's shape, e.g. 402 ``{"error": "Insufficient tokens",
-"required", "available", "buyTokensUrl"}``, by exception handlers that
+Refusals are answered in the Token Service dialect's shape, e.g. 402 ``{"error":
+"Insufficient tokens", "required", "available", "buyTokensUrl"}``, by exception handlers that
 ``TokenBank(app, ...)`` (or ``bank.install(app)``) registers. The dependencies run
 with ``scope="function"``, so a refund is made before the error response is sent.
 
@@ -42,7 +42,7 @@ from typing import Annotated, Any, cast
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from tokenbank.client._async_client import AsyncReservation, AsyncTokenClient
+from tokenbank.client._async.client import AsyncReservation, AsyncTokenClient
 from tokenbank.client._calls import new_key
 from tokenbank.client._errors import InvalidTokenError, TokenServiceError
 from tokenbank.client._jwt import DEFAULT_LEEWAY_SECONDS, bearer_token, verify_jwt
@@ -93,7 +93,7 @@ def _depends(dependency: Callable[..., Any]) -> Any:
 
 
 class Charges:
-    """The costs one request charges, computed in its handler (seed 000's dynamic costs).
+    """The costs one request charges, computed in its handler (dynamic costs).
 
     Every :meth:`deduct` is refunded, and every reservation not yet settled is voided,
     if the handler raises; a reservation not settled when the handler returns is
@@ -186,7 +186,7 @@ class TokenBank:
         return self._buy_tokens_url or self.client.buy_tokens_url
 
     def install(self, app: FastAPI) -> None:
-        """Register the handlers that answer refusals in seed 000's shape."""
+        """Register the handlers that answer refusals in the Token Service dialect's shape."""
         app.add_exception_handler(Refused, _render_refusal)
         app.add_exception_handler(TokenServiceError, self._render_service_error)
 

@@ -1,7 +1,7 @@
 """What the calls return: small frozen dataclasses, parsed from the ``data`` of an answer.
 
 Field names are the wire names in Python spelling (``ledgerEntryId`` ->
-``ledger_entry_id``); seed 001's ``token`` (a balance) keeps its name. A field the
+``ledger_entry_id``); the Token Process dialect's ``token`` (a balance) keeps its name. A field the
 service did not send is ``None``, so that an older or newer service still parses.
 """
 
@@ -307,7 +307,7 @@ class Wallet:
 
 @dataclass(frozen=True, slots=True)
 class ProcessStart:
-    """Seed 001's start answer: ``token`` is the balance, ``status`` the verdict.
+    """the Token Process dialect's start answer: ``token`` is the balance, ``status`` the verdict.
 
     In hold mode ``hold_id`` names the tokens reserved for this process.
     """
@@ -338,7 +338,7 @@ class ProcessStart:
 
 @dataclass(frozen=True, slots=True)
 class ProcessEnd:
-    """Seed 001's end answer: ``cost`` charged, ``token`` the balance after it.
+    """the Token Process dialect's end answer: ``cost`` charged, ``token`` the balance after it.
 
     ``status`` is ``return-able``, or ``not-return-able`` when the usage overdrew
     the wallet (the charge is kept; the wallet is suspended until topped up).

@@ -28,7 +28,7 @@ INSUFFICIENT_TOKENS_STATUS = 402
 
 
 class TokenServiceError(Exception):
-    """A call to the token service failed. Seed 000's ``TokenServiceError``."""
+    """A call to the token service failed. the Token Service dialect's ``TokenServiceError``."""
 
     def __init__(
         self,

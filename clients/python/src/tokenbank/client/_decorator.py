@@ -1,4 +1,4 @@
-"""``@with_token_process``: seed 001's ``withTokenProcess`` wrapper, for sync and async.
+"""``@with_token_process``: the ``withTokenProcess`` wrapper, for sync and async.
 
 ::
 
@@ -18,9 +18,9 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
-from tokenbank.client._async_client import AsyncTokenClient
-from tokenbank.client._client import TokenClient
+from tokenbank.client._async.client import AsyncTokenClient
 from tokenbank.client._process import UnsettledHandler
+from tokenbank.client._sync.client import TokenClient
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -29,7 +29,7 @@ UserIdSource = str | Callable[..., str]
 
 
 def _user_id(source: UserIdSource, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """A fixed id, or one taken from the call's arguments (seed 001's ``(args) => ...``)."""
+    """A fixed id, or one taken from the call's arguments (``(args) => ...``)."""
     user_id = source(*args, **kwargs) if callable(source) else source
     if not isinstance(user_id, str) or not user_id:
         raise ValueError(f"with_token_process: user_id must give a non-empty str, got {user_id!r}")
@@ -43,7 +43,7 @@ def with_token_process(
     client: TokenClient | AsyncTokenClient | None = None,
     on_unsettled: UnsettledHandler | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Wrap a function in seed 001's start / run / end.
+    """Wrap a function in the Token Process dialect's start / run / end.
 
     ``user_id`` is a str, or a callable given the wrapped function's arguments.
     ``client`` is a :class:`TokenClient` for a sync function and an

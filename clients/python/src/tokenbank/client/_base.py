@@ -1,7 +1,8 @@
 """What the sync and async clients share: configuration, requests and answers.
 
-Only the sending differs between :class:`TokenClient` and :class:`AsyncTokenClient`;
-each has its own retry loop over :func:`build_request` and :func:`read_answer`.
+Only the sending differs between :class:`TokenClient` and :class:`AsyncTokenClient`:
+their retry loop over :func:`build_request` and :func:`read_answer` is written once, in
+``_async/client.py``, and generated for the blocking client (``_sync/client.py``).
 """
 
 from __future__ import annotations

@@ -1,17 +1,17 @@
-"""Seed 001's token process as one object: start, run the work, end with its usage.
+"""The token process as one object: start, run the work, end with its usage.
 
 The flow (the same for ``client.token_process(...)`` and ``@with_token_process``):
 
 1. ``start``; unless the answer is ``access-able`` the work does not run and
    :class:`InsufficientTokensError` is raised (a 403 or 404 raises its own error).
 2. The work runs and reports ``input_token``, ``output_token`` and ``model``.
-3. ``end`` with that usage, unless both counts are zero (seed 001: nothing to charge).
+3. ``end`` with that usage, unless both counts are zero (nothing to charge).
    In hold mode the start reserved tokens, so an end is always sent: with zero usage,
    or when the work raised, it releases the hold at once instead of at its expiry.
 4. An ``end`` that fails is retried with the same ``request_id`` (the service charges
    a request id once). If it still fails, the usage is logged with everything needed
    to replay it, handed to ``on_unsettled`` if given, and the work's result is
-   returned all the same: the user already has it (seed 001: "don't block the result").
+   returned all the same: the user already has it ("don't block the result").
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class TokenProcess:
 
     def record_result(self, result: Any) -> None:
         """Read ``input_token``, ``output_token`` and ``model`` from a result: a mapping
-        (seed 001's object) or anything with those attributes; missing means 0."""
+        (the Token Process dialect's object) or anything with those attributes; missing means 0."""
         if isinstance(result, Mapping):
             values = {name: result.get(name) for name in (*USAGE_FIELDS, "model")}
         else:
@@ -121,7 +121,7 @@ class TokenProcess:
 
     @property
     def needs_end(self) -> bool:
-        """Seed 001: no end when both counts are zero, unless a hold waits for release."""
+        """No end when both counts are zero, unless a hold waits for release."""
         return self.input_token > 0 or self.output_token > 0 or self.hold_id is not None
 
     def end_arguments(self) -> dict[str, Any]:

@@ -47,7 +47,8 @@ class Call(Generic[T]):
     body: dict[str, Any] | None = None
     params: dict[str, str | int] | None = None
     idempotency_key: str | None = None
-    # Seed 001's endpoints authenticate with x-server-api-key; seed 000's with Bearer.
+    # The Token Process dialect authenticates with x-server-api-key; the Token Service
+    # dialect with Bearer.
     server_key_header: bool = False
 
 

@@ -1,9 +1,8 @@
-"""The asyncio client, :class:`AsyncTokenClient` (the same methods as :class:`TokenClient`)."""
+"""The asyncio client, :class:`AsyncTokenClient`, and its :class:`AsyncReservation`."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
@@ -14,6 +13,7 @@ import httpx
 from tokenbank.client import _calls as calls
 from tokenbank.client._base import ClientBase, read_answer
 from tokenbank.client._calls import Call, new_key
+from tokenbank.client._concurrency import async_run_to_the_end, async_sleep
 from tokenbank.client._config import DEFAULT_LIMITS, DEFAULT_TIMEOUT
 from tokenbank.client._errors import TokenServiceError
 from tokenbank.client._models import (
@@ -48,18 +48,12 @@ from tokenbank.client._spending import capture_arguments, log_failed_follow_up, 
 T = TypeVar("T")
 
 
-async def _to_the_end(call: Coroutine[Any, Any, T]) -> T:
-    """Await a call that undoes a charge (a refund, a void, a release) so that it runs
-    to the end even when the caller is being cancelled: cancellation is usually why
-    the work failed, and the user must get the tokens back all the same."""
-    return await asyncio.shield(call)
-
-
 class AsyncTokenClient(ClientBase):
-    """An asyncio client of the token service: :class:`TokenClient`'s methods, awaited.
+    """The asyncio client of the token service: the Token Service dialect's calls and
+    the Token Process dialect's token process.
 
     ``base_url`` and ``api_key`` default to ``TOKEN_SERVICE_URL`` and
-    ``TOKEN_SERVICE_API_KEY`` (or seed 001's ``TOKEN_SERVER_URL`` and
+    ``TOKEN_SERVICE_API_KEY`` (or the Token Process dialect's ``TOKEN_SERVER_URL`` and
     ``SERVER_API_KEY``). Use it as an async context manager, or call :meth:`aclose`.
     """
 
@@ -121,9 +115,9 @@ class AsyncTokenClient(ClientBase):
     ) -> None:
         delay = self._retry.delay_seconds(attempt, retry_after)
         self._log_retry(call, attempt, reason, delay)
-        await asyncio.sleep(delay)
+        await async_sleep(delay)
 
-    # --- dialect A (seed 000) -----------------------------------------------------------
+    # --- the Token Service dialect -----------------------------------------------------------
 
     async def get_balance(self, user_id: str) -> Balance:
         """The user's balance, and ``available`` (balance minus held)."""
@@ -313,7 +307,7 @@ class AsyncTokenClient(ClientBase):
         """Open the user's wallet (idempotent; needs the ``credit`` scope)."""
         return await self._send(calls.open_wallet(user_id))
 
-    # --- dialect B (seed 001) -----------------------------------------------------------
+    # --- the Token Process dialect -----------------------------------------------------------
 
     async def start_token_process(
         self,
@@ -324,7 +318,7 @@ class AsyncTokenClient(ClientBase):
         hold_tokens: int | None = None,
         request_id: str | None = None,
     ) -> ProcessStart:
-        """Seed 001's start: read ``.accessible`` (this call does not raise on
+        """the Token Process dialect's start: read ``.accessible`` (this call does not raise on
         ``not-access-able``; :meth:`token_process` does)."""
         return await self._send(
             calls.start_token_process(
@@ -347,7 +341,7 @@ class AsyncTokenClient(ClientBase):
         request_id: str | None = None,
         hold_id: str | None = None,
     ) -> ProcessEnd:
-        """Seed 001's end: the service prices the usage and charges it, once per
+        """the Token Process dialect's end: the service prices the usage and charges it, once per
         ``request_id``."""
         return await self._send(
             calls.end_token_process(
@@ -374,7 +368,7 @@ class AsyncTokenClient(ClientBase):
         operation_type: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> AsyncIterator[Charge]:
-        """Deduct ``amount`` now; refund it if the body raises (seed 000's dynamic costs).
+        """Deduct ``amount`` now; refund it if the body raises (dynamic costs).
 
         ``async with client.charge(user_id, COSTS[kind], description=...) as charge: ...``
         """
@@ -401,7 +395,7 @@ class AsyncTokenClient(ClientBase):
         with what replays it, and answers ``None``."""
         arguments = refund_arguments(charge, description)
         try:
-            return await _to_the_end(self.refund(**arguments))
+            return await async_run_to_the_end(self.refund(**arguments))
         except TokenServiceError as error:
             log_failed_follow_up("refund", arguments, error)
             return None
@@ -418,7 +412,7 @@ class AsyncTokenClient(ClientBase):
         operation_type: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> AsyncIterator[AsyncReservation]:
-        """Hold ``maximum`` tokens; the body awaits ``reservation.settle(actual)``.
+        """Hold ``maximum`` tokens; the body settles with ``reservation.settle(actual)``.
 
         On leaving, a reservation not settled is captured in full (the maximum is the
         price unless the body says less); if the body raises, it is voided instead.
@@ -452,7 +446,7 @@ class AsyncTokenClient(ClientBase):
         request_id: str | None = None,
         on_unsettled: UnsettledHandler | None = None,
     ) -> AsyncIterator[TokenProcess]:
-        """Seed 001's flow around the body, which calls ``process.record(...)``.
+        """the Token Process dialect's flow around the body, which calls ``process.record(...)``.
 
         Raises :class:`InsufficientTokensError` before the body when the start is not
         access-able. An end that fails never raises: see :class:`UnsettledUsage`.
@@ -488,7 +482,9 @@ class AsyncTokenClient(ClientBase):
         if process.hold_id is None:
             return
         try:
-            process.ended = await _to_the_end(self.end_token_process(**process.release_arguments()))
+            process.ended = await async_run_to_the_end(
+                self.end_token_process(**process.release_arguments())
+            )
         except TokenServiceError as error:
             log_release_failure(process, error)
 
@@ -534,6 +530,6 @@ class AsyncReservation:
         if self.settled is not None:
             return
         try:
-            self.settled = await _to_the_end(self._client.void(self.hold_id))
+            self.settled = await async_run_to_the_end(self._client.void(self.hold_id))
         except TokenServiceError as error:
             log_failed_follow_up("void", {"hold_id": self.hold_id}, error)

@@ -31,10 +31,10 @@ DEFAULT_LIMITS = httpx.Limits(
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 # The environment variables of the seed documents, in order of preference:
-# seed 000 (Token Service) first, then seed 001 (Token Process).
+# the Token Service dialect (Token Service) first, then the Token Process dialect (Token Process).
 URL_VARIABLES = ("TOKEN_SERVICE_URL", "TOKEN_SERVER_URL")
 API_KEY_VARIABLES = ("TOKEN_SERVICE_API_KEY", "SERVER_API_KEY")
-# The secret an app verifies tokenbank-issued JWTs with: seed 000 calls it
+# The secret an app verifies tokenbank-issued JWTs with: the Token Service dialect calls it
 # PLATFORM_JWT_SECRET; an app on the same host as tokenbank may share its variable.
 JWT_SECRET_VARIABLES = ("PLATFORM_JWT_SECRET", "TOKENBANK_JWT_SECRET")
 

@@ -1,4 +1,4 @@
-"""Start a throwaway PostgreSQL server for the test suite.
+"""Start a throwaway PostgreSQL server for the test suite and the benchmarks.
 
 Why this exists: tokenbank's correctness claims (row locks, serialisable
 transfers, concurrent holds) only mean something against a real PostgreSQL,
@@ -7,6 +7,15 @@ running.  `PostgresServer` runs `initdb` into a fresh temporary directory,
 starts a private postmaster on a free 127.0.0.1 port with durability switched
 off (the data is disposable), and removes everything again on `stop()` or at
 interpreter exit.
+
+A process killed outright (SIGKILL, or a SIGTERM nobody handles) runs neither
+`stop()` nor its atexit hooks, and the postmaster, which is not its child, would
+outlive it.  So each server has a watchdog: this file run as a script (in its own
+session, so that the signals of a terminal or a process group do not reach it),
+which blocks reading a pipe only the starting process holds open.  When the
+starter is gone, the pipe reads end-of-file and the watchdog stops the server and
+removes its directory; `stop()`, once it has done that itself, kills the watchdog
+(its child) by its process id.
 
 `initdb` refuses to run as root, so when the tests run as root (CI containers)
 every server-side binary is run as the `postgres` system user via `runuser`.
@@ -20,6 +29,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import glob
+import json
 import os
 import pwd
 import re
@@ -27,6 +37,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +53,8 @@ _PORT_ATTEMPTS = 5
 _LOG_TAIL_LINES = 40
 # Unix socket paths are limited to ~107 bytes; keep the socket dir short.
 _MAX_SOCKET_DIR_LEN = 80
+# The command-line word that makes this file, run as a script, a watchdog.
+_WATCHDOG_ARG = "--watchdog"
 _INSTALL_HINT = (
     "No PostgreSQL server binaries found (looked in ${env}, "
     "/usr/lib/postgresql/*/bin and `pg_config --bindir`). Install the Debian "
@@ -66,13 +79,28 @@ def _version_key(path: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", version))
 
 
+def _run_tool(
+    command: list[str], *, timeout: float, cwd: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL tool (never through a shell) without the caller's PG* variables."""
+    return subprocess.run(  # noqa: S603 - argv of the server binaries this module found
+        command,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+        env=_clean_env(),
+        cwd=cwd,
+    )
+
+
 def _pg_config_bindir() -> Path | None:
     pg_config = shutil.which("pg_config")
     if pg_config is None:
         return None
-    result = subprocess.run(
-        [pg_config, "--bindir"], capture_output=True, text=True, check=False, timeout=30
-    )
+    result = _run_tool([pg_config, "--bindir"], timeout=30)
     return Path(result.stdout.strip()) if result.returncode == 0 else None
 
 
@@ -127,6 +155,54 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
             os.chown(os.path.join(dirpath, name), uid, gid, follow_symlinks=False)
 
 
+def _start_watchdog(stop_command: list[str], base_dir: Path) -> subprocess.Popen[bytes]:
+    """Start this file as the watchdog of the server in `base_dir` (module docstring).
+
+    Its stdin is a pipe whose writing end only this process holds (Python opens pipes
+    non-inheritable: programs it starts do not get it; a child it merely forks keeps it
+    until it exits or execs, delaying the watchdog as long); `-I` keeps the script from
+    importing anything but the standard library, whatever the environment says.
+    """
+    plan = json.dumps({"stop": stop_command, "base_dir": str(base_dir)})
+    return subprocess.Popen(  # noqa: S603 - this interpreter running this file
+        [sys.executable, "-I", str(Path(__file__).resolve()), _WATCHDOG_ARG, plan],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd="/",
+        env=_clean_env(),
+    )
+
+
+def _end_watchdog(watchdog: subprocess.Popen[bytes]) -> None:
+    """Disarm a watchdog: kill it (our child: its id is still ours) before closing the pipe."""
+    with contextlib.suppress(ProcessLookupError):
+        watchdog.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        watchdog.wait(timeout=10)
+    if watchdog.stdin is not None:
+        with contextlib.suppress(OSError):
+            watchdog.stdin.close()
+
+
+def _watch(plan_json: str) -> int:
+    """The watchdog's body: wait for end-of-file on stdin, then stop the server and clean up.
+
+    Nothing but the starter's death (or its closing the pipe) ends the wait: a
+    starter that stops its server itself kills the watchdog before closing the pipe.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    plan = json.loads(plan_json)
+    sys.stdin.buffer.read()
+    base_dir = Path(plan["base_dir"])
+    if (base_dir / "data" / "postmaster.pid").exists():
+        # PostgreSQL also shuts down on its own within a minute of losing this file.
+        _run_tool([str(part) for part in plan["stop"]], timeout=60, cwd=base_dir)
+    shutil.rmtree(base_dir, ignore_errors=True)
+    return 0
+
+
 def _make_temp_dir() -> Path:
     path = tempfile.mkdtemp(prefix="tokenbank-pg-")
     if len(path) > _MAX_SOCKET_DIR_LEN:  # a long $TMPDIR would break the socket path
@@ -156,6 +232,7 @@ class PostgresServer:
         self._port: int | None = None
         self._postmaster_pid: int | None = None
         self._paused = False
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     # ----------------------------------------------------------------- properties
 
@@ -219,6 +296,7 @@ class PostgresServer:
         self._base_dir = _make_temp_dir()
         atexit.register(self.stop)
         try:
+            self._watchdog = _start_watchdog(self._stop_command(self.data_dir), self._base_dir)
             self._prepare_base_dir()
             self._initdb()
             self._start_on_free_port()
@@ -239,6 +317,9 @@ class PostgresServer:
         self._port = None
         self._postmaster_pid = None
         shutil.rmtree(base_dir, ignore_errors=True)
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            _end_watchdog(watchdog)
 
     def pause(self) -> None:
         """Take the server down as an outage would (``pg_ctl stop -m fast``: sessions are
@@ -310,17 +391,8 @@ class PostgresServer:
     def _run(
         self, argv: list[str], *, timeout: float, stdin: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self._command(argv),
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout,
-            env=_clean_env(),
-            cwd=self.base_dir,  # an unreadable cwd (e.g. /root) upsets the postgres user
-        )
+        # cwd: an unreadable one (e.g. /root) upsets the postgres user.
+        return _run_tool(self._command(argv), timeout=timeout, cwd=self.base_dir, stdin=stdin)
 
     def _prepare_base_dir(self) -> None:
         if not self._as_root:
@@ -394,17 +466,14 @@ class PostgresServer:
         except (OSError, IndexError, ValueError):
             return None
 
-    def _stop_postmaster(self, data_dir: Path) -> None:
-        argv = [self._bin("pg_ctl"), "stop", "-w", "-m", "immediate", "-D", str(data_dir)]
-        result = subprocess.run(
-            self._command(argv),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-            timeout=60,
-            env=_clean_env(),
-            cwd=data_dir.parent,
+    def _stop_command(self, data_dir: Path) -> list[str]:
+        """pg_ctl's immediate stop, as the server's OS user."""
+        return self._command(
+            [self._bin("pg_ctl"), "stop", "-w", "-m", "immediate", "-D", str(data_dir)]
         )
+
+    def _stop_postmaster(self, data_dir: Path) -> None:
+        result = _run_tool(self._stop_command(data_dir), timeout=60, cwd=data_dir.parent)
         if result.returncode != 0:
             self._kill_postmaster()
 
@@ -434,3 +503,7 @@ class PostgresServer:
         if result.returncode != 0:
             raise RuntimeError(f"psql failed ({result.returncode}) in {dbname!r}:\n{result.stderr}")
         return result.stdout
+
+
+if __name__ == "__main__" and sys.argv[1:2] == [_WATCHDOG_ARG]:
+    sys.exit(_watch(sys.argv[2]))

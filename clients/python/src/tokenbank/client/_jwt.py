@@ -1,4 +1,4 @@
-"""Verify a tokenbank-issued user JWT (seed 000's option B) with the standard library.
+"""Verify a tokenbank-issued user JWT (option B in docs/compatibility.md) with the standard library.
 
 tokenbank signs short-lived HS256 tokens (``tokenbank users token USER_ID``) whose
 ``sub`` is the user id. An app holding the same secret verifies them without calling

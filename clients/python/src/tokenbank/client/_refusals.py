@@ -3,7 +3,7 @@
 Shared by the FastAPI and ASGI integrations, so both answer alike:
 
 - too few tokens: 402 ``{"error": "Insufficient tokens", "required", "available",
-  "buyTokensUrl"}`` (seed 000's ``requireTokens`` answer);
+  "buyTokensUrl"}`` (the Token Service dialect's ``requireTokens`` answer);
 - no wallet: 404; a suspended or closed wallet, or a feature not in the user's plan:
   403, each with the service's message;
 - the service unreachable: 503;

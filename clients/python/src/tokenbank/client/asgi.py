@@ -14,7 +14,7 @@ or, around any ASGI app: ``app = RequireTokensMiddleware(app, costs=..., user_id
 
 A request whose method and path are in ``costs`` ("POST /generate", or "/generate"
 for any method; exact paths) is charged before the app sees it, and refunded if the
-app raises or answers 5xx. Refusals are answered in seed 000's shape (402 with
+app raises or answers 5xx. Refusals are answered in the Token Service dialect's shape (402 with
 ``required``, ``available`` and ``buyTokensUrl``; 401 when ``user_id`` answers
 ``None``). The app finds the :class:`Charge` in ``scope["state"]["token_charge"]``
 (Starlette: ``request.state.token_charge``).
@@ -29,7 +29,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from tokenbank.client._async_client import AsyncTokenClient
+from tokenbank.client._async.client import AsyncTokenClient
 from tokenbank.client._calls import new_key
 from tokenbank.client._errors import InvalidTokenError, TokenServiceError
 from tokenbank.client._jwt import DEFAULT_LEEWAY_SECONDS, bearer_token, verify_jwt

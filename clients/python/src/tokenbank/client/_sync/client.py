@@ -1,8 +1,9 @@
-"""The blocking client, :class:`TokenClient`."""
+# Generated from _async/client.py by scripts/generate_sync.py; do not edit.
+# Edit the source, then run `make sync-client` at the repository's root.
+"""The blocking client, :class:`TokenClient`, and its :class:`Reservation`."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -14,6 +15,7 @@ import httpx
 from tokenbank.client import _calls as calls
 from tokenbank.client._base import ClientBase, read_answer
 from tokenbank.client._calls import Call, new_key
+from tokenbank.client._concurrency import run_to_the_end, sleep
 from tokenbank.client._config import DEFAULT_LIMITS, DEFAULT_TIMEOUT
 from tokenbank.client._errors import TokenServiceError
 from tokenbank.client._models import (
@@ -49,10 +51,11 @@ T = TypeVar("T")
 
 
 class TokenClient(ClientBase):
-    """A blocking client of the token service (seed 000's ``TokenClient``, and seed 001).
+    """The blocking client of the token service: the Token Service dialect's calls and
+    the Token Process dialect's token process.
 
     ``base_url`` and ``api_key`` default to ``TOKEN_SERVICE_URL`` and
-    ``TOKEN_SERVICE_API_KEY`` (or seed 001's ``TOKEN_SERVER_URL`` and
+    ``TOKEN_SERVICE_API_KEY`` (or the Token Process dialect's ``TOKEN_SERVER_URL`` and
     ``SERVER_API_KEY``). Use it as a context manager, or call :meth:`close`.
     """
 
@@ -112,9 +115,9 @@ class TokenClient(ClientBase):
     def _pause(self, call: Call[Any], attempt: int, reason: str, retry_after: float | None) -> None:
         delay = self._retry.delay_seconds(attempt, retry_after)
         self._log_retry(call, attempt, reason, delay)
-        time.sleep(delay)
+        sleep(delay)
 
-    # --- dialect A (seed 000) -----------------------------------------------------------
+    # --- the Token Service dialect -----------------------------------------------------------
 
     def get_balance(self, user_id: str) -> Balance:
         """The user's balance, and ``available`` (balance minus held)."""
@@ -304,7 +307,7 @@ class TokenClient(ClientBase):
         """Open the user's wallet (idempotent; needs the ``credit`` scope)."""
         return self._send(calls.open_wallet(user_id))
 
-    # --- dialect B (seed 001) -----------------------------------------------------------
+    # --- the Token Process dialect -----------------------------------------------------------
 
     def start_token_process(
         self,
@@ -315,7 +318,7 @@ class TokenClient(ClientBase):
         hold_tokens: int | None = None,
         request_id: str | None = None,
     ) -> ProcessStart:
-        """Seed 001's start: read ``.accessible`` (this call does not raise on
+        """the Token Process dialect's start: read ``.accessible`` (this call does not raise on
         ``not-access-able``; :meth:`token_process` does)."""
         return self._send(
             calls.start_token_process(
@@ -338,7 +341,7 @@ class TokenClient(ClientBase):
         request_id: str | None = None,
         hold_id: str | None = None,
     ) -> ProcessEnd:
-        """Seed 001's end: the service prices the usage and charges it, once per
+        """the Token Process dialect's end: the service prices the usage and charges it, once per
         ``request_id``."""
         return self._send(
             calls.end_token_process(
@@ -365,7 +368,7 @@ class TokenClient(ClientBase):
         operation_type: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Iterator[Charge]:
-        """Deduct ``amount`` now; refund it if the body raises (seed 000's dynamic costs).
+        """Deduct ``amount`` now; refund it if the body raises (dynamic costs).
 
         ``with client.charge(user_id, COSTS[kind], description=...) as charge: ...``
         """
@@ -390,7 +393,7 @@ class TokenClient(ClientBase):
         with what replays it, and answers ``None``."""
         arguments = refund_arguments(charge, description)
         try:
-            return self.refund(**arguments)
+            return run_to_the_end(self.refund(**arguments))
         except TokenServiceError as error:
             log_failed_follow_up("refund", arguments, error)
             return None
@@ -407,7 +410,7 @@ class TokenClient(ClientBase):
         operation_type: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Iterator[Reservation]:
-        """Hold ``maximum`` tokens; the body calls ``reservation.settle(actual)``.
+        """Hold ``maximum`` tokens; the body settles with ``reservation.settle(actual)``.
 
         On leaving, a reservation not settled is captured in full (the maximum is the
         price unless the body says less); if the body raises, it is voided instead.
@@ -441,7 +444,7 @@ class TokenClient(ClientBase):
         request_id: str | None = None,
         on_unsettled: UnsettledHandler | None = None,
     ) -> Iterator[TokenProcess]:
-        """Seed 001's flow around the body, which calls ``process.record(...)``.
+        """the Token Process dialect's flow around the body, which calls ``process.record(...)``.
 
         Raises :class:`InsufficientTokensError` before the body when the start is not
         access-able. An end that fails never raises: see :class:`UnsettledUsage`.
@@ -475,7 +478,7 @@ class TokenClient(ClientBase):
         if process.hold_id is None:
             return
         try:
-            process.ended = self.end_token_process(**process.release_arguments())
+            process.ended = run_to_the_end(self.end_token_process(**process.release_arguments()))
         except TokenServiceError as error:
             log_release_failure(process, error)
 
@@ -521,6 +524,6 @@ class Reservation:
         if self.settled is not None:
             return
         try:
-            self.settled = self._client.void(self.hold_id)
+            self.settled = run_to_the_end(self._client.void(self.hold_id))
         except TokenServiceError as error:
             log_failed_follow_up("void", {"hold_id": self.hold_id}, error)

@@ -15,8 +15,7 @@ and the plain ASGI middleware ``tokenbank.client.asgi``; import them explicitly.
 
 from types import FunctionType as _FunctionType
 
-from tokenbank.client._async_client import AsyncReservation, AsyncTokenClient
-from tokenbank.client._client import Reservation, TokenClient
+from tokenbank.client._async.client import AsyncReservation, AsyncTokenClient
 from tokenbank.client._config import DEFAULT_LIMITS, DEFAULT_TIMEOUT
 from tokenbank.client._decorator import with_token_process
 from tokenbank.client._errors import (
@@ -46,6 +45,7 @@ from tokenbank.client._models import (
 )
 from tokenbank.client._process import TokenProcess, UnsettledUsage
 from tokenbank.client._retry import DEFAULT_RETRY_POLICY, NO_RETRIES, RetryPolicy
+from tokenbank.client._sync.client import Reservation, TokenClient
 
 __all__ = [
     "DEFAULT_LIMITS",

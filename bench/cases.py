@@ -1,0 +1,104 @@
+"""What is measured: the cases, the targets they run on, and the ratios between them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HOT_USER = "bench-hot"  # bench/populate.py's names
+FEATURE_ID = "bench-feature"
+FEATURE_FIXED_TOKENS = 3
+HOLD_CAPTURE_TOKENS = 7  # bench/lua/hold_capture.lua
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case: how it is loaded and on which targets."""
+
+    name: str
+    number: int
+    title: str
+    kind: str  # "wrk", "embedded" or "pgbench"
+    targets: tuple[str, ...]
+    script: str = "static.lua"
+    path: str = "/"
+    mutating: bool = False
+    tokens_per_op: int = 0  # what one acknowledged operation adds to tokens_consumed
+    unit: str = "req/s"
+
+
+CASES: tuple[Case, ...] = (
+    Case("bare", 1, "bare ASGI app answering {}", "wrk", ("bare",)),
+    Case("ping", 2, "no-op GET /api/ping (auth, no DB)", "wrk", ("sqlite", "postgres"),
+         path="/api/ping"),
+    Case("balance", 3, "balance read", "wrk", ("sqlite", "postgres"), script="balance.lua"),
+    Case("deduct", 4, "deduct, 1 of N users uniformly", "wrk",
+         ("sqlite", "postgres", "sqlite-normal"), script="deduct.lua", mutating=True,
+         tokens_per_op=1),
+    Case("hot", 5, "deduct, one hot user", "wrk", ("sqlite", "postgres"), script="deduct.lua",
+         mutating=True, tokens_per_op=1),
+    Case("hold", 6, "hold then capture (pairs)", "wrk", ("sqlite", "postgres"),
+         script="hold_capture.lua", mutating=True, tokens_per_op=HOLD_CAPTURE_TOKENS,
+         unit="pairs/s"),
+    Case("process", 7, "token-process start then end (pairs)", "wrk", ("sqlite", "postgres"),
+         script="token_process.lua", mutating=True, tokens_per_op=FEATURE_FIXED_TOKENS,
+         unit="pairs/s"),
+    Case("embedded", 8, "embedded debit, 8 tasks, no HTTP", "embedded", ("sqlite", "postgres"),
+         mutating=True, tokens_per_op=1, unit="ops/s"),
+    Case("pgbench", 9, "pgbench tpcb-like (raw DB baseline)", "pgbench", ("postgres",),
+         unit="TPS"),
+)  # fmt: skip
+CASE_BY_NAME = {case.name: case for case in CASES}
+BACKENDS = ("sqlite", "postgres")
+# Which backend a target belongs to (sqlite-normal is the SQLite case at NORMAL).
+TARGET_BACKEND = {
+    "bare": None,
+    "sqlite": "sqlite",
+    "sqlite-normal": "sqlite",
+    "postgres": "postgres",
+}
+TARGET_LABEL = {
+    "bare": "-",
+    "sqlite": "sqlite FULL",
+    "sqlite-normal": "sqlite NORMAL",
+    "postgres": "postgres",
+}
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A ratio of two medians of the run, and the target it should meet."""
+
+    label: str
+    numerator: tuple[str, str]  # (run key, metric)
+    denominator: tuple[str, str]
+    target: float
+    at_least: bool  # True: value >= target; False: value <= target
+
+
+RATIOS: tuple[Ratio, ...] = (
+    Ratio("deduct(4) / no-op(2), postgres", ("deduct/postgres", "rate"),
+          ("ping/postgres", "rate"), 0.6, True),
+    Ratio("deduct(4) / bare floor(1), postgres", ("deduct/postgres", "rate"),
+          ("bare/bare", "rate"), 0.3, True),
+    Ratio("hot user(5) / uniform deduct(4), postgres", ("hot/postgres", "rate"),
+          ("deduct/postgres", "rate"), 0.9, True),
+    Ratio("embedded debits/s(8) / pgbench TPS(9)", ("embedded/postgres", "rate"),
+          ("pgbench/postgres", "rate"), 3.0, True),
+    Ratio("deduct p99 / no-op p99, postgres", ("deduct/postgres", "p99_ms"),
+          ("ping/postgres", "p99_ms"), 3.0, False),
+    Ratio("sqlite FULL / NORMAL deduct", ("deduct/sqlite", "rate"),
+          ("deduct/sqlite-normal", "rate"), 0.5, True),
+)  # fmt: skip
+# The same ratios on SQLite, printed for reference (no target of their own).
+SQLITE_RATIOS: tuple[Ratio, ...] = (
+    Ratio("deduct(4) / no-op(2), sqlite", ("deduct/sqlite", "rate"),
+          ("ping/sqlite", "rate"), 0.6, True),
+    Ratio("deduct(4) / bare floor(1), sqlite", ("deduct/sqlite", "rate"),
+          ("bare/bare", "rate"), 0.3, True),
+    Ratio("hot user(5) / uniform deduct(4), sqlite", ("hot/sqlite", "rate"),
+          ("deduct/sqlite", "rate"), 0.9, True),
+    Ratio("embedded debits/s(8), sqlite / pgbench TPS(9)", ("embedded/sqlite", "rate"),
+          ("pgbench/postgres", "rate"), 3.0, True),
+    Ratio("deduct p99 / no-op p99, sqlite", ("deduct/sqlite", "p99_ms"),
+          ("ping/sqlite", "p99_ms"), 3.0, False),
+)  # fmt: skip
