@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from bench.cases import CASES
 
 pytestmark = pytest.mark.slow

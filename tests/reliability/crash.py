@@ -41,6 +41,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,39 +268,63 @@ class Harness:
             kind = "deduct"
         if kind in ("capture", "void") and not self.holds:
             kind = "hold"
-        key = new_key(kind)
-        if kind == "open":
-            self.new_users += 1
-            user = f"crash-new-{uuid.uuid4().hex[:12]}"
-            return Op(kind, "POST", "/api/users", {"userId": user}, None)
-        if kind == "credit":
-            body = {"userId": user, "amount": rng.randint(1, 100), "referenceId": key}
-            return Op(kind, "POST", "/api/tokens/credit", body, key)
-        if kind == "deduct":
-            body = {"userId": user, "amount": rng.randint(1, 100), "referenceId": key,
-                    "description": "crash deduct"}  # fmt: skip
-            return Op(kind, "POST", "/api/tokens/deduct", body, key)
-        if kind == "refund":
-            owner, entry, amount = rng.choice(self.deducts)
-            body = {"userId": owner, "amount": rng.randint(1, amount), "ledgerEntryId": entry,
-                    "referenceId": key}  # fmt: skip
-            return Op(kind, "POST", "/api/tokens/refund", body, key)
-        if kind == "hold":
-            ttl = rng.choice(HOLD_TTLS)
-            body = {"userId": user, "amount": rng.randint(1, 200), "ttlSeconds": ttl,
-                    "referenceId": key}  # fmt: skip
-            return Op(kind, "POST", "/api/tokens/holds", body, key)
-        if kind in ("capture", "void"):
-            owner, hold_id, amount = self.holds.pop(rng.randrange(len(self.holds)))
-            if kind == "void":
-                return Op(kind, "POST", f"/api/tokens/holds/{hold_id}/void", {}, None)
-            body = {"amount": rng.randint(0, amount), "referenceId": key}
-            return Op(kind, "POST", f"/api/tokens/holds/{hold_id}/capture", body, key)
-        if kind == "start":
-            body = {"user_id": user, "feature_endpoint_id": FEATURE, "request_id": key}
-            return Op(kind, "POST", "/api/token-process/start", body, key)
-        body = {"user_id": user, "feature_endpoint_id": FEATURE, "input_token": rng.randint(
-            0, 500), "output_token": rng.randint(1, 500), "request_id": key}  # fmt: skip
+        builders: dict[str, Callable[[str, str], Op]] = {
+            "open": self._open_op,
+            "credit": self._credit_op,
+            "deduct": self._deduct_op,
+            "refund": self._refund_op,
+            "hold": self._hold_op,
+            "capture": self._capture_op,
+            "void": self._void_op,
+            "start": self._start_op,
+        }
+        return builders.get(kind, self._end_op)(user, new_key(kind))
+
+    # Each builder draws from the seeded generator in the order the load always has, so a
+    # seed replays the same run.
+
+    def _open_op(self, user: str, key: str) -> Op:
+        self.new_users += 1
+        user = f"crash-new-{uuid.uuid4().hex[:12]}"
+        return Op("open", "POST", "/api/users", {"userId": user}, None)
+
+    def _credit_op(self, user: str, key: str) -> Op:
+        body = {"userId": user, "amount": self.rng.randint(1, 100), "referenceId": key}
+        return Op("credit", "POST", "/api/tokens/credit", body, key)
+
+    def _deduct_op(self, user: str, key: str) -> Op:
+        body = {"userId": user, "amount": self.rng.randint(1, 100), "referenceId": key,
+                "description": "crash deduct"}  # fmt: skip
+        return Op("deduct", "POST", "/api/tokens/deduct", body, key)
+
+    def _refund_op(self, user: str, key: str) -> Op:
+        owner, entry, amount = self.rng.choice(self.deducts)
+        body = {"userId": owner, "amount": self.rng.randint(1, amount), "ledgerEntryId": entry,
+                "referenceId": key}  # fmt: skip
+        return Op("refund", "POST", "/api/tokens/refund", body, key)
+
+    def _hold_op(self, user: str, key: str) -> Op:
+        ttl = self.rng.choice(HOLD_TTLS)
+        body = {"userId": user, "amount": self.rng.randint(1, 200), "ttlSeconds": ttl,
+                "referenceId": key}  # fmt: skip
+        return Op("hold", "POST", "/api/tokens/holds", body, key)
+
+    def _void_op(self, user: str, key: str) -> Op:
+        _owner, hold_id, _amount = self.holds.pop(self.rng.randrange(len(self.holds)))
+        return Op("void", "POST", f"/api/tokens/holds/{hold_id}/void", {}, None)
+
+    def _capture_op(self, user: str, key: str) -> Op:
+        _owner, hold_id, amount = self.holds.pop(self.rng.randrange(len(self.holds)))
+        body = {"amount": self.rng.randint(0, amount), "referenceId": key}
+        return Op("capture", "POST", f"/api/tokens/holds/{hold_id}/capture", body, key)
+
+    def _start_op(self, user: str, key: str) -> Op:
+        body = {"user_id": user, "feature_endpoint_id": FEATURE, "request_id": key}
+        return Op("start", "POST", "/api/token-process/start", body, key)
+
+    def _end_op(self, user: str, key: str) -> Op:
+        body = {"user_id": user, "feature_endpoint_id": FEATURE, "input_token": self.rng.randint(
+            0, 500), "output_token": self.rng.randint(1, 500), "request_id": key}  # fmt: skip
         return Op("end", "POST", "/api/token-process/end", body, key)
 
     def remember(self, op: Op) -> None:
