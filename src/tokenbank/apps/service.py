@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenbank.apps import keys
 from tokenbank.apps import repository as repo
+from tokenbank.apps.errors import AppExists, AppNotFound
 from tokenbank.clock import Clock, system_clock
 from tokenbank.db.engine import read_transaction, write_transaction
 from tokenbank.db.models import API_SCOPES
 from tokenbank.db.rows import AnyRow
-from tokenbank.errors import InvalidInput, TokenBankError
+from tokenbank.errors import InvalidInput
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DEFAULT_SCOPES = ("read", "spend", "refund")
@@ -27,14 +28,6 @@ DURATION_PATTERN = re.compile(r"^(\d{1,9})([smhd]?)$")
 DURATION_UNITS_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 KEY_CACHE_TTL_SECONDS = 5.0
 KEY_CACHE_MAX_ENTRIES = 10_000
-
-
-class AppExists(TokenBankError):
-    status_code = 409
-
-
-class AppNotFound(TokenBankError):
-    status_code = 404
 
 
 @dataclass(frozen=True, slots=True)
