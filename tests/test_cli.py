@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from queue import SimpleQueue
+from typing import Any, cast
 
 import aiosqlite.core
 import pytest
@@ -486,7 +487,8 @@ def test_unopenable_sqlite_file_leaves_no_failing_thread(
             return item
 
     def slow_worker_thread(queue: Any) -> None:
-        original_worker(SlowQueue(queue))
+        # A stand-in for the worker's SimpleQueue: the worker only calls get().
+        original_worker(cast("SimpleQueue[Any]", SlowQueue(queue)))
 
     monkeypatch.setattr(aiosqlite.core, "_connection_worker_thread", slow_worker_thread)
     url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'x.db'}"

@@ -101,8 +101,9 @@ def test_no_sql_outside_the_ledger_names_its_tables() -> None:
     offenders = []
     for name, path in outside_the_ledger():
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            is_text = isinstance(node, ast.Constant) and isinstance(node.value, str)
-            if is_text and _looks_like_sql(node.value) and LEDGER_TABLE_NAMES.search(node.value):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                continue
+            if _looks_like_sql(node.value) and LEDGER_TABLE_NAMES.search(node.value):
                 offenders.append(f"{name}:{node.lineno}")
     assert offenders == []
 

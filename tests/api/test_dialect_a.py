@@ -134,7 +134,11 @@ async def wallet(api: Api, user: str, tokens: int = 0) -> None:
 async def test_every_endpoint_needs_a_key_with_its_scope(api: Api) -> None:
     await wallet(api, "u1", 1000)
     deducted = await api.tokens.debit("u1", amount=10)
-    holds = [(await api.tokens.hold("u1", 10)).hold_id for _ in range(2)]
+    holds: list[str] = []
+    for _ in range(2):
+        placed = await api.tokens.hold("u1", 10)
+        assert placed.hold_id is not None
+        holds.append(placed.hold_id)
     endpoints: list[tuple[str, str, Any, str, int]] = [
         ("GET", "/api/tokens/balance/u1", None, "read", 200),
         ("POST", "/api/tokens/deduct", {"userId": "u1", "amount": 1}, "spend", 200),
@@ -591,7 +595,8 @@ async def test_void_and_unknown_or_malformed_holds(api: Api) -> None:
     }
     books = await Books(("u1",), (hold_id,)).take(api)
     # Voiding again (empty body, {} or null) is a success that changes nothing.
-    for body in (None, {}):
+    empty_bodies: tuple[dict[str, Any] | None, ...] = (None, {})
+    for body in empty_bodies:
         assert ok(await post(api, f"/api/tokens/holds/{hold_id}/void", body)) == {
             **voided,
             "replayed": True,

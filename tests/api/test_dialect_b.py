@@ -366,7 +366,7 @@ async def test_end_prices_every_rule_by_model_and_profit(api: Api) -> None:
     await api.services.pricing.set_model_rate(
         "gpt-x", input_tokens_per_unit="0.5", output_tokens_per_unit="2"
     )
-    cases = [
+    cases: list[tuple[dict[str, Any], int, str | None]] = [
         # fixed 7, plan profit 10%: 7.7 -> 8
         ({"feature_endpoint_id": "fixed"}, 8, "7.7"),
         # 10 / 3 = 3.33..., * 1.1 = 3.66... -> 4

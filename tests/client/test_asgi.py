@@ -13,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Scope
 
 from tests.client.conftest import Script, async_client, failure, ok
 from tokenbank.client import AsyncTokenClient
@@ -35,7 +36,7 @@ async def free(request: Request) -> JSONResponse:
     return JSONResponse({"free": True})
 
 
-def user_header(scope: dict[str, Any]) -> str | None:
+def user_header(scope: Scope) -> str | None:
     return dict(scope["headers"]).get(b"x-user", b"").decode() or None
 
 
@@ -158,8 +159,8 @@ async def test_an_async_resolver_is_awaited() -> None:
 def test_a_bad_cost_table_is_refused(costs: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="costs"):
         RequireTokensMiddleware(
-            free,
+            Starlette(),  # never called: the cost table is refused first
             costs=costs,
             user_id=user_header,
-            client=AsyncTokenClient("http://x", "tb"),  # type: ignore[arg-type]
+            client=AsyncTokenClient("http://x", "tb"),
         )

@@ -35,8 +35,9 @@ from tokenbank.client import (
 )
 
 RECEIPT = {"balance": 95, "ledgerEntryId": 3, "transactionId": "tx-1", "replayed": False}
+HOLD_ID = "hold_" + "a" * 32
 HOLD = {
-    "holdId": "hold_" + "a" * 32,
+    "holdId": HOLD_ID,
     "userId": "alice",
     "status": "pending",
     "amount": 50,
@@ -210,7 +211,7 @@ def test_refund_credit_and_wallet() -> None:
 
 
 def test_holds() -> None:
-    hold_id = HOLD["holdId"]
+    hold_id = HOLD_ID
     captured = HOLD | {"status": "captured", "capturedAmount": 30, "balance": 70}
     script = Script([ok(HOLD), ok(captured), ok(HOLD | {"status": "voided"}), ok(HOLD)])
     with sync_client(script) as client:

@@ -66,4 +66,4 @@ def test_the_embedded_api_is_still_exported_lazily() -> None:
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="NoSuchThing"):
-        tokenbank.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+        tokenbank.NoSuchThing  # noqa: B018

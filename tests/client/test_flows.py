@@ -78,8 +78,8 @@ def test_a_refund_that_fails_is_logged_for_replay_and_the_work_error_is_raised(
     assert len(script.requests) == 4  # the deduct, then three refund attempts
     assert {script.body(i)["referenceId"] for i in (1, 2, 3)} == {"job-2:refund"}
     record = next(r for r in caplog.records if hasattr(r, "tokenbank_replay"))
-    assert record.tokenbank_replay["method"] == "refund"  # type: ignore[attr-defined]
-    assert record.tokenbank_replay["arguments"]["reference_id"] == "job-2:refund"  # type: ignore[attr-defined]
+    assert record.tokenbank_replay["method"] == "refund"
+    assert record.tokenbank_replay["arguments"]["reference_id"] == "job-2:refund"
     assert "client.refund(**" in caplog.text
 
 

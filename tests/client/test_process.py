@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,7 +220,7 @@ async def test_an_end_that_keeps_failing_is_logged_and_the_result_returned(
     }
     assert "UnavailableError: Database unavailable" in usage.error
     record = next(r for r in caplog.records if hasattr(r, "tokenbank_unsettled_usage"))
-    assert record.tokenbank_unsettled_usage == usage.replay_arguments()  # type: ignore[attr-defined]
+    assert record.tokenbank_unsettled_usage == usage.replay_arguments()
     assert "client.end_token_process(**" in caplog.text
 
 
@@ -270,9 +271,11 @@ def test_a_client_of_the_wrong_kind_is_refused_at_decoration() -> None:
 def test_a_user_id_that_is_not_a_string_is_refused() -> None:
     script = Script([process_ok(ACCESSIBLE)])
     with sync_client(script) as client:
-        work = with_token_process(feature_endpoint_id="f", user_id=lambda: None, client=client)(  # type: ignore[arg-type, return-value]
-            lambda: {}
-        )
+        work: Callable[[], dict[str, Any]] = with_token_process(
+            feature_endpoint_id="f",
+            user_id=lambda: None,  # type: ignore[arg-type, return-value]
+            client=client,
+        )(lambda: {})
         with pytest.raises(ValueError, match="user_id"):
             work()
     assert script.requests == []
@@ -283,6 +286,8 @@ def test_without_a_client_one_is_made_from_the_environment(
 ) -> None:
     monkeypatch.delenv("TOKEN_SERVICE_URL", raising=False)
     monkeypatch.delenv("TOKEN_SERVER_URL", raising=False)
-    work = with_token_process(feature_endpoint_id="f", user_id="alice")(lambda: {})
+    work: Callable[[], dict[str, Any]] = with_token_process(
+        feature_endpoint_id="f", user_id="alice"
+    )(lambda: {})
     with pytest.raises(ValueError, match="TOKEN_SERVICE_URL"):
         work()

@@ -78,7 +78,12 @@ async def test_the_fastapi_dependencies(environment: RealServer) -> None:
         return SimpleNamespace(text="hi", cost_tokens=120)
 
     blocks = readme_blocks()
-    namespace = {"make_image": make_image, "llm": llm, "prompt": "hello", "COSTS": {"big": 12}}
+    namespace: dict[str, Any] = {
+        "make_image": make_image,
+        "llm": llm,
+        "prompt": "hello",
+        "COSTS": {"big": 12},
+    }
     for block in blocks[1:4]:
         run(block, namespace)
     transport = httpx.ASGITransport(app=namespace["app"])

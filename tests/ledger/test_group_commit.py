@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,13 @@ import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tests.conftest import PG_TEMPLATE
 from tokenbank import ManualClock, TokenService
 from tokenbank.config import Settings
 from tokenbank.ledger.operations import Credit, Debit, Operation, PlaceHold, Refund
+from tokenbank.ledger.results import LedgerResult
 from tokenbank.ledger.writer import LedgerWriter
 from tokenbank.testing.postgres import PostgresServer, quote_ident
 
@@ -135,9 +138,11 @@ async def test_group_commit_coalesces_concurrent_debits(database_url: str) -> No
         batches: list[int] = []
         original = writer.apply
 
-        async def counting(ops: Any, **options: Any) -> Any:
-            batches.append(len(ops))
-            return await original(ops, **options)
+        async def counting(
+            operations: Sequence[Operation], *, connection: AsyncConnection | None = None
+        ) -> list[LedgerResult]:
+            batches.append(len(operations))
+            return await original(operations, connection=connection)
 
         writer.apply = counting  # type: ignore[method-assign]
         results = await asyncio.gather(

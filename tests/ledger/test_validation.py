@@ -333,7 +333,7 @@ SPECIFIC_CASES: list[tuple[str, Call, str]] = [
     ),
     (
         "debit-type-none",
-        lambda s, c: s.debit("alice", amount=1, operation_type=None),
+        lambda s, c: s.debit("alice", amount=1, operation_type=None),  # type: ignore[arg-type]
         "operation_type",
     ),
     (
@@ -408,7 +408,7 @@ SPECIFIC_CASES: list[tuple[str, Call, str]] = [
     ),
     (
         "entries-type-int",
-        lambda s, c: s.get_ledger().get_user_entries("alice", operation_type=5),
+        lambda s, c: s.get_ledger().get_user_entries("alice", operation_type=5),  # type: ignore[arg-type]
         "operation_type",
     ),
     ("set_cost-type-usage", lambda s, c: s.set_operation_cost("usage", 5), "operation_type"),
@@ -434,9 +434,9 @@ SPECIFIC_CASES: list[tuple[str, Call, str]] = [
         lambda s, c: s.hold("alice", 1, ttl_seconds=MAX_HOLD_TTL_SECONDS + 1),
         "ttl_seconds",
     ),
-    ("hold-ttl-float", lambda s, c: s.hold("alice", 1, ttl_seconds=1.5), "ttl_seconds"),
+    ("hold-ttl-float", lambda s, c: s.hold("alice", 1, ttl_seconds=1.5), "ttl_seconds"),  # type: ignore[arg-type]
     ("hold-ttl-bool", lambda s, c: s.hold("alice", 1, ttl_seconds=True), "ttl_seconds"),
-    ("hold-ttl-str", lambda s, c: s.hold("alice", 1, ttl_seconds="60"), "ttl_seconds"),
+    ("hold-ttl-str", lambda s, c: s.hold("alice", 1, ttl_seconds="60"), "ttl_seconds"),  # type: ignore[arg-type]
     # pages and periods of the history
     ("entries-limit-zero", lambda s, c: s.get_ledger().get_user_entries("alice", limit=0), "limit"),
     (
@@ -451,7 +451,7 @@ SPECIFIC_CASES: list[tuple[str, Call, str]] = [
     ),
     (
         "entries-limit-float",
-        lambda s, c: s.get_ledger().get_user_entries("alice", limit=1.5),
+        lambda s, c: s.get_ledger().get_user_entries("alice", limit=1.5),  # type: ignore[arg-type]
         "limit",
     ),
     (
@@ -466,12 +466,12 @@ SPECIFIC_CASES: list[tuple[str, Call, str]] = [
     ),
     (
         "entries-offset-float",
-        lambda s, c: s.get_ledger().get_user_entries("alice", offset=0.5),
+        lambda s, c: s.get_ledger().get_user_entries("alice", offset=0.5),  # type: ignore[arg-type]
         "offset",
     ),
     (
         "entries-offset-str",
-        lambda s, c: s.get_ledger().get_user_entries("alice", offset="0"),
+        lambda s, c: s.get_ledger().get_user_entries("alice", offset="0"),  # type: ignore[arg-type]
         "offset",
     ),
     (
@@ -509,7 +509,7 @@ SPECIFIC_CASES: list[tuple[str, Call, str]] = [
     ),
     ("refund-refund_of-empty", lambda s, c: s.refund("alice", 1, refund_of=""), "refund_of"),
     ("set_wallet_status-unknown", lambda s, c: s.set_wallet_status("alice", "frozen"), "status"),
-    ("set_wallet_status-none", lambda s, c: s.set_wallet_status("alice", None), "status"),
+    ("set_wallet_status-none", lambda s, c: s.set_wallet_status("alice", None), "status"),  # type: ignore[arg-type]
 ]
 
 
@@ -548,34 +548,57 @@ CORE_IDEMPOTENCY_KEYS = ("too_long", "empty")
 CORE_HOLD_IDS = ("empty", "short", "upper_hex", "none")
 
 
-def _bad_input_cases() -> list[Any]:
+def _case(call: Call, field: str, case_id: str) -> Any:
+    return pytest.param(call, field, id=case_id)
+
+
+def _amount_cases() -> list[Any]:
     cases: list[Any] = []
-
-    def add(call: Call, field: str, case_id: str) -> None:
-        cases.append(pytest.param(call, field, id=case_id))
-
     for method, (amount_call, field) in AMOUNT_CALLS.items():
         for name, value in BAD_AMOUNTS.items():
             if method == "capture" and name == "zero":
                 continue  # capturing nothing is valid: it releases the whole hold
-            add(_bind_amount(amount_call, value), field, f"{method}-{field}-{name}")
-    for method, user_call in USER_CALLS.items():
-        for name, value in _variants(method, BAD_USER_IDS, CORE_USER_IDS).items():
-            add(_bind_user(user_call, value), "user_id", f"{method}-user_id-{name}")
-    for method, kwarg_call in KWARG_CALLS.items():
+            cases.append(_case(_bind_amount(amount_call, value), field, f"{method}-{field}-{name}"))
+    return cases
+
+
+def _user_id_cases() -> list[Any]:
+    return [
+        _case(_bind_user(user_call, value), "user_id", f"{method}-user_id-{name}")
+        for method, user_call in USER_CALLS.items()
+        for name, value in _variants(method, BAD_USER_IDS, CORE_USER_IDS).items()
+    ]
+
+
+def _kwarg_cases() -> list[Any]:
+    return [
+        _case(_bind_kwargs(kwarg_call, {field: value}), field, f"{method}-{field}-{name}")
+        for method, kwarg_call in KWARG_CALLS.items()
         for field, values, core in (
             ("metadata", BAD_METADATA, CORE_METADATA),
             ("description", BAD_DESCRIPTIONS, CORE_DESCRIPTIONS),
             ("idempotency_key", BAD_IDEMPOTENCY_KEYS, CORE_IDEMPOTENCY_KEYS),
-        ):
-            for name, value in _variants(method, values, core).items():
-                add(_bind_kwargs(kwarg_call, {field: value}), field, f"{method}-{field}-{name}")
-    for method, hold_call in HOLD_ID_CALLS.items():
-        for name, value in _variants(method, BAD_HOLD_IDS, CORE_HOLD_IDS).items():
-            add(_bind_user(hold_call, value), "hold_id", f"{method}-hold_id-{name}")
-    for case_id, call, field in SPECIFIC_CASES:
-        add(call, field, case_id)
-    return cases
+        )
+        for name, value in _variants(method, values, core).items()
+    ]
+
+
+def _hold_id_cases() -> list[Any]:
+    return [
+        _case(_bind_user(hold_call, value), "hold_id", f"{method}-hold_id-{name}")
+        for method, hold_call in HOLD_ID_CALLS.items()
+        for name, value in _variants(method, BAD_HOLD_IDS, CORE_HOLD_IDS).items()
+    ]
+
+
+def _bad_input_cases() -> list[Any]:
+    return [
+        *_amount_cases(),
+        *_user_id_cases(),
+        *_kwarg_cases(),
+        *_hold_id_cases(),
+        *(_case(call, field, case_id) for case_id, call, field in SPECIFIC_CASES),
+    ]
 
 
 BAD_INPUT_CASES = _bad_input_cases()

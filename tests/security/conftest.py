@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy import MetaData, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -96,8 +97,8 @@ async def secured(database_url: str, clock: ManualClock) -> AsyncIterator[Secure
         public_url=PUBLIC_URL,
         welcome_bonus_tokens=0,
         hold_sweep_interval_seconds=0,
-        api_key=ENV_API_KEY,
-        jwt_secret=JWT_SECRET,
+        api_key=SecretStr(ENV_API_KEY),
+        jwt_secret=SecretStr(JWT_SECRET),
     )
     service = TokenService(database_url, settings=settings, clock=clock, auto_migrate=False)
     app = create_app(settings, token_service=service, clock=clock)

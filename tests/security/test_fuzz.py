@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from pydantic import SecretStr
 from schemathesis.config import SchemathesisConfig
 from schemathesis.python import asgi as schemathesis_asgi
 
@@ -82,7 +83,7 @@ def fuzz_app(
     url = _database_url(str(request.param), request, tmp_path_factory.mktemp("fuzz"))
     settings = Settings(
         database_url=url,
-        api_key=ADMIN_KEY,  # every scope
+        api_key=SecretStr(ADMIN_KEY),  # every scope
         hold_sweep_interval_seconds=0,
     )
     # The app builds its own services in its lifespan, on Schemathesis's event loop.

@@ -1,10 +1,10 @@
 """Errors of apps and their keys; each knows its HTTP status.
 
-    TokenBankError
-    ├── Conflict (409)
-    │   └── AppExists       an app of that slug is registered
-    └── NotFound (404)
-        └── AppNotFound     no app of that slug
+TokenBankError
+├── Conflict (409)
+│   └── AppExists       an app of that slug is registered
+└── NotFound (404)
+    └── AppNotFound     no app of that slug
 """
 
 from __future__ import annotations
