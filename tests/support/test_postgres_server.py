@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import asyncpg
@@ -116,3 +117,31 @@ def test_quote_ident() -> None:
     assert quote_ident('we"ird') == '"we""ird"'
     with pytest.raises(ValueError, match="invalid"):
         quote_ident("")
+
+
+def test_a_server_whose_starter_was_killed_is_stopped_and_removed() -> None:
+    # A pytest run killed with SIGKILL never runs its finalizers; the watchdog must
+    # stop the server and remove its directory all the same.
+    starter = textwrap.dedent(
+        """
+        import time
+        from tokenbank.testing.postgres import PostgresServer
+        server = PostgresServer()
+        server.start()
+        print(server.base_dir, server.sync_dsn("postgres"), flush=True)
+        time.sleep(120)
+        """
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdout is not None
+        base_dir, dsn = child.stdout.readline().split()
+        assert asyncio.run(_fetch_all(dsn, "SELECT 1")) == [(1,)]
+        child.kill()
+    deadline = time.monotonic() + 30
+    while Path(base_dir).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(base_dir).exists()
+    with pytest.raises(ConnectionRefusedError):
+        asyncio.run(_fetch_all(dsn, "SELECT 1"))
