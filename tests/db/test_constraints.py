@@ -275,8 +275,19 @@ def entry(
     )
 
 
+# The balance a raw wallet entry starts from. Below zero grants hold nothing, so a raw
+# transaction whose entry stays there moves no grant (decision 13): these tests write
+# no grant rows, and the grants' trigger has nothing to refuse in them. The grants'
+# own refusals are tests/db/test_grant_constraints.py.
+RAW_BALANCE_BEFORE = -1_000_000
+
+
 def wallet_leg(
-    *, transaction_id: str, wallet_id: int, amount_tokens: int, balance_before: int = 0
+    *,
+    transaction_id: str,
+    wallet_id: int,
+    amount_tokens: int,
+    balance_before: int = RAW_BALANCE_BEFORE,
 ) -> TextClause:
     """A wallet entry whose own balance chain is consistent."""
     return entry(
@@ -558,7 +569,7 @@ async def test_transaction_moving_two_wallets_is_refused(world: World, shared: A
     tid = new_id()
     statements = [
         wallet_leg(transaction_id=tid, wallet_id=world.alice, amount_tokens=10),
-        wallet_leg(transaction_id=tid, wallet_id=world.bob, amount_tokens=-10, balance_before=70),
+        wallet_leg(transaction_id=tid, wallet_id=world.bob, amount_tokens=-10),
         header(transaction_id=tid, wallet_id=world.alice, kind="credit"),
     ]
     await assert_refused(shared, statements, WRONG_DIRECTION)

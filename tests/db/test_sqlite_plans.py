@@ -19,6 +19,10 @@ from tokenbank.db.migrate import upgrade
 
 HISTORY_TRANSACTIONS = 2_000
 NOW = "2026-01-01 00:00:00.000000"
+# The raw credits start below zero, where grants hold nothing, so they move no grant
+# (decision 13) and need no grant rows; the busy wallet's spent grants are written
+# apart, as history of their own.
+RAW_BALANCE_BEFORE = -1_000_000
 
 
 def _migrated(path: Path) -> sqlite3.Connection:
@@ -46,6 +50,7 @@ def _open_wallet(db: sqlite3.Connection, user_id: str) -> int:
 def _credit(db: sqlite3.Connection, wallet_id: int, balance_before: int) -> None:
     """One sealed credit of 1 token: the wallet leg, the system leg, then the header."""
     transaction_id = str(uuid.uuid4())
+    balance_before += RAW_BALANCE_BEFORE
     db.execute(
         "INSERT INTO ledger_entries (transaction_id, wallet_id, system_account,"
         " amount_tokens, balance_before, balance_after, created_at)"
@@ -56,6 +61,15 @@ def _credit(db: sqlite3.Connection, wallet_id: int, balance_before: int) -> None
         "INSERT INTO ledger_transactions (id, wallet_id, kind, operation_type,"
         " idempotency_scope, created_at) VALUES (?, ?, 'credit', 'bonus', '', ?)",
         (transaction_id, wallet_id, NOW),
+    )
+
+
+def _spent_grants(db: sqlite3.Connection, wallet_id: int, count: int) -> None:
+    """Grants long consumed: history that a wallet's grant checks must not read."""
+    db.executemany(
+        "INSERT INTO grants (wallet_id, source, category, priority, amount_tokens,"
+        " remaining_tokens, created_at) VALUES (?, 'migration', 'paid', 50, 1, 0, ?)",
+        [(wallet_id, NOW)] * count,
     )
 
 
@@ -82,6 +96,7 @@ def test_a_long_history_does_not_slow_a_wallets_writes(tmp_path: Path) -> None:
         db.execute("BEGIN")
         for balance in range(HISTORY_TRANSACTIONS):
             _credit(db, busy, balance)
+        _spent_grants(db, busy, HISTORY_TRANSACTIONS)
         db.execute("COMMIT")
         fresh = _open_wallet(db, "fresh")
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
+    Integer,
     MetaData,
     String,
     UniqueConstraint,
@@ -36,9 +37,14 @@ NAMING_CONVENTION = {
 
 WALLET_STATUSES = ("active", "suspended", "closed")
 SUSPENSION_REASONS = ("overdraft", "admin")
-TRANSACTION_KINDS = ("credit", "debit", "refund")
+TRANSACTION_KINDS = ("credit", "debit", "refund", "expiry")
 HOLD_STATUSES = ("pending", "captured", "voided", "expired")
-SYSTEM_ACCOUNTS = ("tokens_sold", "tokens_granted", "tokens_consumed")
+SYSTEM_ACCOUNTS = ("tokens_sold", "tokens_granted", "tokens_consumed", "tokens_expired")
+GRANT_CATEGORIES = ("paid", "promotional")
+MIN_GRANT_PRIORITY = 0
+MAX_GRANT_PRIORITY = 100
+# How a grant's remainder changes after it is granted (docs/architecture.md, decision 13).
+GRANT_MOVEMENT_KINDS = ("consume", "capture", "return", "expire", "settle")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -64,6 +70,10 @@ class Wallet(Base):
     suspended_reason: Mapped[str | None] = mapped_column(String(16))
     plan: Mapped[str | None] = mapped_column(String(64))
     last_renewal_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The earliest moment one of the wallet's grants expires and has not been expired
+    # yet (never later than the truth): a spend checks it against its wallet row and
+    # takes the slow path, which expires what is due, only when it has passed.
+    next_grant_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -86,6 +96,7 @@ class Wallet(Base):
             "status <> 'active' OR balance_tokens >= held_tokens",
             name="active_not_overdrawn",
         ),
+        Index("ix_wallets_next_grant_event_at", "next_grant_event_at"),
     )
 
 
@@ -202,6 +213,99 @@ class Hold(Base):
         UniqueConstraint("idempotency_scope", "idempotency_key", name="uq_holds_idempotency"),
         Index("ix_holds_status_expires_at", "status", "expires_at"),
         Index("ix_holds_wallet_id_status", "wallet_id", "status"),
+    )
+
+
+class Grant(Base):
+    """A lot of tokens in a wallet (decision 13, docs/architecture.md): its category,
+    priority and expiry decide when debits consume it.
+
+    A credit creates it in the credit's transaction; every later change of its
+    remainder is a :class:`GrantMovement` of some transaction. Only the remainder may
+    change (a trigger), and it stays between 0 and the granted amount (a CHECK).
+    """
+
+    __tablename__ = "grants"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    wallet_id: Mapped[int] = mapped_column(BigId, ForeignKey("wallets.id"))
+    # NULL only for the grants that migration 0005 made of the balances it found.
+    transaction_id: Mapped[str | None] = mapped_column(String(36))
+    source: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    amount_tokens: Mapped[int] = mapped_column(BigInteger)
+    remaining_tokens: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # Deferred: a grant is written before the header of the credit that makes it.
+        ForeignKeyConstraint(
+            ["transaction_id"],
+            ["ledger_transactions.id"],
+            name="fk_grants_transaction_id_ledger_transactions",
+            deferrable=True,
+            initially="DEFERRED",
+        ),
+        CheckConstraint(_in("category", GRANT_CATEGORIES), name="category_known"),
+        CheckConstraint(
+            f"priority >= {MIN_GRANT_PRIORITY} AND priority <= {MAX_GRANT_PRIORITY}",
+            name="priority_in_range",
+        ),
+        CheckConstraint("amount_tokens > 0", name="amount_positive"),
+        CheckConstraint(
+            "remaining_tokens >= 0 AND remaining_tokens <= amount_tokens",
+            name="remaining_within_amount",
+        ),
+        CheckConstraint(
+            "transaction_id IS NOT NULL OR source = 'migration'", name="made_by_a_transaction"
+        ),
+        Index("ix_grants_wallet_id", "wallet_id", "remaining_tokens"),
+        Index("ix_grants_transaction_id", "transaction_id"),
+    )
+
+
+class GrantMovement(Base):
+    """One change of one grant's remainder, in one ledger transaction; append-only.
+
+    ``consume`` (a debit) and ``capture`` (a settled hold) take tokens, ``return`` (a
+    refund) gives back what one earlier consumption took, ``expire`` takes what an
+    expired grant still holds, ``settle`` pays an overdraft from a new grant.
+    """
+
+    __tablename__ = "grant_movements"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    transaction_id: Mapped[str] = mapped_column(String(36))
+    grant_id: Mapped[int] = mapped_column(BigId, ForeignKey("grants.id"))
+    wallet_id: Mapped[int] = mapped_column(BigId, ForeignKey("wallets.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount_tokens: Mapped[int] = mapped_column(BigInteger)
+    returns_movement_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("grant_movements.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["transaction_id"],
+            ["ledger_transactions.id"],
+            name="fk_grant_movements_transaction_id_ledger_transactions",
+            deferrable=True,
+            initially="DEFERRED",
+        ),
+        CheckConstraint(_in("kind", GRANT_MOVEMENT_KINDS), name="kind_known"),
+        CheckConstraint(
+            "(kind = 'return') = (amount_tokens > 0) AND amount_tokens <> 0",
+            name="sign_follows_kind",
+        ),
+        CheckConstraint(
+            "(kind = 'return') = (returns_movement_id IS NOT NULL)",
+            name="return_names_its_consumption",
+        ),
+        Index("ix_grant_movements_transaction_id", "transaction_id"),
+        Index("ix_grant_movements_grant_id", "grant_id"),
+        Index("ix_grant_movements_wallet_id", "wallet_id", "id"),
+        Index("ix_grant_movements_returns_movement_id", "returns_movement_id"),
     )
 
 

@@ -11,6 +11,7 @@ from typing import Final
 TOKENS_SOLD: Final = "tokens_sold"
 TOKENS_GRANTED: Final = "tokens_granted"
 TOKENS_CONSUMED: Final = "tokens_consumed"
+TOKENS_EXPIRED: Final = "tokens_expired"
 
 # Credits add tokens to a wallet; the source decides the system account.
 CREDIT_SOURCES: Final[dict[str, str]] = {
@@ -25,7 +26,9 @@ CREDIT_OPERATION_TYPES: Final = frozenset(CREDIT_SOURCES)
 # The operation type of a debit that is not priced from the cost table.
 USAGE: Final = "usage"
 REFUND: Final = "refund"
-RESERVED_OPERATION_TYPES: Final = frozenset({*CREDIT_OPERATION_TYPES, REFUND})
+# Expired grants leave the wallet as transactions of this kind and operation type.
+EXPIRY: Final = "expiry"
+RESERVED_OPERATION_TYPES: Final = frozenset({*CREDIT_OPERATION_TYPES, REFUND, EXPIRY})
 
 
 def credit_source_account(operation_type: str) -> str:

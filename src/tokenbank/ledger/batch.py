@@ -23,7 +23,7 @@ order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,12 +31,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.engine import is_sqlite
 from tokenbank.db.rows import AnyRow
+from tokenbank.ledger import grant_effects
+from tokenbank.ledger import grants as grant_rules
 from tokenbank.ledger.accounts import TOKENS_CONSUMED, credit_source_account
 from tokenbank.ledger.errors import ErrorCode
+from tokenbank.ledger.grants import LiveGrant
 from tokenbank.ledger.handlers import new_transaction_id, transaction_header
 from tokenbank.ledger.idempotency import key_row
 from tokenbank.ledger.operations import Credit, Debit
 from tokenbank.ledger.repository import batch_postgres
+from tokenbank.ledger.repository import grants as grant_repo
 from tokenbank.ledger.repository import writes as repo
 from tokenbank.ledger.results import LedgerResult, OperationResult, refused_operation
 
@@ -58,7 +62,11 @@ class _Wallet:
     reason: str | None
     start_balance: int
     start_spent: int
+    next_event: datetime | None
+    start_next_event: datetime | None
+    grants: list[LiveGrant] = field(default_factory=list)
     deferred: bool = False
+    credited: bool = False  # a credit of this batch made a grant not yet written
 
     @classmethod
     def of(cls, row: AnyRow) -> _Wallet:
@@ -72,11 +80,21 @@ class _Wallet:
             reason=row.suspended_reason,
             start_balance=row.balance_tokens,
             start_spent=row.spent_tokens,
+            next_event=row.next_grant_event_at,
+            start_next_event=row.next_grant_event_at,
         )
 
     @property
     def changed(self) -> bool:
-        return self.balance != self.start_balance or self.spent != self.start_spent
+        return (
+            self.balance != self.start_balance
+            or self.spent != self.start_spent
+            or self.next_event != self.start_next_event
+        )
+
+    def due(self, now: datetime) -> bool:
+        """A grant of this wallet has expired and not been expired yet."""
+        return self.next_event is not None and self.next_event <= now
 
     def change(self, now: datetime) -> dict[str, Any]:
         return {
@@ -85,6 +103,7 @@ class _Wallet:
             "spent_delta": self.spent - self.start_spent,
             "new_status": self.status,
             "new_reason": self.reason,
+            "next_event_at": self.next_event,
             "now": now,
         }
 
@@ -101,6 +120,9 @@ class _Batch:
     pending_entry: dict[int, str]  # position -> transaction id awaiting its entry id
     key_rows: list[dict[str, Any]]  # the idempotency keys of the operations applied
     seen_keys: dict[tuple[str, str], tuple[str, int]]  # key -> (request hash, position)
+    new_grants: list[dict[str, Any]] = field(default_factory=list)  # credits' grant rows
+    grant_deltas: dict[int, int] = field(default_factory=dict)  # grant id -> tokens
+    movements: list[dict[str, Any]] = field(default_factory=list)  # consumptions
 
 
 async def apply_fast(
@@ -109,6 +131,7 @@ async def apply_fast(
     """Settle what it can; the results by position, and the positions it left."""
     found = await repo.lock_wallets(conn, sorted({op.user_id for _, op in operations}))
     wallets = {user_id: _Wallet.of(row) for user_id, row in found.items()}
+    await _load_grants(conn, operations, wallets, now)
     keys = sorted({_key(op) for _, op in operations if op.idempotency_key is not None})
     committed = await repo.registered_keys(conn, keys) if keys else {}
     batch = _Batch(
@@ -125,6 +148,25 @@ async def apply_fast(
         _decide(batch, position, op, wallets, committed)
     await _write(conn, batch, wallets)
     return batch.results, batch.deferred
+
+
+async def _load_grants(
+    conn: AsyncConnection,
+    operations: list[tuple[int, FastOperation]],
+    wallets: dict[str, _Wallet],
+    now: datetime,
+) -> None:
+    """The live grants of every wallet a debit of the batch may consume from."""
+    spenders = {op.user_id for _, op in operations if isinstance(op, Debit)}
+    wanted = {
+        wallet.id: wallet
+        for user_id, wallet in wallets.items()
+        if user_id in spenders and wallet.held == 0 and not wallet.due(now)
+    }
+    if not wanted:
+        return
+    for row in await grant_repo.live_grants(conn, sorted(wanted)):
+        wanted[row.wallet_id].grants.append(grant_effects.live_grant(row))
 
 
 def _key(op: FastOperation) -> tuple[str, str]:
@@ -220,6 +262,10 @@ def _refuse_for_status(batch: _Batch, position: int, wallet: _Wallet, amount: in
 # other: tests/ledger/test_group_commit.py
 # (test_a_batch_equals_the_same_operations_one_at_a_time) fails when they differ.
 def _credit(batch: _Batch, position: int, op: Credit, wallet: _Wallet) -> None:
+    if wallet.balance < 0:
+        # Its grant pays the overdraft first (a settle movement): the per-operation path.
+        _defer(batch, position, wallet)
+        return
     if wallet.status == "closed":
         _refuse_for_status(batch, position, wallet, op.amount_tokens)
         return
@@ -227,7 +273,7 @@ def _credit(batch: _Batch, position: int, op: Credit, wallet: _Wallet) -> None:
     covered = wallet.balance >= wallet.held
     if wallet.status == "suspended" and wallet.reason == "overdraft" and covered:
         wallet.status, wallet.reason = "active", None
-    _record(
+    transaction_id = _record(
         batch,
         position,
         op,
@@ -236,13 +282,30 @@ def _credit(batch: _Batch, position: int, op: Credit, wallet: _Wallet) -> None:
         kind="credit",
         system_account=credit_source_account(op.operation_type),
     )
+    batch.new_grants.append(
+        grant_effects.grant_row(
+            op,
+            wallet_id=wallet.id,
+            transaction_id=transaction_id,
+            remaining=op.amount_tokens,
+            now=batch.now,
+        )
+    )
+    # A later debit of this batch could need the grant's id: it goes per operation.
+    wallet.credited = True
+    wallet.next_event = grant_rules.earliest(wallet.next_event, op.expires_at)
+
+
+def _defer(batch: _Batch, position: int, wallet: _Wallet) -> None:
+    wallet.deferred = True
+    batch.deferred.append(position)
 
 
 def _debit(batch: _Batch, position: int, op: Debit, wallet: _Wallet) -> None:
-    if wallet.held > 0:
-        # A held amount may hide expired holds, which the per-operation path releases.
-        wallet.deferred = True
-        batch.deferred.append(position)
+    # A held amount may hide expired holds, and a due grant must expire first: the
+    # per-operation path does both. A grant made earlier in this batch has no id yet.
+    if wallet.held > 0 or wallet.due(batch.now) or wallet.credited:
+        _defer(batch, position, wallet)
         return
     if op.allow_overdraft:
         if wallet.status == "closed":
@@ -258,11 +321,12 @@ def _debit(batch: _Batch, position: int, op: Debit, wallet: _Wallet) -> None:
             required_tokens=op.amount_tokens,
         )
         return
+    backed_before = grant_effects.backed(wallet.balance)
     wallet.balance -= op.amount_tokens
     wallet.spent += op.amount_tokens
     if wallet.status == "active" and wallet.balance < wallet.held:
         wallet.status, wallet.reason = "suspended", "overdraft"
-    _record(
+    transaction_id = _record(
         batch,
         position,
         op,
@@ -272,6 +336,27 @@ def _debit(batch: _Batch, position: int, op: Debit, wallet: _Wallet) -> None:
         system_account=TOKENS_CONSUMED,
         pricing=op.pricing,
     )
+    consumed = backed_before - grant_effects.backed(wallet.balance)
+    _consume(batch, wallet, consumed, transaction_id)
+
+
+def _consume(batch: _Batch, wallet: _Wallet, tokens: int, transaction_id: str) -> None:
+    """grant_effects.consume, in memory: the grants' deltas and movements to write."""
+    takes = grant_rules.plan_consumption(wallet.grants, tokens, batch.now, capture=False)
+    for grant, take in takes:
+        grant.remaining -= take
+        batch.grant_deltas[grant.id] = batch.grant_deltas.get(grant.id, 0) - take
+        batch.movements.append(
+            grant_effects.movement(
+                grant.id,
+                -take,
+                kind="consume",
+                wallet_id=wallet.id,
+                transaction_id=transaction_id,
+                now=batch.now,
+            )
+        )
+    wallet.next_event = grant_rules.next_event_at(wallet.grants)
 
 
 def _record(
@@ -284,7 +369,7 @@ def _record(
     kind: str,
     system_account: str,
     **extra: Any,
-) -> None:
+) -> str:
     transaction_id = new_transaction_id()
     common = {"transaction_id": transaction_id, "created_at": batch.now}
     batch.legs.append(
@@ -328,23 +413,29 @@ def _record(
         available_tokens=wallet.balance - wallet.held,
         user_id=wallet.user_id,
     )
+    return transaction_id
 
 
 async def _write(conn: AsyncConnection, batch: _Batch, wallets: dict[str, _Wallet]) -> None:
     changes = [wallet.change(batch.now) for wallet in wallets.values() if wallet.changed]
     if not changes:
         return
+    deltas = [{"grant_id": grant_id, "delta": d} for grant_id, d in batch.grant_deltas.items()]
     if not is_sqlite(conn):
         entry_ids = await batch_postgres.write_batch(
             conn,
             changes=changes,
             legs=batch.legs,
+            grants=batch.new_grants,
+            grant_deltas=deltas,
+            movements=batch.movements,
             headers=batch.headers,
             key_rows=batch.key_rows,
             now=batch.now,
         )
     else:
         await repo.apply_wallet_deltas(conn, changes)
+        await _write_grants(conn, batch, deltas)
         entry_ids = await repo.insert_batch(conn, batch.legs, _uniform(batch.headers))
         if batch.key_rows:
             await repo.record_keys(conn, batch.key_rows)
@@ -352,6 +443,16 @@ async def _write(conn: AsyncConnection, batch: _Batch, wallets: dict[str, _Walle
         result = batch.results[position]
         if isinstance(result, OperationResult) and transaction_id in entry_ids:
             batch.results[position] = _with_entry(result, entry_ids[transaction_id])
+
+
+async def _write_grants(conn: AsyncConnection, batch: _Batch, deltas: list[dict[str, int]]) -> None:
+    """Before the headers: their trigger checks the grants against the wallets."""
+    if batch.new_grants:
+        await grant_repo.insert_grants(conn, batch.new_grants)
+    if deltas:
+        await grant_repo.add_to_grants(conn, deltas)
+    if batch.movements:
+        await grant_repo.insert_movements(conn, batch.movements)
 
 
 def _with_entry(result: OperationResult, entry_id: int) -> OperationResult:

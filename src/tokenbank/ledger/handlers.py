@@ -7,6 +7,7 @@ whatever the handler wrote, so a refusal never leaves a trace.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,8 +15,17 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.rows import AnyRow
-from tokenbank.ledger.accounts import REFUND, TOKENS_CONSUMED, credit_source_account
+from tokenbank.ledger import grant_effects
+from tokenbank.ledger import grants as grant_rules
+from tokenbank.ledger.accounts import (
+    EXPIRY,
+    REFUND,
+    TOKENS_CONSUMED,
+    TOKENS_EXPIRED,
+    credit_source_account,
+)
 from tokenbank.ledger.errors import ErrorCode
+from tokenbank.ledger.grants import LiveGrant
 from tokenbank.ledger.operations import (
     CaptureHold,
     Credit,
@@ -26,6 +36,7 @@ from tokenbank.ledger.operations import (
     Refund,
     VoidHold,
 )
+from tokenbank.ledger.repository import grants as grant_repo
 from tokenbank.ledger.repository import writes as repo
 from tokenbank.ledger.results import (
     HoldResult,
@@ -71,6 +82,11 @@ def transaction_header(
     }
 
 
+# What a transaction does to the wallet's grants: run after its entries, before its
+# header (see grant_effects); it takes the transaction id.
+GrantEffect = Callable[[str], Awaitable[None]]
+
+
 async def _record(
     conn: AsyncConnection,
     op: LedgerOperation,
@@ -80,8 +96,9 @@ async def _record(
     system_account: str,
     header: dict[str, Any],
     now: datetime,
+    grant_effect: GrantEffect,
 ) -> OperationResult:
-    """Write the two entries, then the header that seals them."""
+    """Write the two entries and the grants' side, then the header that seals them."""
     transaction_id = header["id"]
     entry_id = await repo.insert_entries(
         conn,
@@ -92,6 +109,7 @@ async def _record(
         system_account=system_account,
         now=now,
     )
+    await grant_effect(transaction_id)
     await repo.insert_transaction(conn, header)
     return OperationResult(
         success=True,
@@ -157,21 +175,24 @@ async def credit(conn: AsyncConnection, op: Credit, now: datetime) -> OperationR
         system_account=credit_source_account(op.operation_type),
         header=header,
         now=now,
+        grant_effect=lambda transaction_id: grant_effects.grant_credit(
+            conn, op, wallet, transaction_id=transaction_id, now=now
+        ),
     )
 
 
 async def debit(
-    conn: AsyncConnection, op: Debit, now: datetime, *, released_expired: bool = False
+    conn: AsyncConnection, op: Debit, now: datetime, *, caught_up: bool = False
 ) -> OperationResult:
     if op.allow_overdraft:
         # An expired hold must not make recorded usage look like an overdraft.
-        await _release_expired_for(conn, op.user_id, now)
+        await _catch_up(conn, op.user_id, now)
         wallet = await repo.overdraw_wallet(conn, op.user_id, op.amount_tokens, now)
     else:
         wallet = await repo.debit_wallet(conn, op.user_id, op.amount_tokens, now)
     if wallet is None:
-        if not released_expired and await _release_expired_for(conn, op.user_id, now):
-            return await debit(conn, op, now, released_expired=True)
+        if not caught_up and await _catch_up(conn, op.user_id, now):
+            return await debit(conn, op, now, caught_up=True)
         return await _explain_refusal(conn, op.user_id, op.amount_tokens)
     header = transaction_header(
         op,
@@ -190,6 +211,14 @@ async def debit(
         system_account=TOKENS_CONSUMED,
         header=header,
         now=now,
+        grant_effect=lambda transaction_id: grant_effects.consume(
+            conn,
+            wallet,
+            balance_before=wallet.balance_tokens + op.amount_tokens,
+            transaction_id=transaction_id,
+            now=now,
+            capture=False,
+        ),
     )
 
 
@@ -230,16 +259,24 @@ async def refund(conn: AsyncConnection, op: Refund, now: datetime) -> OperationR
         system_account=TOKENS_CONSUMED,
         header=header,
         now=now,
+        grant_effect=lambda transaction_id: grant_effects.give_back(
+            conn,
+            wallet,
+            balance_before=wallet.balance_tokens - op.amount_tokens,
+            refund_of=op.refund_of,
+            transaction_id=transaction_id,
+            now=now,
+        ),
     )
 
 
 async def place_hold(
-    conn: AsyncConnection, op: PlaceHold, now: datetime, *, released_expired: bool = False
+    conn: AsyncConnection, op: PlaceHold, now: datetime, *, caught_up: bool = False
 ) -> HoldResult:
     wallet = await repo.reserve_tokens(conn, op.user_id, op.amount_tokens, now)
     if wallet is None:
-        if not released_expired and await _release_expired_for(conn, op.user_id, now):
-            return await place_hold(conn, op, now, released_expired=True)
+        if not caught_up and await _catch_up(conn, op.user_id, now):
+            return await place_hold(conn, op, now, caught_up=True)
         refusal = await _explain_refusal(conn, op.user_id, op.amount_tokens)
         return refused_hold(
             refusal.error_code or ErrorCode.INSUFFICIENT_TOKENS,
@@ -341,6 +378,14 @@ async def capture_hold(conn: AsyncConnection, op: CaptureHold, now: datetime) ->
         system_account=TOKENS_CONSUMED,
         header=header,
         now=now,
+        grant_effect=lambda transaction_id: grant_effects.consume(
+            conn,
+            wallet,
+            balance_before=wallet.balance_tokens + op.amount_tokens,
+            transaction_id=transaction_id,
+            now=now,
+            capture=True,
+        ),
     )
     return _with_wallet(
         captured,
@@ -401,14 +446,92 @@ async def release_expired_holds(
     return released
 
 
-async def _release_expired_for(conn: AsyncConnection, user_id: str, now: datetime) -> bool:
+async def _catch_up(conn: AsyncConnection, user_id: str, now: datetime) -> bool:
+    """Apply what time did to a wallet before it spends: release its expired holds,
+    then expire its expired grants. Whether anything changed (worth a retry)."""
     wallet = await repo.wallet_by_user(conn, user_id)
-    if wallet is None or wallet.held_tokens == 0:
+    if wallet is None:
         return False
-    released = await release_expired_holds(
-        conn, now, limit=EXPIRED_HOLDS_PER_WALLET_LIMIT, wallet_id=wallet.id
+    released = False
+    if wallet.held_tokens > 0:
+        released = bool(
+            await release_expired_holds(
+                conn, now, limit=EXPIRED_HOLDS_PER_WALLET_LIMIT, wallet_id=wallet.id
+            )
+        )
+    due = wallet.next_grant_event_at is not None and wallet.next_grant_event_at <= now
+    expired = due and await expire_grants(conn, user_id, now)
+    return released or expired
+
+
+async def expire_grants(conn: AsyncConnection, user_id: str, now: datetime) -> bool:
+    """Expire what a wallet's expired grants hold, except what its holds need, as one
+    ``expiry`` transaction; set when to look again. Whether anything changed."""
+    locked = await repo.lock_wallets(conn, [user_id])
+    wallet = locked.get(user_id)
+    if wallet is None:
+        return False
+    grants = await grant_effects.load(conn, wallet.id)
+    spare = wallet.balance_tokens - wallet.held_tokens
+    takes = grant_rules.plan_expiry(grants, now, spare_tokens=spare)
+    if not takes:
+        next_at = grant_rules.next_event_at(grants)
+        if next_at == wallet.next_grant_event_at:
+            return False
+        await grant_repo.set_next_grant_event(conn, wallet.id, next_at, now)
+        return True
+    await _write_expiry(conn, wallet, grants, takes, now)
+    return True
+
+
+async def _write_expiry(
+    conn: AsyncConnection,
+    wallet: AnyRow,
+    grants: list[LiveGrant],
+    takes: list[tuple[LiveGrant, int]],
+    now: datetime,
+) -> None:
+    transaction_id = new_transaction_id()
+    expired_tokens = sum(take for _, take in takes)
+    after = {grant.id: grant.remaining for grant in grants}
+    for grant, take in takes:
+        after[grant.id] -= take
+    left = [replace(grant, remaining=after[grant.id]) for grant in grants]
+    updated = await repo.expire_from_wallet(
+        conn,
+        wallet.id,
+        expired_tokens,
+        next_event_at=grant_rules.next_event_at(left),
+        now=now,
     )
-    return bool(released)
+    await repo.insert_entries(
+        conn,
+        transaction_id=transaction_id,
+        wallet_id=wallet.id,
+        amount_tokens=-expired_tokens,
+        balance_after=updated.balance_tokens,
+        system_account=TOKENS_EXPIRED,
+        now=now,
+    )
+    await grant_effects.expire(
+        conn, grants, takes, wallet_id=wallet.id, transaction_id=transaction_id, now=now
+    )
+    await repo.insert_transaction(conn, expiry_header(transaction_id, wallet.id, now))
+
+
+def expiry_header(transaction_id: str, wallet_id: int, now: datetime) -> dict[str, Any]:
+    return {
+        "id": transaction_id,
+        "wallet_id": wallet_id,
+        "kind": EXPIRY,
+        "operation_type": EXPIRY,
+        "description": "Expired tokens",
+        "metadata": None,
+        "idempotency_scope": "",
+        "idempotency_key": None,
+        "request_hash": None,
+        "created_at": now,
+    }
 
 
 async def _explain_refusal(

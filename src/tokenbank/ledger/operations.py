@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tokenbank.config import (
@@ -21,6 +22,13 @@ from tokenbank.config import (
 )
 from tokenbank.errors import InvalidInput
 from tokenbank.ledger.accounts import CREDIT_OPERATION_TYPES, RESERVED_OPERATION_TYPES, USAGE
+from tokenbank.ledger.grants import (
+    DEFAULT_GRANT_PRIORITY,
+    GRANT_CATEGORIES,
+    MAX_GRANT_PRIORITY,
+    MIN_GRANT_PRIORITY,
+    default_category,
+)
 from tokenbank.validation import (
     validate_amount,
     validate_metadata,
@@ -105,9 +113,18 @@ class OpenWallet(LedgerOperation):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Credit(LedgerOperation):
+    """Add tokens to a wallet as one grant (decision 13, docs/architecture.md).
+
+    ``category`` defaults by source (purchases are paid, the rest promotional),
+    ``priority`` to the default; ``expires_at`` None never expires.
+    """
+
     user_id: str
     amount_tokens: int
     operation_type: str = "purchase"
+    category: str | None = None
+    priority: int = DEFAULT_GRANT_PRIORITY
+    expires_at: datetime | None = None
 
     def __post_init__(self) -> None:
         validate_user_id(self.user_id)
@@ -116,10 +133,21 @@ class Credit(LedgerOperation):
         if self.operation_type not in CREDIT_OPERATION_TYPES:
             known = ", ".join(sorted(CREDIT_OPERATION_TYPES))
             raise InvalidInput("operation_type", f"a credit must be one of: {known}")
+        validate_grant_terms(self.category, self.priority, self.expires_at)
         validate_common(self)
 
+    @property
+    def grant_category(self) -> str:
+        return self.category or default_category(self.operation_type)
+
     def request_hash(self) -> str:
-        return fingerprint("credit", self.user_id, self.amount_tokens, self.operation_type)
+        parts: list[object] = ["credit", self.user_id, self.amount_tokens, self.operation_type]
+        # Only terms that differ from the defaults join the fingerprint, so that keys
+        # recorded before grants existed keep their hashes.
+        terms = (self.category, self.priority, self.expires_at)
+        if terms != (None, DEFAULT_GRANT_PRIORITY, None):
+            parts.extend([self.grant_category, self.priority, self.expires_at])
+        return fingerprint(*parts)
 
     @property
     def user_key(self) -> str:
@@ -212,6 +240,19 @@ class PlaceHold(LedgerOperation):
     @property
     def user_key(self) -> str:
         return self.user_id
+
+
+def validate_grant_terms(category: object, priority: object, expires_at: object) -> None:
+    if category is not None and category not in GRANT_CATEGORIES:
+        raise InvalidInput("category", f"must be one of: {', '.join(GRANT_CATEGORIES)}")
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise InvalidInput("priority", "must be a whole number")
+    if not MIN_GRANT_PRIORITY <= priority <= MAX_GRANT_PRIORITY:
+        raise InvalidInput("priority", f"must be from {MIN_GRANT_PRIORITY} to {MAX_GRANT_PRIORITY}")
+    if expires_at is not None and (
+        not isinstance(expires_at, datetime) or expires_at.tzinfo is None
+    ):
+        raise InvalidInput("expires_at", "must be a date-time with a timezone")
 
 
 def validate_hold_id(value: object) -> None:

@@ -4,7 +4,11 @@ Every check is a query that returns the rows that break a rule; a clean ledger
 returns none. The rules: each transaction's entries sum to zero (two or more of
 them, one per wallet), every entry has its header, each wallet's cached balance,
 held and spent amounts equal what its entries and holds say, and each wallet's
-entries chain: every balance_before is the previous entry's balance_after.
+entries chain: every balance_before is the previous entry's balance_after. And for
+grants (decision 13): each remainder is within its amount and equals its amount plus
+its movements, a wallet's grants add up to its balance (0 while overdrawn), each
+transaction moved its grants by what it moved the non-negative balance, and no
+return gives back more than its consumption took.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tokenbank.ledger.results import AuditReport
 
 MAX_REPORTED_ROWS = 20
+# Transactions written before grants existed (migration 0005) moved no grant: the
+# migration recorded the last entry id of that time.
+# (The query below names the setting: ledger.grants_since_entry_id.)
 
 CHECKS: dict[str, str] = {
     "unbalanced transactions": """
@@ -60,6 +67,34 @@ CHECKS: dict[str, str] = {
     "active wallet overdrawn": """
         SELECT user_id, balance_tokens, held_tokens FROM wallets
         WHERE status = 'active' AND balance_tokens < held_tokens""",
+    "grant remainder out of bounds": """
+        SELECT id, amount_tokens, remaining_tokens FROM grants
+        WHERE remaining_tokens < 0 OR remaining_tokens > amount_tokens""",
+    "grant remainder differs from its movements": """
+        SELECT g.id, g.remaining_tokens, g.amount_tokens + COALESCE(SUM(m.amount_tokens), 0)
+        FROM grants g LEFT JOIN grant_movements m ON m.grant_id = g.id
+        GROUP BY g.id, g.remaining_tokens, g.amount_tokens
+        HAVING g.remaining_tokens <> g.amount_tokens + COALESCE(SUM(m.amount_tokens), 0)""",
+    "wallet balance differs from its grants": """
+        SELECT w.user_id, w.balance_tokens, COALESCE(SUM(g.remaining_tokens), 0)
+        FROM wallets w LEFT JOIN grants g ON g.wallet_id = w.id
+        GROUP BY w.id, w.user_id, w.balance_tokens
+        HAVING COALESCE(SUM(g.remaining_tokens), 0)
+               <> CASE WHEN w.balance_tokens > 0 THEN w.balance_tokens ELSE 0 END""",
+    "transaction's grants differ from its wallet entry": """
+        SELECT t.id, e.balance_before, e.balance_after FROM ledger_transactions t
+        JOIN ledger_entries e ON e.transaction_id = t.id AND e.wallet_id IS NOT NULL
+        WHERE e.id > COALESCE((SELECT CAST(CAST(value AS TEXT) AS BIGINT) FROM settings
+                               WHERE key = 'ledger.grants_since_entry_id'), 0)
+          AND (CASE WHEN e.balance_after > 0 THEN e.balance_after ELSE 0 END)
+              - (CASE WHEN e.balance_before > 0 THEN e.balance_before ELSE 0 END)
+          <> COALESCE((SELECT SUM(amount_tokens) FROM grants g WHERE g.transaction_id = t.id), 0)
+           + COALESCE((SELECT SUM(amount_tokens) FROM grant_movements m
+                       WHERE m.transaction_id = t.id), 0)""",
+    "grant return beyond its consumption": """
+        SELECT c.id, -c.amount_tokens, SUM(r.amount_tokens) FROM grant_movements c
+        JOIN grant_movements r ON r.returns_movement_id = c.id
+        GROUP BY c.id, c.amount_tokens HAVING SUM(r.amount_tokens) > -c.amount_tokens""",
 }
 
 

@@ -6,10 +6,11 @@ round trip each. The generic path (parameter lists) costs a bind-and-execute
 per row in asyncpg's ``executemany`` and a freshly rendered multi-row INSERT per
 batch size; measured, those were 40% of the CPU a batch took.
 
-1. The wallets' relative updates and the entries, in one statement (a
+1. The wallets' relative updates, the credits' new grants, the debits' changes of
+   grant remainders and their movements, and the entries, in one statement (a
    data-modifying CTE: PostgreSQL runs it to completion whether or not the main
-   query reads it). The wallet CHECK constraints and the entry triggers judge
-   every row as they do on the generic path.
+   query reads it). The CHECK constraints and the triggers judge every row as they
+   do on the generic path.
 2. The idempotency keys and the headers, in one statement. The header trigger
    reads the entries, which statement 1 wrote, so it sees them all.
 
@@ -36,17 +37,43 @@ WALLETS_AND_ENTRIES: TextClause = text(
       SELECT * FROM unnest(
         CAST(:wallet_ids AS bigint[]), CAST(:balance_deltas AS bigint[]),
         CAST(:spent_deltas AS bigint[]), CAST(:statuses AS varchar[]),
-        CAST(:reasons AS varchar[])
-      ) AS c(wallet_id, balance_delta, spent_delta, status, reason)
+        CAST(:reasons AS varchar[]), CAST(:next_events AS timestamptz[])
+      ) AS c(wallet_id, balance_delta, spent_delta, status, reason, next_event)
     ), updated AS (
       UPDATE wallets SET
         balance_tokens = wallets.balance_tokens + c.balance_delta,
         spent_tokens = wallets.spent_tokens + c.spent_delta,
         status = c.status,
         suspended_reason = c.reason,
+        next_grant_event_at = c.next_event,
         updated_at = :now
       FROM changes AS c WHERE wallets.id = c.wallet_id
       RETURNING wallets.id
+    ), new_grants AS (
+      INSERT INTO grants (wallet_id, transaction_id, source, category, priority, expires_at,
+                          amount_tokens, remaining_tokens, created_at)
+      SELECT g.wallet_id, g.transaction_id, g.source, g.category, g.priority, g.expires_at,
+             g.amount_tokens, g.amount_tokens, :now
+      FROM unnest(
+        CAST(:grant_wallet_ids AS bigint[]), CAST(:grant_transaction_ids AS varchar[]),
+        CAST(:grant_sources AS varchar[]), CAST(:grant_categories AS varchar[]),
+        CAST(:grant_priorities AS integer[]), CAST(:grant_expiries AS timestamptz[]),
+        CAST(:grant_amounts AS bigint[])
+      ) AS g(wallet_id, transaction_id, source, category, priority, expires_at, amount_tokens)
+    ), grant_changes AS (
+      UPDATE grants SET remaining_tokens = grants.remaining_tokens + d.delta
+      FROM unnest(CAST(:changed_grant_ids AS bigint[]), CAST(:grant_deltas AS bigint[]))
+        AS d(id, delta)
+      WHERE grants.id = d.id
+    ), new_movements AS (
+      INSERT INTO grant_movements (transaction_id, grant_id, wallet_id, kind, amount_tokens,
+                                   created_at)
+      SELECT m.transaction_id, m.grant_id, m.wallet_id, m.kind, m.amount_tokens, :now
+      FROM unnest(
+        CAST(:movement_transaction_ids AS varchar[]), CAST(:movement_grant_ids AS bigint[]),
+        CAST(:movement_wallet_ids AS bigint[]), CAST(:movement_kinds AS varchar[]),
+        CAST(:movement_amounts AS bigint[])
+      ) AS m(transaction_id, grant_id, wallet_id, kind, amount_tokens)
     )
     INSERT INTO ledger_entries (transaction_id, wallet_id, system_account, amount_tokens,
                                 balance_before, balance_after, created_at)
@@ -121,6 +148,9 @@ async def write_batch(
     *,
     changes: list[dict[str, Any]],
     legs: list[dict[str, Any]],
+    grants: list[dict[str, Any]],
+    grant_deltas: list[dict[str, int]],
+    movements: list[dict[str, Any]],
     headers: list[dict[str, Any]],
     key_rows: list[dict[str, Any]],
     now: datetime,
@@ -139,6 +169,21 @@ async def write_batch(
             "spent_deltas": _column(changes, "spent_delta"),
             "statuses": _column(changes, "new_status"),
             "reasons": _column(changes, "new_reason"),
+            "next_events": _column(changes, "next_event_at"),
+            "grant_wallet_ids": _column(grants, "wallet_id"),
+            "grant_transaction_ids": _column(grants, "transaction_id"),
+            "grant_sources": _column(grants, "source"),
+            "grant_categories": _column(grants, "category"),
+            "grant_priorities": _column(grants, "priority"),
+            "grant_expiries": _column(grants, "expires_at"),
+            "grant_amounts": _column(grants, "amount_tokens"),
+            "changed_grant_ids": _column(grant_deltas, "grant_id"),
+            "grant_deltas": _column(grant_deltas, "delta"),
+            "movement_transaction_ids": _column(movements, "transaction_id"),
+            "movement_grant_ids": _column(movements, "grant_id"),
+            "movement_wallet_ids": _column(movements, "wallet_id"),
+            "movement_kinds": _column(movements, "kind"),
+            "movement_amounts": _column(movements, "amount_tokens"),
             "transaction_ids": _column(legs, "transaction_id"),
             "entry_wallet_ids": _column(legs, "wallet_id"),
             "system_accounts": _column(legs, "system_account"),

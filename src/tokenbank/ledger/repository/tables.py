@@ -7,6 +7,8 @@ from typing import cast
 from sqlalchemy import Table
 
 from tokenbank.db.models import (
+    Grant,
+    GrantMovement,
     Hold,
     IdempotencyKey,
     LedgerEntry,
@@ -21,3 +23,5 @@ entries = cast(Table, LedgerEntry.__table__)
 holds = cast(Table, Hold.__table__)
 costs = cast(Table, OperationCost.__table__)
 idempotency_keys = cast(Table, IdempotencyKey.__table__)
+grants = cast(Table, Grant.__table__)
+grant_movements = cast(Table, GrantMovement.__table__)

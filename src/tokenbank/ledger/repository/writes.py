@@ -20,6 +20,7 @@ from sqlalchemy import (
     func,
     insert,
     null,
+    or_,
     select,
     tuple_,
     update,
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.engine import is_sqlite
 from tokenbank.db.rows import AnyRow
+from tokenbank.db.types import UTCDateTime
 from tokenbank.ledger.repository.tables import (
     costs,
     entries,
@@ -38,7 +40,18 @@ from tokenbank.ledger.repository.tables import (
     wallets,
 )
 
-WALLET_STATE = (wallets.c.id, wallets.c.balance_tokens, wallets.c.held_tokens)
+WALLET_STATE = (
+    wallets.c.id,
+    wallets.c.balance_tokens,
+    wallets.c.held_tokens,
+    wallets.c.next_grant_event_at,
+)
+
+
+def _no_grant_due(now: datetime) -> ColumnElement[bool]:
+    """A spend takes the fast path only while none of the wallet's grants is due to
+    expire: otherwise the handler expires what is due first (decision 13)."""
+    return or_(wallets.c.next_grant_event_at.is_(None), wallets.c.next_grant_event_at > now)
 
 
 def _upsert_insert(conn: AsyncConnection, table: Table) -> Any:
@@ -145,6 +158,7 @@ async def debit_wallet(
             wallets.c.user_id == user_id,
             wallets.c.status == "active",
             wallets.c.balance_tokens - wallets.c.held_tokens >= amount_tokens,
+            _no_grant_due(now),
         )
         .values(
             balance_tokens=wallets.c.balance_tokens - amount_tokens,
@@ -163,7 +177,7 @@ async def overdraw_wallet(
     new_balance = wallets.c.balance_tokens - amount_tokens
     statement = (
         update(wallets)
-        .where(wallets.c.user_id == user_id, wallets.c.status != "closed")
+        .where(wallets.c.user_id == user_id, wallets.c.status != "closed", _no_grant_due(now))
         .values(
             balance_tokens=new_balance,
             spent_tokens=wallets.c.spent_tokens + amount_tokens,
@@ -184,6 +198,7 @@ async def reserve_tokens(
             wallets.c.user_id == user_id,
             wallets.c.status == "active",
             wallets.c.balance_tokens - wallets.c.held_tokens >= amount_tokens,
+            _no_grant_due(now),
         )
         .values(held_tokens=wallets.c.held_tokens + amount_tokens, updated_at=now)
         .returning(*WALLET_STATE)
@@ -211,6 +226,28 @@ async def settle_hold(
             spent_tokens=wallets.c.spent_tokens + captured_tokens,
             updated_at=now,
             **_overdrawn(new_balance, new_held),
+        )
+        .returning(*WALLET_STATE)
+    )
+    return (await conn.execute(statement)).one()
+
+
+async def expire_from_wallet(
+    conn: AsyncConnection,
+    wallet_id: int,
+    amount_tokens: int,
+    *,
+    next_event_at: datetime | None,
+    now: datetime,
+) -> AnyRow:
+    """Take expired tokens out of a wallet; never below what it holds (a CHECK)."""
+    statement = (
+        update(wallets)
+        .where(wallets.c.id == wallet_id)
+        .values(
+            balance_tokens=wallets.c.balance_tokens - amount_tokens,
+            next_grant_event_at=next_event_at,
+            updated_at=now,
         )
         .returning(*WALLET_STATE)
     )
@@ -450,6 +487,7 @@ _LOCKED_WALLET_COLUMNS = (
     wallets.c.spent_tokens,
     wallets.c.status,
     wallets.c.suspended_reason,
+    wallets.c.next_grant_event_at,
 )
 # Built once: constructing the statement per batch (the IN operator, coercions) was
 # a tenth of a batch's Python time. In id order, so two batches never deadlock.
@@ -514,6 +552,7 @@ async def apply_wallet_deltas(conn: AsyncConnection, changes: list[dict[str, Any
             spent_tokens=wallets.c.spent_tokens + bindparam("spent_delta"),
             status=bindparam("new_status"),
             suspended_reason=bindparam("new_reason"),
+            next_grant_event_at=bindparam("next_event_at", type_=UTCDateTime()),
             updated_at=bindparam("now"),
         )
     )
