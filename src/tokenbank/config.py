@@ -24,6 +24,8 @@ MAX_METADATA_BYTES = 8_192
 MAX_PAGE_SIZE = 500
 DEFAULT_PAGE_SIZE = 50
 MAX_HOLD_TTL_SECONDS = 7 * 24 * 3600
+# A grant may expire at most this far ahead (about 100 years): a date beyond is a typo.
+MAX_GRANT_DAYS = 36_525
 MAX_WRITE_RETRIES = 3
 MAX_REQUEST_BODY_BYTES = 64 * 1024
 HOLD_SWEEP_INTERVAL_SECONDS = 30.0
@@ -42,6 +44,9 @@ class Settings(BaseSettings):
     sqlite_synchronous: SqliteSynchronous = "FULL"
     sqlite_busy_timeout_ms: int = Field(default=30_000, ge=0, le=600_000)
     welcome_bonus_tokens: int = Field(default=10_000, ge=0, le=MAX_AMOUNT_TOKENS)
+    # The welcome bonus is a promotional grant; it expires this many days after the
+    # wallet opens (None: never).
+    welcome_bonus_expiry_days: int | None = Field(default=None, ge=1, le=MAX_GRANT_DAYS)
     hold_default_ttl_seconds: int = Field(default=900, ge=1, le=MAX_HOLD_TTL_SECONDS)
     # Per process, plus as many overflow connections. Sized for a few dozen
     # concurrent requests per worker: a pool smaller than the concurrency opens and

@@ -55,13 +55,15 @@ different request is refused with 409.
 
 
 async def _sweep_holds(services: Services, interval_seconds: float) -> None:
-    """Release expired holds now and then; every worker may run it: it is idempotent."""
+    """Release expired holds and expire expired grants now and then; every worker may
+    run it: both are idempotent (a spend also catches its own wallet up first)."""
     while True:
         await asyncio.sleep(interval_seconds)
         try:
             await services.tokens.release_expired_holds()
+            await services.tokens.expire_grants()
         except Exception:
-            logger.exception("hold sweep failed; retrying next interval")
+            logger.exception("sweep failed; retrying next interval")
 
 
 def create_server_app() -> FastAPI:

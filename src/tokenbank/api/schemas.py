@@ -6,10 +6,12 @@ refused with a 422 that names the field.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic_core import PydanticCustomError
 
 from tokenbank.config import (
     MAX_AMOUNT_TOKENS,
@@ -18,6 +20,7 @@ from tokenbank.config import (
     MAX_OPERATION_TYPE_LENGTH,
     MAX_USER_ID_LENGTH,
 )
+from tokenbank.ledger.grants import MAX_GRANT_PRIORITY, MIN_GRANT_PRIORITY
 
 
 def _no_nul(value: str) -> str:
@@ -62,3 +65,39 @@ class ApiModel(BaseModel):
 
 # A user id in a URL path (``/balance/{userId}``, ``/users/{userId}/plan``).
 UserIdPath = Annotated[str, Path(alias="userId", min_length=1, max_length=MAX_USER_ID_LENGTH)]
+
+
+DATE_EXAMPLE = "2026-01-31T00:00:00Z"
+
+
+def aware_datetime(value: object) -> object:
+    """Parse a query parameter as an ISO 8601 date-time that names its timezone."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise PydanticCustomError(
+            "datetime_format",
+            f"must be an ISO 8601 date-time with a timezone, such as {DATE_EXAMPLE}",
+        ) from None
+    if parsed.tzinfo is None:
+        raise PydanticCustomError(
+            "datetime_timezone",
+            "must include a timezone (Z, or an offset such as +02:00 sent as %2B02:00),"
+            f" such as {DATE_EXAMPLE}",
+        )
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError("datetime_range", "is out of range") from None
+
+
+# A grant's terms on a credit (decision 13, docs/architecture.md).
+GrantCategory = Literal["paid", "promotional"]
+GrantPriority = Annotated[StrictInt, Field(ge=MIN_GRANT_PRIORITY, le=MAX_GRANT_PRIORITY)]
+ExpiresAt = Annotated[
+    datetime | None,
+    BeforeValidator(aware_datetime),
+    Field(description=f"ISO 8601 with a timezone, e.g. {DATE_EXAMPLE}; null: never expires"),
+]

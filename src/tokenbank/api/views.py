@@ -45,7 +45,16 @@ def balance_json(info: BalanceInfo) -> dict[str, Any]:
         "spent": info.tokens_spent,
         "status": info.status,
         "plan": info.tier,
+        "paid": info.paid_tokens,
+        "promotional": info.promotional_tokens,
+        "nextExpiry": _next_expiry(info),
     }
+
+
+def _next_expiry(info: BalanceInfo) -> dict[str, Any] | None:
+    if info.next_expiry_at is None:
+        return None
+    return {"at": iso_utc(info.next_expiry_at), "amount": info.next_expiry_tokens}
 
 
 def operation_data(result: OperationResult) -> dict[str, Any]:

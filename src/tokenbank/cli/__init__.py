@@ -19,6 +19,7 @@ from tokenbank.cli import (
     costs,
     db,
     features,
+    grants,
     holds,
     models,
     plans,
@@ -45,6 +46,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(users.app, name="users")
 app.add_typer(costs.app, name="costs")
 app.add_typer(holds.app, name="holds")
+app.add_typer(grants.app, name="grants")
 app.add_typer(apps.app, name="apps")
 app.add_typer(features.app, name="features")
 app.add_typer(plans.app, name="plans")

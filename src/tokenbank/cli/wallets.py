@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Annotated
 
 import typer
 
+from tokenbank.apps.service import parse_duration_seconds
 from tokenbank.cli._common import DatabaseUrl, run, with_service
 from tokenbank.cli._errors import fail
 from tokenbank.config import DEFAULT_PAGE_SIZE
+from tokenbank.ledger.grants import DEFAULT_GRANT_PRIORITY
 from tokenbank.ledger.results import LedgerEntryView, OperationResult
+from tokenbank.ledger.service import TokenService
 
 
 def grant(
@@ -20,22 +24,37 @@ def grant(
     idempotency_key: Annotated[
         str | None, typer.Option("--idempotency-key", help="Makes a retried grant safe.")
     ] = None,
+    category: Annotated[
+        str | None, typer.Option("--category", help="paid or promotional (default).")
+    ] = None,
+    priority: Annotated[
+        int, typer.Option("--priority", help="0-100; a lower number is spent first.")
+    ] = DEFAULT_GRANT_PRIORITY,
+    expires_in: Annotated[
+        str | None,
+        typer.Option("--expires-in", help="Expire after this long (30d, 12h, ...); default never."),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Grant AMOUNT tokens to USER_ID as an admin_grant."""
-    result = run(
-        with_service(
-            database_url,
-            lambda service: service.credit(
-                user_id,
-                amount=amount,
-                operation_type="admin_grant",
-                description=reason,
-                idempotency_key=idempotency_key,
-            ),
+    """Grant AMOUNT tokens to USER_ID as an admin_grant (one grant of its own)."""
+
+    async def credit(service: TokenService) -> OperationResult:
+        expires_at = None
+        if expires_in is not None:
+            seconds = parse_duration_seconds(expires_in)
+            expires_at = service.clock() + timedelta(seconds=seconds)
+        return await service.credit(
+            user_id,
+            amount=amount,
+            operation_type="admin_grant",
+            description=reason,
+            idempotency_key=idempotency_key,
+            category=category,
+            priority=priority,
+            expires_at=expires_at,
         )
-    )
-    echo_result(result)
+
+    echo_result(run(with_service(database_url, credit)))
 
 
 def echo_result(result: OperationResult) -> None:

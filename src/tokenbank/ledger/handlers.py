@@ -140,6 +140,7 @@ async def open_wallet(conn: AsyncConnection, op: OpenWallet, now: datetime) -> W
             amount_tokens=op.welcome_bonus_tokens,
             operation_type="bonus",
             description="Welcome bonus",
+            expires_at=op.welcome_bonus_expires_at,
         )
         balance = (await credit(conn, bonus, now)).new_balance or 0
     return WalletResult(
@@ -181,18 +182,16 @@ async def credit(conn: AsyncConnection, op: Credit, now: datetime) -> OperationR
     )
 
 
-async def debit(
-    conn: AsyncConnection, op: Debit, now: datetime, *, caught_up: bool = False
-) -> OperationResult:
+async def debit(conn: AsyncConnection, op: Debit, now: datetime) -> OperationResult:
+    """A refusal may be time's doing (an expired hold, an expired grant): the writer
+    then catches the wallet up and tries once more."""
     if op.allow_overdraft:
         # An expired hold must not make recorded usage look like an overdraft.
-        await _catch_up(conn, op.user_id, now)
+        await catch_up(conn, op.user_id, now)
         wallet = await repo.overdraw_wallet(conn, op.user_id, op.amount_tokens, now)
     else:
         wallet = await repo.debit_wallet(conn, op.user_id, op.amount_tokens, now)
     if wallet is None:
-        if not caught_up and await _catch_up(conn, op.user_id, now):
-            return await debit(conn, op, now, caught_up=True)
         return await _explain_refusal(conn, op.user_id, op.amount_tokens)
     header = transaction_header(
         op,
@@ -270,13 +269,9 @@ async def refund(conn: AsyncConnection, op: Refund, now: datetime) -> OperationR
     )
 
 
-async def place_hold(
-    conn: AsyncConnection, op: PlaceHold, now: datetime, *, caught_up: bool = False
-) -> HoldResult:
+async def place_hold(conn: AsyncConnection, op: PlaceHold, now: datetime) -> HoldResult:
     wallet = await repo.reserve_tokens(conn, op.user_id, op.amount_tokens, now)
     if wallet is None:
-        if not caught_up and await _catch_up(conn, op.user_id, now):
-            return await place_hold(conn, op, now, caught_up=True)
         refusal = await _explain_refusal(conn, op.user_id, op.amount_tokens)
         return refused_hold(
             refusal.error_code or ErrorCode.INSUFFICIENT_TOKENS,
@@ -446,7 +441,7 @@ async def release_expired_holds(
     return released
 
 
-async def _catch_up(conn: AsyncConnection, user_id: str, now: datetime) -> bool:
+async def catch_up(conn: AsyncConnection, user_id: str, now: datetime) -> bool:
     """Apply what time did to a wallet before it spends: release its expired holds,
     then expire its expired grants. Whether anything changed (worth a retry)."""
     wallet = await repo.wallet_by_user(conn, user_id)

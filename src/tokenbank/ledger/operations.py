@@ -98,6 +98,7 @@ class LedgerOperation:
 class OpenWallet(LedgerOperation):
     user_id: str
     welcome_bonus_tokens: int = 0
+    welcome_bonus_expires_at: datetime | None = None
 
     def __post_init__(self) -> None:
         validate_user_id(self.user_id)

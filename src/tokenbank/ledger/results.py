@@ -97,6 +97,32 @@ class BalanceInfo:
     tier: str | None
     last_renewal_at: datetime | None
     created_at: datetime
+    # What the balance is made of (decision 13): its paid and promotional grants, and
+    # the next expiry of a grant that still holds tokens (None when none expires).
+    paid_tokens: int = 0
+    promotional_tokens: int = 0
+    next_expiry_at: datetime | None = None
+    next_expiry_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GrantView:
+    """One grant of a wallet: what was granted and what remains of it.
+
+    ``status``: ``active`` while it holds tokens, ``spent`` once consumed, ``expired``
+    once its expiry passed (what it still ``remaining`` then backs pending holds).
+    """
+
+    grant_id: int
+    user_id: str
+    source: str
+    category: str
+    priority: int
+    amount_tokens: int
+    remaining_tokens: int
+    expires_at: datetime | None
+    created_at: datetime
+    status: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

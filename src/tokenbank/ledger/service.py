@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -29,6 +29,7 @@ from tokenbank.errors import IdempotencyConflict, InvalidInput
 from tokenbank.ledger.accounts import RESERVED_OPERATION_TYPES, USAGE
 from tokenbank.ledger.costs import CostTable
 from tokenbank.ledger.errors import ErrorCode
+from tokenbank.ledger.grants import DEFAULT_GRANT_PRIORITY
 from tokenbank.ledger.group_commit import GroupCommitter
 from tokenbank.ledger.operations import (
     CaptureHold,
@@ -49,6 +50,7 @@ from tokenbank.ledger.results import (
     Affordability,
     AuditReport,
     BalanceInfo,
+    GrantView,
     HoldResult,
     HoldView,
     LedgerEntryView,
@@ -309,16 +311,42 @@ class TokenService:
 
     async def open_wallet(self, user_id: str) -> WalletResult:
         """Open a wallet (idempotent); a new wallet receives the welcome bonus once."""
-        op = OpenWallet(user_id=user_id, welcome_bonus_tokens=self.welcome_bonus_tokens)
+        days = self.settings.welcome_bonus_expiry_days
+        expires_at = self.clock() + timedelta(days=days) if days is not None else None
+        op = OpenWallet(
+            user_id=user_id,
+            welcome_bonus_tokens=self.welcome_bonus_tokens,
+            welcome_bonus_expires_at=expires_at,
+        )
         result = await self._apply(op)
         assert isinstance(result, WalletResult)
         return result
 
     async def get_balance(self, user_id: str) -> BalanceInfo | None:
+        """The balance, with what it is made of: paid and promotional tokens, and the
+        next expiry. Expired tokens leave at the next spend or sweep."""
         validate_user_id(user_id)
         async with read_transaction(await self.engine()) as conn:
-            wallet = await repo.wallet_by_user(conn, user_id)
-        return queries.balance_info(wallet) if wallet is not None else None
+            return await queries.balance(conn, user_id)
+
+    async def get_grants(
+        self, user_id: str, *, limit: int = DEFAULT_PAGE_SIZE, offset: int = 0
+    ) -> list[GrantView] | None:
+        """A wallet's grants, newest first (None for an unknown user)."""
+        validate_user_id(user_id)
+        _validate_page(limit, offset)
+        async with read_transaction(await self.engine()) as conn:
+            if await repo.wallet_by_user(conn, user_id) is None:
+                return None
+            return await queries.wallet_grants(
+                conn, user_id, self.clock(), limit=limit, offset=offset
+            )
+
+    async def expire_grants(self) -> int:
+        """Expire what expired grants hold, wallet by wallet (what holds need stays);
+        how many wallets were looked at. ``tokenbank serve`` runs it periodically."""
+        writer, _ = await self._parts()
+        return await writer.expire_grants()
 
     async def set_wallet_status(self, user_id: str, status: str) -> BalanceInfo | None:
         """Suspend, close or reactivate a wallet (an admin action)."""
@@ -329,16 +357,16 @@ class TokenService:
         try:
             async with write_transaction(await self.engine()) as conn:
                 updated = await repo.set_wallet_status(conn, user_id, status, reason, self.clock())
-                wallet = await repo.wallet_by_user(conn, user_id) if updated else None
+                info = await queries.balance(conn, user_id) if updated else None
         except IntegrityError:
             # The database refused an active wallet with less than it holds.
             raise InvalidInput(
                 "status", "an overdrawn wallet can only be active again once topped up"
             ) from None
-        if wallet is None:
+        if info is None:
             return None
         await self._call(self._cache_invalidation_callback, user_id)
-        return queries.balance_info(wallet)
+        return info
 
     # --- money in and out --------------------------------------------------------------
 
@@ -352,7 +380,13 @@ class TokenService:
         description: str | None = None,
         idempotency_key: str | None = None,
         idempotency_scope: str = "",
+        category: str | None = None,
+        priority: int = DEFAULT_GRANT_PRIORITY,
+        expires_at: datetime | None = None,
     ) -> OperationResult:
+        """Add tokens as one grant: ``category`` (``paid`` or ``promotional``; by
+        default purchases are paid), ``priority`` (0-100, lower is spent first) and
+        ``expires_at`` (None: never) decide when debits consume it."""
         op = Credit(
             user_id=user_id,
             amount_tokens=amount,
@@ -361,7 +395,12 @@ class TokenService:
             description=description,
             idempotency_key=idempotency_key,
             idempotency_scope=idempotency_scope,
+            category=category,
+            priority=priority,
+            expires_at=expires_at,
         )
+        if expires_at is not None and expires_at <= self.clock():
+            raise InvalidInput("expires_at", "must be in the future")
         return await self._operation(op)
 
     async def debit(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -39,6 +39,7 @@ from tokenbank.ledger.operations import (
     Refund,
     VoidHold,
 )
+from tokenbank.ledger.repository import grants as grant_repo
 from tokenbank.ledger.repository import writes as repo
 from tokenbank.ledger.results import (
     LedgerResult,
@@ -84,6 +85,19 @@ def _kernel_operations(operations: Sequence[Operation]) -> list[tuple[int, FastO
         elif op.user_key is not None:
             slow_users.add(op.user_key)
     return fast
+
+
+# Refusals that no expired hold or grant can explain.
+_NOT_TIME = frozenset({ErrorCode.WALLET_NOT_FOUND, ErrorCode.IDEMPOTENCY_CONFLICT})
+
+
+def _time_may_explain(op: Operation, result: LedgerResult) -> TypeGuard[Debit | PlaceHold]:
+    """A spend refused for want of tokens may succeed once the wallet is caught up."""
+    return (
+        isinstance(op, Debit | PlaceHold)
+        and not result.replayed
+        and result.error_code not in _NOT_TIME
+    )
 
 
 def _is_retryable(error: DBAPIError) -> bool:
@@ -178,7 +192,28 @@ class LedgerWriter:
         async with write_transaction(self._engine) as conn:
             return await handlers.release_expired_holds(conn, self._clock(), limit=limit)
 
+    async def expire_grants(self, *, limit: int = SWEEP_BATCH_LIMIT) -> int:
+        """Expire the due grants of up to ``limit`` wallets, one transaction each (a
+        wallet's failure leaves the others done); how many wallets were looked at."""
+        now = self._clock()
+        async with self._engine.connect() as conn:
+            due = await grant_repo.wallets_with_due_grants(conn, now, limit)
+        for user_id in due:
+            async with write_transaction(self._engine) as conn:
+                await handlers.expire_grants(conn, user_id, now)
+        return len(due)
+
     async def _apply_one(self, conn: AsyncConnection, op: Operation, now: datetime) -> LedgerResult:
+        result = await self._attempt(conn, op, now)
+        if result.success or not _time_may_explain(op, result):
+            return result
+        # Apply what time did to the wallet (expired holds released, expired grants
+        # expired) in a savepoint of its own: it stays whatever the retry answers.
+        async with conn.begin_nested():
+            caught_up = await handlers.catch_up(conn, op.user_id, now)
+        return await self._attempt(conn, op, now) if caught_up else result
+
+    async def _attempt(self, conn: AsyncConnection, op: Operation, now: datetime) -> LedgerResult:
         handler = HANDLERS[type(op)]
         for _ in range(MAX_WRITE_RETRIES):
             try:

@@ -17,20 +17,23 @@ Conventions of every route here:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BeforeValidator, Field, StrictInt
-from pydantic_core import PydanticCustomError
 
 from tokenbank.api.auth import CreditKey, ReadKey, RefundKey, SpendKey
 from tokenbank.api.errors import ApiError
 from tokenbank.api.idempotency import idempotency_key
 from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, WITH_INPUT, errors
 from tokenbank.api.schemas import (
+    DATE_EXAMPLE,
     ApiModel,
     Description,
+    ExpiresAt,
+    GrantCategory,
+    GrantPriority,
     Metadata,
     OperationType,
     ReferenceId,
@@ -38,6 +41,7 @@ from tokenbank.api.schemas import (
     TokensOrZero,
     UserId,
     UserIdPath,
+    aware_datetime,
 )
 from tokenbank.api.state import get_services
 from tokenbank.api.views import (
@@ -55,8 +59,9 @@ from tokenbank.config import (
     MAX_PAGE_SIZE,
 )
 from tokenbank.ledger.errors import ErrorCode
+from tokenbank.ledger.grants import DEFAULT_GRANT_PRIORITY
 from tokenbank.ledger.operations import HOLD_ID_PATTERN
-from tokenbank.ledger.results import HoldResult, HoldView, LedgerEntryView
+from tokenbank.ledger.results import GrantView, HoldResult, HoldView, LedgerEntryView
 from tokenbank.ledger.service import TokenService
 
 router = APIRouter(
@@ -90,12 +95,19 @@ HoldTtl = Annotated[StrictInt, Field(ge=1, le=MAX_HOLD_TTL_SECONDS)]
 
 
 class CreditRequest(Model):
+    """A credit makes one grant: ``category`` defaults by ``operationType`` (purchases
+    and recharges are paid, the rest promotional), ``priority`` to 50 (lower is spent
+    first), ``expiresAt`` to never."""
+
     userId: UserId  # noqa: N815
     amount: Tokens
     operationType: CreditOperationType = "admin_grant"  # noqa: N815
     description: Description = None
     referenceId: ReferenceId = None  # noqa: N815
     metadata: Metadata = None
+    category: GrantCategory | None = None
+    priority: GrantPriority = DEFAULT_GRANT_PRIORITY
+    expiresAt: ExpiresAt = None  # noqa: N815
 
 
 class HoldRequest(Model):
@@ -192,6 +204,9 @@ async def credit(request: Request, body: CreditRequest, principal: CreditKey) ->
         metadata=body.metadata,
         idempotency_key=idempotency_key(request, body.referenceId),
         idempotency_scope=principal.app_slug,
+        category=body.category,
+        priority=body.priority,
+        expires_at=body.expiresAt,
     )
     return {"data": operation_data(settled(request, result))}
 
@@ -349,30 +364,6 @@ async def get_hold(request: Request, hold_id: HoldIdPath, principal: ReadKey) ->
 # --- history and statistics ---------------------------------------------------------------
 
 MAX_LEDGER_OFFSET = 1_000_000_000
-DATE_EXAMPLE = "2026-01-31T00:00:00Z"
-
-
-def aware_datetime(value: object) -> object:
-    """Parse a query parameter as an ISO 8601 date-time that names its timezone."""
-    if not isinstance(value, str):
-        return value
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise PydanticCustomError(
-            "datetime_format",
-            f"must be an ISO 8601 date-time with a timezone, such as {DATE_EXAMPLE}",
-        ) from None
-    if parsed.tzinfo is None:
-        raise PydanticCustomError(
-            "datetime_timezone",
-            "must include a timezone (Z, or an offset such as +02:00 sent as %2B02:00),"
-            f" such as {DATE_EXAMPLE}",
-        )
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:
-        raise PydanticCustomError("datetime_range", "is out of range") from None
 
 
 StartDate = Annotated[
@@ -491,3 +482,42 @@ async def stats(
             "operationCount": statistics.operation_count,
         }
     }
+
+
+# --- grants ----------------------------------------------------------------------------------
+
+
+def grant_data(grant: GrantView) -> dict[str, Any]:
+    return {
+        "grantId": grant.grant_id,
+        "source": grant.source,
+        "category": grant.category,
+        "priority": grant.priority,
+        "amount": grant.amount_tokens,
+        "remaining": grant.remaining_tokens,
+        "expiresAt": iso_utc_or_none(grant.expires_at),
+        "createdAt": iso_utc(grant.created_at),
+        "status": grant.status,
+    }
+
+
+@router.get(
+    "/grants/{userId}",
+    summary="A user's grants (paid or promotional tokens, what remains, when they expire)",
+    responses=errors(WITH_INPUT, 404),
+)
+async def grants(
+    request: Request,
+    user_id: UserIdPath,
+    principal: ReadKey,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    offset: Annotated[int, Query(ge=0, le=MAX_LEDGER_OFFSET)] = 0,
+) -> dict[str, Any]:
+    """``{"data": [{grantId, source, category, priority, amount, remaining, expiresAt,
+    createdAt, status}]}``, newest first; ``status`` is ``active``, ``spent`` or
+    ``expired``. Debits consume grants by priority, then earliest expiry, then
+    promotional before paid, then oldest."""
+    found = await get_services(request).tokens.get_grants(user_id, limit=limit, offset=offset)
+    if found is None:
+        raise wallet_not_found()
+    return {"data": [grant_data(grant) for grant in found]}

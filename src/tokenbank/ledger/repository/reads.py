@@ -3,24 +3,33 @@ wallet reads that the plans domain and the token process make."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, case, func, select
+from sqlalchemy import Select, Table, and_, bindparam, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.models import Plan
 from tokenbank.db.rows import AnyRow
-from tokenbank.ledger.repository.tables import entries, holds, transactions, wallets
+from tokenbank.ledger.grants import PAID, PROMOTIONAL
+from tokenbank.ledger.repository.tables import entries, grants, holds, transactions, wallets
 from tokenbank.ledger.results import (
     BalanceInfo,
+    GrantView,
     HoldView,
     LedgerEntryView,
     UserStatistics,
 )
 
 
-def balance_info(wallet: AnyRow) -> BalanceInfo:
+def balance_info(wallet: AnyRow, grants: Sequence[AnyRow] = ()) -> BalanceInfo:
+    """A wallet's balance; with its live grants, what the balance is made of."""
+    by_category = {PAID: 0, PROMOTIONAL: 0}
+    for grant in grants:
+        by_category[grant.category] += int(grant.remaining_tokens)
+    dated = [g for g in grants if g.expires_at is not None]
+    next_at = min((g.expires_at for g in dated), default=None)
     return BalanceInfo(
         user_id=wallet.user_id,
         tokens_balance=wallet.balance_tokens,
@@ -31,6 +40,62 @@ def balance_info(wallet: AnyRow) -> BalanceInfo:
         tier=wallet.plan,
         last_renewal_at=wallet.last_renewal_at,
         created_at=wallet.created_at,
+        paid_tokens=by_category[PAID],
+        promotional_tokens=by_category[PROMOTIONAL],
+        next_expiry_at=next_at,
+        next_expiry_tokens=sum(int(g.remaining_tokens) for g in dated if g.expires_at == next_at),
+    )
+
+
+# One round trip: the wallet, with one row per live grant (or one row of NULLs).
+_WALLET_WITH_GRANTS = (
+    select(
+        wallets,
+        grants.c.category,
+        grants.c.expires_at,
+        grants.c.remaining_tokens,
+    )
+    .outerjoin(grants, and_(grants.c.wallet_id == wallets.c.id, grants.c.remaining_tokens > 0))
+    .where(wallets.c.user_id == bindparam("user_id"))
+)
+
+
+async def balance(conn: AsyncConnection, user_id: str) -> BalanceInfo | None:
+    rows = (await conn.execute(_WALLET_WITH_GRANTS, {"user_id": user_id})).all()
+    if not rows:
+        return None
+    return balance_info(rows[0], [row for row in rows if row.category is not None])
+
+
+async def wallet_grants(
+    conn: AsyncConnection, user_id: str, now: datetime, *, limit: int, offset: int
+) -> list[GrantView]:
+    """A wallet's grants, newest first."""
+    statement = (
+        select(grants, wallets.c.user_id)
+        .join(wallets, wallets.c.id == grants.c.wallet_id)
+        .where(wallets.c.user_id == user_id)
+        .order_by(grants.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [_grant_view(row, now) for row in await conn.execute(statement)]
+
+
+def _grant_view(row: AnyRow, now: datetime) -> GrantView:
+    expired = row.expires_at is not None and row.expires_at <= now
+    status = "expired" if expired else ("active" if row.remaining_tokens > 0 else "spent")
+    return GrantView(
+        grant_id=int(row.id),
+        user_id=row.user_id,
+        source=row.source,
+        category=row.category,
+        priority=int(row.priority),
+        amount_tokens=int(row.amount_tokens),
+        remaining_tokens=int(row.remaining_tokens),
+        expires_at=row.expires_at,
+        created_at=row.created_at,
+        status=status,
     )
 
 

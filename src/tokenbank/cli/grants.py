@@ -1,0 +1,41 @@
+"""``tokenbank grants``: a wallet's grants, and the expiry sweep."""
+
+from __future__ import annotations
+
+import typer
+
+from tokenbank.cli._common import DatabaseUrl, group, run, with_service
+from tokenbank.cli._errors import fail
+from tokenbank.config import DEFAULT_PAGE_SIZE
+from tokenbank.ledger.results import GrantView
+
+app = group("Grants: a wallet's tokens by category, priority and expiry.")
+
+
+@app.command("list")
+def grants_list(
+    user_id: str, limit: int = DEFAULT_PAGE_SIZE, database_url: DatabaseUrl = None
+) -> None:
+    """USER_ID's grants, newest first."""
+    found = run(
+        with_service(database_url, lambda service: service.get_grants(user_id, limit=limit))
+    )
+    if found is None:
+        fail(f"no wallet for user {user_id!r}")
+    for grant in found:
+        typer.echo(describe_grant(grant))
+
+
+def describe_grant(grant: GrantView) -> str:
+    expires = grant.expires_at.isoformat() if grant.expires_at is not None else "never"
+    return (
+        f"{grant.grant_id}  {grant.status:<7} {grant.category:<11} priority {grant.priority:<3}"
+        f" {grant.remaining_tokens}/{grant.amount_tokens}  expires {expires}  ({grant.source})"
+    )
+
+
+@app.command("sweep")
+def grants_sweep(database_url: DatabaseUrl = None) -> None:
+    """Expire what expired grants still hold (except what pending holds need)."""
+    wallets = run(with_service(database_url, lambda service: service.expire_grants()))
+    typer.echo(f"looked at {wallets} wallets with expired grants")
