@@ -218,6 +218,10 @@ async def test_balance(api: Api) -> None:
         "spent": 20,
         "status": "active",
         "plan": None,
+        # What the balance is made of (decision 13): the purchase's grant, 20 spent.
+        "paid": 80,
+        "promotional": 0,
+        "nextExpiry": None,
     }
     refused(await get(api, "/api/tokens/balance/nobody"), 404, WALLET_NOT_FOUND)
     too_long = await get(api, "/api/tokens/balance/" + "x" * 129)
@@ -918,6 +922,9 @@ async def test_users(api: Api) -> None:
         "spent": 50,
         "status": "active",
         "plan": None,
+        "paid": 0,
+        "promotional": 9_950,  # the welcome bonus, 50 spent
+        "nextExpiry": None,
         "lastRenewalAt": None,
         "createdAt": T0,
     }

@@ -361,8 +361,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def move_system(self, account: str, amount: int) -> None:
         self.system_moved[account] += amount
 
-    def refusal(self, user: str, amount: int, released: int = 0) -> dict[str, Any]:
-        """handlers._explain_refusal, after any (rolled back) release of expired holds."""
+    def refusal(self, user: str, amount: int) -> dict[str, Any]:
+        """handlers._explain_refusal, after the release of any expired holds."""
         wallet = self.wallets.get(user)
         if wallet is None:
             return {
@@ -376,7 +376,7 @@ class LedgerMachine(RuleBasedStateMachine):
         }.get(wallet.status, ErrorCode.INSUFFICIENT_TOKENS)
         return {
             "error_code": code,
-            "available_tokens": wallet.available + released,
+            "available_tokens": wallet.available,
             "required_tokens": amount,
         }
 
@@ -384,9 +384,9 @@ class LedgerMachine(RuleBasedStateMachine):
         """May a debit or hold take ``amount`` now, and which expired holds go first?
 
         repository.debit_wallet / reserve_tokens need an active wallet with enough
-        available; when that fails and the wallet holds anything, handlers.
-        _release_expired_for releases its expired holds and tries once more. A refusal
-        rolls the release back.
+        available; when that fails, the writer catches the wallet up (handlers.
+        catch_up releases its expired holds, in a savepoint of its own) and tries once
+        more. The release stays whether the retry succeeds or not.
         """
         wallet = self.wallets[user]
         if wallet.status == "active" and wallet.available >= amount:
@@ -430,24 +430,19 @@ class LedgerMachine(RuleBasedStateMachine):
             # cannot make recorded usage look like an overdraft), then
             # repository.overdraw_wallet takes from anything but a closed wallet.
             expired = self.expired_holds(request.user)
-            if wallet.status == "closed":
-                released = sum(h.amount for h in expired)
-                _check(
-                    result, success=False, **self.refusal(request.user, request.amount, released)
-                )
-                return
             self.release_in_model(expired)
+            if wallet.status == "closed":
+                # Refused; the writer's catch-up released the holds for good.
+                _check(result, success=False, **self.refusal(request.user, request.amount))
+                return
             wallet.take(request.amount)
             wallet.suspend_if_overdrawn()
         else:
             allowed, expired = self.spend_plan(request.user, request.amount)
-            if not allowed:
-                released = sum(h.amount for h in expired)
-                _check(
-                    result, success=False, **self.refusal(request.user, request.amount, released)
-                )
-                return
             self.release_in_model(expired)
+            if not allowed:
+                _check(result, success=False, **self.refusal(request.user, request.amount))
+                return
             wallet.take(request.amount)
         self.move_system(TOKENS_CONSUMED, request.amount)
         self.record_transaction(result, request.user, "debit", request.amount)
@@ -523,11 +518,10 @@ class LedgerMachine(RuleBasedStateMachine):
             _check(result, success=False, **self.refusal(user, amount))
             return
         allowed, expired = self.spend_plan(user, amount)
-        if not allowed:
-            released = sum(h.amount for h in expired)
-            _check(result, success=False, **self.refusal(user, amount, released))
-            return
         self.release_in_model(expired)
+        if not allowed:
+            _check(result, success=False, **self.refusal(user, amount))
+            return
         wallet = self.wallets[user]
         wallet.held += amount
         expires_at = self.now() + timedelta(seconds=request.resolved_ttl)
@@ -781,7 +775,7 @@ class LedgerMachine(RuleBasedStateMachine):
         """Time passes: ``advance`` the clock only (expired holds wait for a lazy
         release); run to a pending hold's expiry and ``sweep``; or run to it and
         ``spend`` what only releasing it can free (``short`` = -1: one token too many,
-        refused, and the release rolled back with it)."""
+        refused, the release kept all the same)."""
         pending = list(self.pending_holds())
         if how == "advance" or not pending:
             self.clock.advance(seconds)

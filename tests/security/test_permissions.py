@@ -238,6 +238,9 @@ ENDPOINTS = [
         200,
         fixed(f"/api/tokens/stats/{ALICE}{PERIOD}"),
     ),
+    Endpoint(
+        "GET", "/api/tokens/grants/{userId}", "read", 200, fixed(f"/api/tokens/grants/{ALICE}")
+    ),
     # dialect A: users, costs, estimate
     Endpoint("POST", "/api/users", "credit", 201, _open_wallet),
     Endpoint("GET", "/api/users/{userId}", "read", 200, fixed(f"/api/users/{ALICE}")),
