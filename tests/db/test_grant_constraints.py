@@ -61,13 +61,14 @@ MOVEMENT_SEALED = trigger_refusal(
     pg_sqlstate=INTEGRITY_CONSTRAINT_VIOLATION,
     pg_message="ledger transaction is sealed: nothing can be added",
 )
+# An unknown grant, and a consumption of an expired one, are refused alike.
 EXPIRED_GRANT = trigger_refusal(
-    "grant movement refused: wrong wallet, an expired grant, or a return beyond its consumption",
+    "grant movement refused: an unknown or expired grant, or a return beyond its consumption",
     pg_sqlstate=CHECK_VIOLATION,
-    pg_message="grant movement refused: wrong wallet or an expired grant",
+    pg_message="grant movement refused: an unknown or expired grant",
 )
 RETURN_BEYOND = trigger_refusal(
-    "grant movement refused: wrong wallet, an expired grant, or a return beyond its consumption",
+    "grant movement refused: an unknown or expired grant, or a return beyond its consumption",
     pg_sqlstate=CHECK_VIOLATION,
     pg_message="grant movement refused: a return beyond its consumption",
 )
@@ -129,18 +130,16 @@ def movement(
     *,
     transaction_id: str,
     grant_id: int,
-    wallet_id: int,
     kind: str,
     amount_tokens: int,
     returns: int | None = None,
     created_at: str = "created_at",
 ) -> TextClause:
     return sql(
-        "INSERT INTO grant_movements (transaction_id, grant_id, wallet_id, kind, amount_tokens,"
-        " returns_movement_id, created_at) VALUES (:t, :g, :w, :k, :a, :r, :created_at)",
+        "INSERT INTO grant_movements (transaction_id, grant_id, kind, amount_tokens,"
+        " returns_movement_id, created_at) VALUES (:t, :g, :k, :a, :r, :created_at)",
         t=transaction_id,
         g=grant_id,
-        w=wallet_id,
         k=kind,
         a=amount_tokens,
         r=returns,
@@ -209,7 +208,6 @@ def debit_of(wallet: Wallet, tokens: int, *, consumed: bool) -> list[TextClause]
             movement(
                 transaction_id=tid,
                 grant_id=wallet.grant_id,
-                wallet_id=wallet.id,
                 kind="consume",
                 amount_tokens=-tokens,
             ),
@@ -272,7 +270,6 @@ async def test_a_movement_cannot_join_a_sealed_transaction(
     late = movement(
         transaction_id=wallet.debit_id,
         grant_id=wallet.grant_id,
-        wallet_id=wallet.id,
         kind="consume",
         amount_tokens=-1,
     )
@@ -292,11 +289,10 @@ async def test_no_consumption_takes_from_an_expired_grant(
 
     def taking(kind: str, when: datetime) -> TextClause:
         return sql(
-            "INSERT INTO grant_movements (transaction_id, grant_id, wallet_id, kind,"
-            " amount_tokens, created_at) VALUES (:t, :g, :w, :k, -1, :when)",
+            "INSERT INTO grant_movements (transaction_id, grant_id, kind,"
+            " amount_tokens, created_at) VALUES (:t, :g, :k, -1, :when)",
             t=new_id(),
             g=grant_id,
-            w=wallet_id,
             k=kind,
         ).bindparams(bindparam("when", when, type_=UTCDateTime()))
 
@@ -307,6 +303,17 @@ async def test_no_consumption_takes_from_an_expired_grant(
     await accepted_then_undone(engine, [taking("capture", expires_at)])
 
 
+async def test_a_movement_of_an_unknown_grant_is_refused(
+    engine: AsyncEngine, wallet: Wallet
+) -> None:
+    unknown = movement(transaction_id=new_id(), grant_id=2**40, kind="consume", amount_tokens=-1)
+    await assert_refused(engine, [unknown], EXPIRED_GRANT)
+    known = movement(
+        transaction_id=new_id(), grant_id=wallet.grant_id, kind="consume", amount_tokens=-1
+    )
+    await accepted_then_undone(engine, [known])
+
+
 async def test_a_return_gives_back_no_more_than_its_consumption_took(
     engine: AsyncEngine, wallet: Wallet
 ) -> None:
@@ -314,7 +321,6 @@ async def test_a_return_gives_back_no_more_than_its_consumption_took(
         return movement(
             transaction_id=new_id(),
             grant_id=wallet.grant_id,
-            wallet_id=wallet.id,
             kind="return",
             amount_tokens=tokens,
             returns=wallet.movement_id,

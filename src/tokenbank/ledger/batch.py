@@ -129,9 +129,8 @@ async def apply_fast(
     conn: AsyncConnection, operations: list[tuple[int, FastOperation]], now: datetime
 ) -> tuple[dict[int, LedgerResult], list[int]]:
     """Settle what it can; the results by position, and the positions it left."""
-    found = await repo.lock_wallets(conn, sorted({op.user_id for _, op in operations}))
-    wallets = {user_id: _Wallet.of(row) for user_id, row in found.items()}
-    await _load_grants(conn, operations, wallets, now)
+    rows = await repo.lock_wallets_with_grants(conn, sorted({op.user_id for _, op in operations}))
+    wallets = _wallets_with_grants(rows)
     keys = sorted({_key(op) for _, op in operations if op.idempotency_key is not None})
     committed = await repo.registered_keys(conn, keys) if keys else {}
     batch = _Batch(
@@ -150,23 +149,24 @@ async def apply_fast(
     return batch.results, batch.deferred
 
 
-async def _load_grants(
-    conn: AsyncConnection,
-    operations: list[tuple[int, FastOperation]],
-    wallets: dict[str, _Wallet],
-    now: datetime,
-) -> None:
-    """The live grants of every wallet a debit of the batch may consume from."""
-    spenders = {op.user_id for _, op in operations if isinstance(op, Debit)}
-    wanted = {
-        wallet.id: wallet
-        for user_id, wallet in wallets.items()
-        if user_id in spenders and wallet.held == 0 and not wallet.due(now)
-    }
-    if not wanted:
-        return
-    for row in await grant_repo.live_grants(conn, sorted(wanted)):
-        wanted[row.wallet_id].grants.append(grant_effects.live_grant(row))
+def _wallets_with_grants(rows: list[AnyRow]) -> dict[str, _Wallet]:
+    """The locked wallets by user id, each with its live grants, from the lock's rows."""
+    wallets: dict[str, _Wallet] = {}
+    for row in rows:
+        wallet = wallets.get(row.user_id)
+        if wallet is None:
+            wallet = wallets[row.user_id] = _Wallet.of(row)
+        if row.grant_id is not None:
+            wallet.grants.append(
+                LiveGrant(
+                    id=int(row.grant_id),
+                    category=row.category,
+                    priority=int(row.priority),
+                    expires_at=row.expires_at,
+                    remaining=int(row.remaining_tokens),
+                )
+            )
+    return wallets
 
 
 def _key(op: FastOperation) -> tuple[str, str]:
@@ -351,7 +351,6 @@ def _consume(batch: _Batch, wallet: _Wallet, tokens: int, transaction_id: str) -
                 grant.id,
                 -take,
                 kind="consume",
-                wallet_id=wallet.id,
                 transaction_id=transaction_id,
                 now=batch.now,
             )

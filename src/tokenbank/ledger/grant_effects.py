@@ -66,7 +66,6 @@ def movement(
     tokens: int,
     *,
     kind: str,
-    wallet_id: int,
     transaction_id: str,
     now: datetime,
     returns: int | None = None,
@@ -74,7 +73,6 @@ def movement(
     return {
         "transaction_id": transaction_id,
         "grant_id": grant_id,
-        "wallet_id": wallet_id,
         "kind": kind,
         "amount_tokens": tokens,
         "returns_movement_id": returns,
@@ -109,7 +107,6 @@ async def grant_credit(
                     grant_id,
                     -settled,
                     kind="settle",
-                    wallet_id=wallet.id,
                     transaction_id=transaction_id,
                     now=now,
                 )
@@ -137,9 +134,7 @@ async def consume(
     grants = await load(conn, wallet.id)
     takes = rules.plan_consumption(grants, tokens, now, capture=capture)
     kind = "capture" if capture else "consume"
-    await _apply(
-        conn, takes, kind=kind, wallet_id=wallet.id, transaction_id=transaction_id, now=now
-    )
+    await _apply(conn, takes, kind=kind, transaction_id=transaction_id, now=now)
     for grant, take in takes:
         grant.remaining -= take
     next_at = rules.next_event_at(grants)
@@ -182,7 +177,6 @@ async def give_back(
             grant_of[movement_id],
             share,
             kind="return",
-            wallet_id=wallet.id,
             transaction_id=transaction_id,
             now=now,
             returns=movement_id,
@@ -226,14 +220,11 @@ async def expire(
     grants: list[LiveGrant],
     takes: list[tuple[LiveGrant, int]],
     *,
-    wallet_id: int,
     transaction_id: str,
     now: datetime,
 ) -> None:
     """The movements of an expiry transaction (its wallet update is the caller's)."""
-    await _apply(
-        conn, takes, kind="expire", wallet_id=wallet_id, transaction_id=transaction_id, now=now
-    )
+    await _apply(conn, takes, kind="expire", transaction_id=transaction_id, now=now)
     for grant, take in takes:
         grant.remaining -= take
 
@@ -243,7 +234,6 @@ async def _apply(
     takes: list[tuple[LiveGrant, int]],
     *,
     kind: str,
-    wallet_id: int,
     transaction_id: str,
     now: datetime,
 ) -> None:
@@ -257,7 +247,6 @@ async def _apply(
                 grant.id,
                 -take,
                 kind=kind,
-                wallet_id=wallet_id,
                 transaction_id=transaction_id,
                 now=now,
             )

@@ -508,9 +508,7 @@ async def _write_expiry(
         system_account=TOKENS_EXPIRED,
         now=now,
     )
-    await grant_effects.expire(
-        conn, grants, takes, wallet_id=wallet.id, transaction_id=transaction_id, now=now
-    )
+    await grant_effects.expire(conn, grants, takes, transaction_id=transaction_id, now=now)
     await repo.insert_transaction(conn, expiry_header(transaction_id, wallet.id, now))
 
 

@@ -66,14 +66,12 @@ WALLETS_AND_ENTRIES: TextClause = text(
         AS d(id, delta)
       WHERE grants.id = d.id
     ), new_movements AS (
-      INSERT INTO grant_movements (transaction_id, grant_id, wallet_id, kind, amount_tokens,
-                                   created_at)
-      SELECT m.transaction_id, m.grant_id, m.wallet_id, m.kind, m.amount_tokens, :now
+      INSERT INTO grant_movements (transaction_id, grant_id, kind, amount_tokens, created_at)
+      SELECT m.transaction_id, m.grant_id, m.kind, m.amount_tokens, :now
       FROM unnest(
         CAST(:movement_transaction_ids AS varchar[]), CAST(:movement_grant_ids AS bigint[]),
-        CAST(:movement_wallet_ids AS bigint[]), CAST(:movement_kinds AS varchar[]),
-        CAST(:movement_amounts AS bigint[])
-      ) AS m(transaction_id, grant_id, wallet_id, kind, amount_tokens)
+        CAST(:movement_kinds AS varchar[]), CAST(:movement_amounts AS bigint[])
+      ) AS m(transaction_id, grant_id, kind, amount_tokens)
     )
     INSERT INTO ledger_entries (transaction_id, wallet_id, system_account, amount_tokens,
                                 balance_before, balance_after, created_at)
@@ -181,7 +179,6 @@ async def write_batch(
             "grant_deltas": _column(grant_deltas, "delta"),
             "movement_transaction_ids": _column(movements, "transaction_id"),
             "movement_grant_ids": _column(movements, "grant_id"),
-            "movement_wallet_ids": _column(movements, "wallet_id"),
             "movement_kinds": _column(movements, "kind"),
             "movement_amounts": _column(movements, "amount_tokens"),
             "transaction_ids": _column(legs, "transaction_id"),

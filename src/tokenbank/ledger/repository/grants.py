@@ -15,7 +15,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.rows import AnyRow
-from tokenbank.ledger.repository.tables import grant_movements, grants, wallets
+from tokenbank.ledger.repository.tables import grant_movements, grants, transactions, wallets
 
 LIVE_GRANT_COLUMNS = (
     grants.c.id,
@@ -89,14 +89,16 @@ async def unreturned_consumptions(
         .scalar_subquery()
     )
     unreturned = -grant_movements.c.amount_tokens - returned
+    # Through the wallet's transactions (their wallet index), newest first.
     statement = (
         select(grant_movements.c.id, grant_movements.c.grant_id, unreturned.label("unreturned"))
+        .join(transactions, transactions.c.id == grant_movements.c.transaction_id)
         .where(
-            grant_movements.c.wallet_id == wallet_id,
+            transactions.c.wallet_id == wallet_id,
             grant_movements.c.kind.in_(CONSUMPTION_KINDS),
             unreturned > 0,
         )
-        .order_by(grant_movements.c.id.desc())
+        .order_by(transactions.c.created_at.desc(), grant_movements.c.id.desc())
         .limit(limit)
     )
     if transaction_id is not None:

@@ -34,6 +34,7 @@ from tokenbank.db.types import UTCDateTime
 from tokenbank.ledger.repository.tables import (
     costs,
     entries,
+    grants,
     holds,
     idempotency_keys,
     transactions,
@@ -505,6 +506,41 @@ _LOCK_WALLETS_POSTGRES = (
     .order_by(wallets.c.id)
     .with_for_update()
 )
+
+
+# The batch kernel's lock also reads the wallets' live grants: one round trip. A row per
+# live grant (the wallet's columns repeated), or one with no grant. FOR UPDATE OF the
+# wallets only: the grants are read, and an outer join's nullable side cannot be locked.
+_GRANT_COLUMNS = (
+    grants.c.id.label("grant_id"),
+    grants.c.category,
+    grants.c.priority,
+    grants.c.expires_at,
+    grants.c.remaining_tokens,
+)
+_WITH_LIVE_GRANTS = wallets.outerjoin(
+    grants, and_(grants.c.wallet_id == wallets.c.id, grants.c.remaining_tokens > 0)
+)
+_LOCK_WITH_GRANTS = (
+    select(*_LOCKED_WALLET_COLUMNS, *_GRANT_COLUMNS)
+    .select_from(_WITH_LIVE_GRANTS)
+    .where(wallets.c.user_id.in_(bindparam("user_ids", expanding=True)))
+    .order_by(wallets.c.id, grants.c.id)
+    .with_for_update(of=wallets)
+)
+_LOCK_WITH_GRANTS_POSTGRES = (
+    select(*_LOCKED_WALLET_COLUMNS, *_GRANT_COLUMNS)
+    .select_from(_WITH_LIVE_GRANTS)
+    .where(wallets.c.user_id == func.any(bindparam("user_ids", type_=postgresql.ARRAY(String))))
+    .order_by(wallets.c.id, grants.c.id)
+    .with_for_update(of=wallets)
+)
+
+
+async def lock_wallets_with_grants(conn: AsyncConnection, user_ids: list[str]) -> list[AnyRow]:
+    """Read and lock the wallets of a batch, with their live grants (rows as above)."""
+    statement = _LOCK_WITH_GRANTS if is_sqlite(conn) else _LOCK_WITH_GRANTS_POSTGRES
+    return list((await conn.execute(statement, {"user_ids": user_ids})).all())
 
 
 async def lock_wallets(conn: AsyncConnection, user_ids: list[str]) -> dict[str, AnyRow]:

@@ -123,7 +123,6 @@ def _create_movements() -> None:
         sa.Column("id", big_id, nullable=False),
         sa.Column("transaction_id", sa.String(length=36), nullable=False),
         sa.Column("grant_id", big_id, nullable=False),
-        sa.Column("wallet_id", big_id, nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("amount_tokens", sa.BigInteger(), nullable=False),
         sa.Column("returns_movement_id", big_id, nullable=True),
@@ -141,12 +140,6 @@ def _create_movements() -> None:
             name=op.f("ck_grant_movements_return_names_its_consumption"),
         ),
         sa.ForeignKeyConstraint(
-            ["grant_id"], ["grants.id"], name=op.f("fk_grant_movements_grant_id_grants")
-        ),
-        sa.ForeignKeyConstraint(
-            ["wallet_id"], ["wallets.id"], name=op.f("fk_grant_movements_wallet_id_wallets")
-        ),
-        sa.ForeignKeyConstraint(
             ["returns_movement_id"],
             ["grant_movements.id"],
             name=op.f("fk_grant_movements_returns_movement_id_grant_movements"),
@@ -162,8 +155,6 @@ def _create_movements() -> None:
     )
     for name, columns in (
         ("ix_grant_movements_transaction_id", ["transaction_id"]),
-        ("ix_grant_movements_grant_id", ["grant_id"]),
-        ("ix_grant_movements_wallet_id", ["wallet_id", "id"]),
         ("ix_grant_movements_returns_movement_id", ["returns_movement_id"]),
     ):
         op.create_index(name, "grant_movements", columns)
@@ -211,6 +202,12 @@ SQLITE_KIND_DIRECTION = """CREATE TRIGGER ledger_transactions_one_wallet
     BEGIN SELECT RAISE(ABORT, 'ledger transaction must move one wallet in its kind''s direction');
     END"""
 
+# Every column of a grant but its remainder.
+_FIXED_COLUMNS = (
+    "id, wallet_id, transaction_id, source, category, priority, expires_at, amount_tokens,"
+    " created_at"
+)
+
 SQLITE_TRIGGERS = [
     *(
         f"""CREATE TRIGGER grant_movements_no_{action} BEFORE {action.upper()} ON grant_movements
@@ -219,7 +216,9 @@ SQLITE_TRIGGERS = [
     ),
     """CREATE TRIGGER grants_no_delete BEFORE DELETE ON grants
     BEGIN SELECT RAISE(ABORT, 'grants are never deleted'); END""",
-    """CREATE TRIGGER grants_only_remainder_changes BEFORE UPDATE ON grants
+    # Only an UPDATE that sets another column fires it: a consumption (remainder only)
+    # costs nothing.
+    f"""CREATE TRIGGER grants_only_remainder_changes BEFORE UPDATE OF {_FIXED_COLUMNS} ON grants
     WHEN NEW.id <> OLD.id OR NEW.wallet_id <> OLD.wallet_id
       OR NEW.transaction_id IS NOT OLD.transaction_id OR NEW.source <> OLD.source
       OR NEW.category <> OLD.category OR NEW.priority <> OLD.priority
@@ -235,7 +234,7 @@ SQLITE_TRIGGERS = [
     BEGIN SELECT RAISE(ABORT, 'ledger transaction is sealed: no grant movement can be added');
     END""",
     """CREATE TRIGGER grant_movements_valid BEFORE INSERT ON grant_movements
-    WHEN NOT EXISTS (SELECT 1 FROM grants WHERE id = NEW.grant_id AND wallet_id = NEW.wallet_id)
+    WHEN NOT EXISTS (SELECT 1 FROM grants WHERE id = NEW.grant_id)
       OR (NEW.kind = 'consume' AND EXISTS (SELECT 1 FROM grants
           WHERE id = NEW.grant_id AND expires_at <= NEW.created_at))
       OR (NEW.kind = 'return' AND (
@@ -246,7 +245,7 @@ SQLITE_TRIGGERS = [
               WHERE returns_movement_id = NEW.returns_movement_id) + NEW.amount_tokens
              > (SELECT -amount_tokens FROM grant_movements WHERE id = NEW.returns_movement_id)))
     BEGIN SELECT RAISE(ABORT,
-      'grant movement refused: wrong wallet, an expired grant, or a return beyond its consumption');
+      'grant movement refused: an unknown or expired grant, or a return beyond its consumption');
     END""",
     f"""CREATE TRIGGER ledger_transactions_valid_grants BEFORE INSERT ON ledger_transactions
     WHEN {_GRANTS_OF.format(id="NEW.id")} + {_MOVED_BY.format(id="NEW.id")}
@@ -259,12 +258,12 @@ SQLITE_TRIGGERS = [
 ]
 
 SQLITE_TRIGGER_NAMES = (
+    "grant_movements_sealed",
     "grant_movements_no_update",
     "grant_movements_no_delete",
     "grants_no_delete",
     "grants_only_remainder_changes",
     "grants_sealed",
-    "grant_movements_sealed",
     "grant_movements_valid",
     "ledger_transactions_valid_grants",
 )
@@ -296,12 +295,18 @@ POSTGRES_FUNCTIONS = [
     END $$""",
     """CREATE FUNCTION tokenbank_grant_movement_valid() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE
-      consumed bigint; returned bigint;
+      consumed bigint; returned bigint; grant_expiry timestamptz;
     BEGIN
-      IF NOT EXISTS (SELECT 1 FROM grants WHERE id = NEW.grant_id AND wallet_id = NEW.wallet_id)
-         OR (NEW.kind = 'consume' AND EXISTS (SELECT 1 FROM grants
-             WHERE id = NEW.grant_id AND expires_at <= NEW.created_at)) THEN
-        RAISE EXCEPTION 'grant movement refused: wrong wallet or an expired grant'
+      -- A movement joins an open transaction only. Unlike an entry's, this check takes
+      -- no lock: a movement slipped in beside a header still has to make the wallet's
+      -- grants add up to its balance at the next seal, and the audit reads them all.
+      IF EXISTS (SELECT 1 FROM ledger_transactions WHERE id = NEW.transaction_id) THEN
+        RAISE EXCEPTION 'ledger transaction is sealed: nothing can be added'
+          USING ERRCODE = 'integrity_constraint_violation';
+      END IF;
+      SELECT expires_at INTO grant_expiry FROM grants WHERE id = NEW.grant_id;
+      IF NOT FOUND OR (NEW.kind = 'consume' AND grant_expiry <= NEW.created_at) THEN
+        RAISE EXCEPTION 'grant movement refused: an unknown or expired grant'
           USING ERRCODE = 'check_violation';
       END IF;
       IF NEW.kind = 'return' THEN
@@ -319,23 +324,104 @@ POSTGRES_FUNCTIONS = [
       END IF;
       RETURN NEW;
     END $$""",
-    f"""CREATE FUNCTION tokenbank_transaction_grants() RETURNS trigger LANGUAGE plpgsql AS $$
+]
+
+# The header trigger of migration 0001, replaced whole: 'expiry' moves a wallet down
+# like 'debit', and the grants are checked in the same call (one trigger per header:
+# a second one was a measurable part of every debit). The downgrade restores 0001's.
+TRANSACTION_VALID = """CREATE OR REPLACE FUNCTION tokenbank_transaction_valid() RETURNS trigger
+    LANGUAGE plpgsql AS $$
     DECLARE
-      moved bigint; expected bigint; remaining bigint; balance bigint;
+      entry_count bigint; total bigint; wallet_entries bigint; wallet_amount bigint;
+      refunded bigint; debited bigint; before_tokens bigint; after_tokens bigint;
+      moved bigint; remaining bigint; balance bigint;
     BEGIN
-      moved := {_GRANTS_OF.format(id="NEW.id")} + {_MOVED_BY.format(id="NEW.id")};
-      SELECT GREATEST(balance_after, 0) - GREATEST(balance_before, 0) INTO expected
-        FROM ledger_entries WHERE transaction_id = NEW.id AND wallet_id IS NOT NULL;
+      PERFORM pg_advisory_xact_lock(hashtextextended(NEW.id, 0));
+      SELECT COUNT(*), COALESCE(SUM(amount_tokens), 0), COUNT(wallet_id),
+             SUM(amount_tokens) FILTER (WHERE wallet_id = NEW.wallet_id),
+             MAX(balance_before) FILTER (WHERE wallet_id = NEW.wallet_id),
+             MAX(balance_after) FILTER (WHERE wallet_id = NEW.wallet_id)
+        INTO entry_count, total, wallet_entries, wallet_amount, before_tokens, after_tokens
+        FROM ledger_entries WHERE transaction_id = NEW.id;
+      IF entry_count < 2 OR total <> 0 THEN
+        RAISE EXCEPTION 'unbalanced ledger transaction' USING ERRCODE = 'check_violation';
+      END IF;
+      IF wallet_entries <> 1 OR wallet_amount IS NULL
+         OR (NEW.kind IN ('debit', 'expiry') AND wallet_amount >= 0)
+         OR (NEW.kind NOT IN ('debit', 'expiry') AND wallet_amount <= 0) THEN
+        RAISE EXCEPTION 'ledger transaction must move one wallet in its kind''s direction'
+          USING ERRCODE = 'check_violation';
+      END IF;
+      IF NEW.refund_of_id IS NOT NULL THEN
+        -- Concurrent refunds of one debit queue here, and each sees the others.
+        PERFORM pg_advisory_xact_lock(hashtextextended(NEW.refund_of_id, 1));
+        SELECT -SUM(e.amount_tokens) INTO debited FROM ledger_entries e
+          JOIN ledger_transactions t ON t.id = e.transaction_id
+          WHERE t.id = NEW.refund_of_id AND t.kind = 'debit' AND t.wallet_id = NEW.wallet_id
+            AND e.wallet_id IS NOT NULL;
+        SELECT COALESCE(SUM(e.amount_tokens), 0) INTO refunded FROM ledger_entries e
+          JOIN ledger_transactions t ON t.id = e.transaction_id
+          WHERE t.refund_of_id = NEW.refund_of_id AND e.wallet_id IS NOT NULL;
+        IF debited IS NULL OR refunded + wallet_amount > debited THEN
+          RAISE EXCEPTION 'refund exceeds the debit it refunds' USING ERRCODE = 'check_violation';
+        END IF;
+      END IF;
+      -- Grants (decision 13): what the transaction moved them by is what it moved the
+      -- wallet's non-negative balance by, and the wallet's grants add up to its balance.
+      SELECT COALESCE(SUM(amount_tokens), 0) INTO moved FROM grant_movements
+        WHERE transaction_id = NEW.id;
+      IF NEW.kind IN ('credit', 'refund') THEN  -- the only kinds that make grants
+        moved := moved + (SELECT COALESCE(SUM(amount_tokens), 0) FROM grants
+                          WHERE transaction_id = NEW.id);
+      END IF;
       SELECT COALESCE(SUM(remaining_tokens), 0) INTO remaining FROM grants
         WHERE wallet_id = NEW.wallet_id AND remaining_tokens > 0;
       SELECT GREATEST(balance_tokens, 0) INTO balance FROM wallets WHERE id = NEW.wallet_id;
-      IF moved IS DISTINCT FROM expected OR remaining IS DISTINCT FROM balance THEN
+      IF moved <> GREATEST(after_tokens, 0) - GREATEST(before_tokens, 0)
+         OR remaining IS DISTINCT FROM balance THEN
         RAISE EXCEPTION 'grants do not match the wallet''s balance'
           USING ERRCODE = 'check_violation';
       END IF;
       RETURN NEW;
-    END $$""",
-]
+    END $$"""
+
+# Migration 0001's function, word for word, for the downgrade.
+TRANSACTION_VALID_0001 = """CREATE OR REPLACE FUNCTION tokenbank_transaction_valid() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    DECLARE
+      entry_count bigint; total bigint; wallet_entries bigint; wallet_amount bigint;
+      refunded bigint; debited bigint;
+    BEGIN
+      PERFORM pg_advisory_xact_lock(hashtextextended(NEW.id, 0));
+      SELECT COUNT(*), COALESCE(SUM(amount_tokens), 0), COUNT(wallet_id),
+             SUM(amount_tokens) FILTER (WHERE wallet_id = NEW.wallet_id)
+        INTO entry_count, total, wallet_entries, wallet_amount
+        FROM ledger_entries WHERE transaction_id = NEW.id;
+      IF entry_count < 2 OR total <> 0 THEN
+        RAISE EXCEPTION 'unbalanced ledger transaction' USING ERRCODE = 'check_violation';
+      END IF;
+      IF wallet_entries <> 1 OR wallet_amount IS NULL
+         OR (NEW.kind = 'debit' AND wallet_amount >= 0)
+         OR (NEW.kind <> 'debit' AND wallet_amount <= 0) THEN
+        RAISE EXCEPTION 'ledger transaction must move one wallet in its kind''s direction'
+          USING ERRCODE = 'check_violation';
+      END IF;
+      IF NEW.refund_of_id IS NOT NULL THEN
+        -- Concurrent refunds of one debit queue here, and each sees the others.
+        PERFORM pg_advisory_xact_lock(hashtextextended(NEW.refund_of_id, 1));
+        SELECT -SUM(e.amount_tokens) INTO debited FROM ledger_entries e
+          JOIN ledger_transactions t ON t.id = e.transaction_id
+          WHERE t.id = NEW.refund_of_id AND t.kind = 'debit' AND t.wallet_id = NEW.wallet_id
+            AND e.wallet_id IS NOT NULL;
+        SELECT COALESCE(SUM(e.amount_tokens), 0) INTO refunded FROM ledger_entries e
+          JOIN ledger_transactions t ON t.id = e.transaction_id
+          WHERE t.refund_of_id = NEW.refund_of_id AND e.wallet_id IS NOT NULL;
+        IF debited IS NULL OR refunded + wallet_amount > debited THEN
+          RAISE EXCEPTION 'refund exceeds the debit it refunds' USING ERRCODE = 'check_violation';
+        END IF;
+      END IF;
+      RETURN NEW;
+    END $$"""
 
 POSTGRES_TRIGGERS = [
     """CREATE TRIGGER grant_movements_append_only BEFORE UPDATE OR DELETE ON grant_movements
@@ -347,36 +433,19 @@ POSTGRES_TRIGGERS = [
     ),
     """CREATE TRIGGER grants_no_delete BEFORE DELETE ON grants
     FOR EACH ROW EXECUTE FUNCTION tokenbank_refuse_change()""",
-    """CREATE TRIGGER grants_only_remainder_changes BEFORE UPDATE ON grants
+    f"""CREATE TRIGGER grants_only_remainder_changes BEFORE UPDATE OF {_FIXED_COLUMNS} ON grants
     FOR EACH ROW EXECUTE FUNCTION tokenbank_grant_change()""",
     """CREATE TRIGGER grants_sealed BEFORE INSERT ON grants
     FOR EACH ROW EXECUTE FUNCTION tokenbank_grant_sealed()""",
-    """CREATE TRIGGER grant_movements_sealed BEFORE INSERT ON grant_movements
-    FOR EACH ROW EXECUTE FUNCTION tokenbank_grant_sealed()""",
     """CREATE TRIGGER grant_movements_valid BEFORE INSERT ON grant_movements
     FOR EACH ROW EXECUTE FUNCTION tokenbank_grant_movement_valid()""",
-    """CREATE TRIGGER ledger_transactions_valid_grants BEFORE INSERT ON ledger_transactions
-    FOR EACH ROW EXECUTE FUNCTION tokenbank_transaction_grants()""",
 ]
 
 POSTGRES_FUNCTION_NAMES = (
     "tokenbank_grant_sealed",
     "tokenbank_grant_change",
     "tokenbank_grant_movement_valid",
-    "tokenbank_transaction_grants",
 )
-
-# The kind-direction rule of tokenbank_transaction_valid (migration 0001), as text to
-# replace in the function's body: 'expiry' moves a wallet down, like 'debit'.
-POSTGRES_OLD_DIRECTION = (
-    "OR (NEW.kind = 'debit' AND wallet_amount >= 0)\n"
-    "         OR (NEW.kind <> 'debit' AND wallet_amount <= 0)"
-)
-POSTGRES_NEW_DIRECTION = (
-    "OR (NEW.kind IN ('debit', 'expiry') AND wallet_amount >= 0)\n"
-    "         OR (NEW.kind NOT IN ('debit', 'expiry') AND wallet_amount <= 0)"
-)
-
 
 # Migration 0004's trigger, restored word for word by the downgrade.
 SQLITE_0004_KIND_DIRECTION = """CREATE TRIGGER ledger_transactions_one_wallet BEFORE INSERT ON ledger_transactions
@@ -398,17 +467,7 @@ def _set_kind_direction(*, negative_kinds: str) -> None:
         else:
             op.execute(SQLITE_KIND_DIRECTION.format(negative=negative_kinds))
         return
-    old, new = POSTGRES_OLD_DIRECTION, POSTGRES_NEW_DIRECTION
-    if negative_kinds == "'debit'":
-        old, new = new, old
-    source = (
-        op.get_bind()
-        .exec_driver_sql("SELECT pg_get_functiondef('tokenbank_transaction_valid'::regproc)")
-        .scalar_one()
-    )
-    if old not in source:
-        raise RuntimeError("tokenbank_transaction_valid is not the function this migration knows")
-    op.execute(source.replace(old, new))
+    op.execute(TRANSACTION_VALID_0001 if negative_kinds == "'debit'" else TRANSACTION_VALID)
 
 
 def _create_triggers() -> None:
@@ -422,7 +481,6 @@ def _drop_triggers() -> None:
         for name in SQLITE_TRIGGER_NAMES:
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
         return
-    op.execute("DROP TRIGGER IF EXISTS ledger_transactions_valid_grants ON ledger_transactions")
     for name in POSTGRES_FUNCTION_NAMES:
         op.execute(f"DROP FUNCTION IF EXISTS {name}() CASCADE")
 
