@@ -48,6 +48,29 @@ def audit(database: Database) -> tuple[int, int]:
     return int(counts.group(1)), int(consumed.group(1)) if consumed else 0
 
 
+# Requests in flight when the load stopped may still commit after the server went idle
+# (a worker waiting on a durable commit uses no CPU): audit until two audits agree, so
+# that late commits land in this run's check and not in the next run's.
+SETTLE_SECONDS = 0.5
+SETTLE_TIMEOUT_SECONDS = 20.0
+
+
+def settled_audit(database: Database) -> tuple[int, int]:
+    """:func:`audit`, repeated until the ledger stops changing."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
+    counts = audit(database)
+    while time.monotonic() < deadline:
+        time.sleep(SETTLE_SECONDS)
+        again = audit(database)
+        if again == counts:
+            return counts
+        counts = again
+    raise BenchFailure(
+        f"the {database.backend} ledger kept changing {SETTLE_TIMEOUT_SECONDS:.0f}s after the"
+        " load stopped"
+    )
+
+
 # --- filling ----------------------------------------------------------------------------
 
 
@@ -151,7 +174,7 @@ def check_ledger(database: Database, case: Case, run: Run, warmup: tuple[int, in
     transaction must also have moved exactly one operation's tokens. `warmup`:
     (acknowledged, unanswered) of a warm-up run since the last check, if any.
     """
-    transactions, consumed = audit(database)
+    transactions, consumed = settled_audit(database)
     added = transactions - database.transactions
     consumed_added = consumed - database.consumed
     database.transactions, database.consumed = transactions, consumed
