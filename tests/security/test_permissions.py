@@ -331,8 +331,6 @@ PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
-    ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"),
 }
 # Credentials refused with 401, in both headers: name -> headers.
 UNAUTHORIZED = ("none", "wrong", "malformed", "too-long", "revoked", "expired")

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from tokenbank.api.docs import install_docs
 from tokenbank.api.handlers import install_error_handlers
 from tokenbank.api.limits import RequestLimitsMiddleware
 from tokenbank.api.routes import costs, estimate, health, token_process, tokens, users
@@ -130,7 +131,13 @@ def create_app(
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        # FastAPI's own pages load Swagger UI and ReDoc from a CDN: /docs is served
+        # below from assets installed with tokenbank, and nothing loads from elsewhere.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_request_body_bytes)
     for router in (
