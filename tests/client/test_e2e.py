@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -65,6 +66,25 @@ def test_dialect_a_round_trip(real_server: RealServer) -> None:
         assert (stats.net_change, stats.operation_count) == (1050, 4)
         with pytest.raises(NotFoundError, match="User wallet not found"):
             tokens.get_balance(f"{user}-nobody")
+
+
+def test_grants_round_trip(real_server: RealServer) -> None:
+    user = real_server.new_user(plan=None)  # the welcome bonus: 1000 promotional
+    expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
+    with real_server.client() as tokens:
+        tokens.credit(user, 200, operation_type="purchase")
+        tokens.credit(user, 50, category="promotional", priority=10, expires_at=expires_at)
+        tokens.deduct(user, 30)  # the priority-10 grant first
+        newest, paid, bonus = tokens.get_grants(user)
+        assert (newest.category, newest.priority, newest.remaining) == ("promotional", 10, 20)
+        assert newest.expires_at == expires_at
+        assert (paid.category, paid.remaining, paid.expires_at) == ("paid", 200, None)
+        assert (bonus.source, bonus.remaining, bonus.status) == ("bonus", 1000, "active")
+        balance = tokens.get_balance(user)
+        assert (balance.paid, balance.promotional) == (200, 1020)
+        assert (balance.next_expiry_at, balance.next_expiry_amount) == (expires_at, 20)
+        with pytest.raises(NotFoundError):
+            tokens.get_grants(f"{user}-nobody")
 
 
 def test_holds_round_trip(real_server: RealServer) -> None:

@@ -22,6 +22,7 @@ from tokenbank.client._models import (
     Balance,
     Cost,
     Estimate,
+    Grant,
     Hold,
     LedgerEntry,
     ProcessEnd,
@@ -144,6 +145,9 @@ def credit(
     description: str | None,
     reference_id: str | None,
     metadata: dict[str, Any] | None,
+    category: str | None = None,
+    priority: int | None = None,
+    expires_at: datetime | None = None,
 ) -> Call[Receipt]:
     key = reference_id or new_key()
     body = _compact(
@@ -154,6 +158,9 @@ def credit(
             "description": description,
             "referenceId": key,
             "metadata": metadata,
+            "category": category,
+            "priority": priority,
+            "expiresAt": _timestamp("expires_at", expires_at),
         }
     )
     return Call("POST", f"{TOKENS_PATH}/credit", Receipt.parse, body=body, idempotency_key=key)
@@ -229,6 +236,11 @@ def ledger(
     )
     path = f"{TOKENS_PATH}/ledger/{_segment(user_id)}"
     return Call("GET", path, LedgerEntry.parse_page, params=params)
+
+
+def grants(user_id: str, *, limit: int | None, offset: int | None) -> Call[list[Grant]]:
+    params = _compact({"limit": limit, "offset": offset})
+    return Call("GET", f"{TOKENS_PATH}/grants/{_segment(user_id)}", Grant.parse_list, params=params)
 
 
 def stats(user_id: str, *, start_date: datetime | None, end_date: datetime | None) -> Call[Stats]:

@@ -59,12 +59,20 @@ class Balance:
     spent: int
     status: str | None
     plan: str | None
+    # What the balance is made of: paid and promotional tokens, and the next expiry of
+    # a grant (None when none expires). None from a service that does not say.
+    paid: int | None = None
+    promotional: int | None = None
+    next_expiry_at: datetime | None = None
+    next_expiry_amount: int | None = None
 
     @classmethod
     def parse(cls, data: Any) -> Balance:
         data = _object(data)
         balance = _int(data, "balance")
         available = _optional_int(data, "available")
+        expiry = data.get("nextExpiry")
+        expiry = expiry if isinstance(expiry, dict) else {}
         return cls(
             user_id=_optional_str(data, "userId") or "",
             balance=balance,
@@ -73,7 +81,49 @@ class Balance:
             spent=_optional_int(data, "spent") or 0,
             status=_optional_str(data, "status"),
             plan=_optional_str(data, "plan"),
+            paid=_optional_int(data, "paid"),
+            promotional=_optional_int(data, "promotional"),
+            next_expiry_at=_optional_time(expiry, "at"),
+            next_expiry_amount=_optional_int(expiry, "amount"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One grant of a wallet (``GET /api/tokens/grants/{userId}``): paid or promotional
+    tokens, what remains of them, and when they expire (None: never). ``status`` is
+    ``active``, ``spent`` or ``expired``."""
+
+    grant_id: int
+    source: str
+    category: str
+    priority: int
+    amount: int
+    remaining: int
+    expires_at: datetime | None
+    created_at: datetime | None
+    status: str
+
+    @classmethod
+    def parse(cls, data: Any) -> Grant:
+        data = _object(data)
+        return cls(
+            grant_id=_int(data, "grantId"),
+            source=_optional_str(data, "source") or "",
+            category=_optional_str(data, "category") or "",
+            priority=_int(data, "priority"),
+            amount=_int(data, "amount"),
+            remaining=_int(data, "remaining"),
+            expires_at=_optional_time(data, "expiresAt"),
+            created_at=_optional_time(data, "createdAt"),
+            status=_optional_str(data, "status") or "",
+        )
+
+    @staticmethod
+    def parse_list(data: Any) -> list[Grant]:
+        if not isinstance(data, list):
+            raise ValueError("the token service's answer has no list of grants")
+        return [Grant.parse(grant) for grant in data]
 
 
 @dataclass(frozen=True, slots=True)

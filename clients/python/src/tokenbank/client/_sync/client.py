@@ -23,6 +23,7 @@ from tokenbank.client._models import (
     Charge,
     Cost,
     Estimate,
+    Grant,
     Hold,
     LedgerEntry,
     ProcessEnd,
@@ -179,9 +180,14 @@ class TokenClient(ClientBase):
         description: str | None = None,
         reference_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        category: str | None = None,
+        priority: int | None = None,
+        expires_at: datetime | None = None,
     ) -> Receipt:
-        """Add tokens (``operation_type``: purchase, bonus, admin_grant (the service's
-        default), renewal or auto_recharge). Needs the ``credit`` scope."""
+        """Add tokens as one grant (``operation_type``: purchase, bonus, admin_grant (the
+        service's default), renewal or auto_recharge; ``category``: paid or promotional;
+        ``priority``: 0-100, lower is spent first; ``expires_at``: None never expires).
+        Needs the ``credit`` scope."""
         return self._send(
             calls.credit(
                 user_id,
@@ -190,8 +196,17 @@ class TokenClient(ClientBase):
                 description=description,
                 reference_id=reference_id,
                 metadata=metadata,
+                category=category,
+                priority=priority,
+                expires_at=expires_at,
             )
         )
+
+    def get_grants(
+        self, user_id: str, *, limit: int | None = None, offset: int | None = None
+    ) -> list[Grant]:
+        """The user's grants, newest first: paid or promotional, what remains, expiry."""
+        return self._send(calls.grants(user_id, limit=limit, offset=offset))
 
     def hold(
         self,
