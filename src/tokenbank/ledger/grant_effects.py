@@ -217,7 +217,6 @@ async def _next_event(conn: AsyncConnection, wallet_id: int) -> datetime | None:
 
 async def expire(
     conn: AsyncConnection,
-    grants: list[LiveGrant],
     takes: list[tuple[LiveGrant, int]],
     *,
     transaction_id: str,
@@ -225,8 +224,6 @@ async def expire(
 ) -> None:
     """The movements of an expiry transaction (its wallet update is the caller's)."""
     await _apply(conn, takes, kind="expire", transaction_id=transaction_id, now=now)
-    for grant, take in takes:
-        grant.remaining -= take
 
 
 async def _apply(

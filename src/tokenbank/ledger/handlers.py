@@ -488,10 +488,8 @@ async def _write_expiry(
 ) -> None:
     transaction_id = new_transaction_id()
     expired_tokens = sum(take for _, take in takes)
-    after = {grant.id: grant.remaining for grant in grants}
-    for grant, take in takes:
-        after[grant.id] -= take
-    left = [replace(grant, remaining=after[grant.id]) for grant in grants]
+    taken = {grant.id: take for grant, take in takes}
+    left = [replace(grant, remaining=grant.remaining - taken.get(grant.id, 0)) for grant in grants]
     updated = await repo.expire_from_wallet(
         conn,
         wallet.id,
@@ -508,7 +506,7 @@ async def _write_expiry(
         system_account=TOKENS_EXPIRED,
         now=now,
     )
-    await grant_effects.expire(conn, grants, takes, transaction_id=transaction_id, now=now)
+    await grant_effects.expire(conn, takes, transaction_id=transaction_id, now=now)
     await repo.insert_transaction(conn, expiry_header(transaction_id, wallet.id, now))
 
 
