@@ -157,15 +157,7 @@ def _wallets_with_grants(rows: list[AnyRow]) -> dict[str, _Wallet]:
         if wallet is None:
             wallet = wallets[row.user_id] = _Wallet.of(row)
         if row.grant_id is not None:
-            wallet.grants.append(
-                LiveGrant(
-                    id=int(row.grant_id),
-                    category=row.category,
-                    priority=int(row.priority),
-                    expires_at=row.expires_at,
-                    remaining=int(row.remaining_tokens),
-                )
-            )
+            wallet.grants.append(grant_effects.live_grant(row, grant_id=int(row.grant_id)))
     return wallets
 
 

@@ -31,9 +31,11 @@ def backed(balance_tokens: int) -> int:
     return max(balance_tokens, 0)
 
 
-def live_grant(row: AnyRow) -> LiveGrant:
+def live_grant(row: AnyRow, *, grant_id: int | None = None) -> LiveGrant:
+    """A grant from a row of its columns; ``grant_id`` when the row's ``id`` is another
+    table's (the batch kernel's lock reads wallets and grants together)."""
     return LiveGrant(
-        id=int(row.id),
+        id=int(row.id) if grant_id is None else grant_id,
         category=row.category,
         priority=int(row.priority),
         expires_at=row.expires_at,
