@@ -21,5 +21,11 @@ class ManualClock:
     def __call__(self) -> datetime:
         return self._now
 
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
+    def advance(self, seconds: float | timedelta) -> None:
+        self._now += seconds if isinstance(seconds, timedelta) else timedelta(seconds=seconds)
+
+    def set(self, moment: datetime) -> None:
+        """Move to ``moment`` (forward only: the books never go back in time)."""
+        if moment.tzinfo is None or moment < self._now:
+            raise ValueError("a manual clock moves forward only, to a date-time with a timezone")
+        self._now = moment

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./tokenbank.db"
@@ -79,6 +79,27 @@ class Settings(BaseSettings):
     # row locks: measured on one hot wallet, 1 gave 1,206 deducts/s, 4 gave 613;
     # on uniform traffic they were level.
     group_commit_inflight_batches: int = Field(default=1, ge=1, le=64)
+
+    # --- jobs (issue 11: renewals) -----------------------------------------------------------
+    # When `tokenbank jobs run` renews plan allocations: a five-field cron expression
+    # in UTC (seed 002's getCronExpression: daily at 02:00).
+    renewal_cron: str = "0 2 * * *"
+    # Users renewed per transaction-by-transaction batch of the job.
+    renewal_batch_limit: int = Field(default=1_000, ge=1, le=100_000)
+    # How often the jobs worker sweeps expired grants and holds.
+    sweep_interval_seconds: float = Field(default=60.0, ge=1, le=86_400)
+
+    @field_validator("renewal_cron")
+    @classmethod
+    def _known_cron(cls, value: str) -> str:
+        # The scheduler's own parser decides, so the setting and the job never disagree.
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone="UTC")
+        except ValueError as error:
+            raise ValueError(f"not a cron expression ({error})") from None
+        return value
 
 
 @lru_cache(maxsize=1)

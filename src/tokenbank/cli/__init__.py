@@ -21,8 +21,10 @@ from tokenbank.cli import (
     features,
     grants,
     holds,
+    jobs,
     models,
     plans,
+    renewals,
     serve,
     users,
     wallets,
@@ -51,6 +53,8 @@ app.add_typer(apps.app, name="apps")
 app.add_typer(features.app, name="features")
 app.add_typer(plans.app, name="plans")
 app.add_typer(models.app, name="models")
+app.add_typer(renewals.app, name="renewals")
+app.add_typer(jobs.app, name="jobs")
 
 
 def main() -> None:

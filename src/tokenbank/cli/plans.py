@@ -2,14 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from enum import StrEnum
+from typing import Annotated, Any
 
 import typer
 
 from tokenbank.cli._common import DatabaseUrl, ProfitOption, group, run, with_plans
+from tokenbank.cli._errors import fail
 from tokenbank.plans.service import PlanView
 
-app = group("Plans: the features users may use.")
+
+class AllocationPolicy(StrEnum):
+    EXPIRE = "expire"
+    ROLLOVER = "rollover"
+    KEEP = "keep"
+
+
+app = group("Plans: the features users may use and their monthly allocations.")
+
+PolicyOption = Annotated[
+    AllocationPolicy | None,
+    typer.Option(
+        "--policy",
+        help="What a renewal does with the previous allocation's remainder:"
+        " expire (at period end), rollover (up to --rollover-cap) or keep.",
+    ),
+]
+RolloverCapOption = Annotated[
+    int | None,
+    typer.Option(
+        "--rollover-cap",
+        min=0,
+        help="Under rollover, the most that carries over (default: one allocation).",
+    ),
+]
 
 
 @app.command("create")
@@ -21,6 +47,8 @@ def plans_create(
         list[str] | None, typer.Option("--feature", help="A feature ID; repeat for several.")
     ] = None,
     description: Annotated[str | None, typer.Option(help="What the plan is.")] = None,
+    policy: PolicyOption = None,
+    rollover_cap: RolloverCapOption = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Create a plan."""
@@ -33,10 +61,46 @@ def plans_create(
                 monthly_allocation_tokens=allocation,
                 profit_percent=profit_percent or "0",
                 features=feature or [],
+                allocation_policy=(policy or AllocationPolicy.EXPIRE).value,
+                rollover_cap_tokens=rollover_cap,
             ),
         )
     )
     typer.echo(f"plan created: {describe_plan(plan)}")
+
+
+@app.command("update")
+def plans_update(
+    name: str,
+    allocation: Annotated[
+        int | None, typer.Option(min=0, help="Monthly allocation in tokens.")
+    ] = None,
+    policy: PolicyOption = None,
+    rollover_cap: RolloverCapOption = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Change a plan's allocation or policy (each wallet's next renewal uses them)."""
+    changes: dict[str, Any] = {}
+    if allocation is not None:
+        changes["monthly_allocation_tokens"] = allocation
+    if policy is not None:
+        changes["allocation_policy"] = policy.value
+    if rollover_cap is not None:
+        changes["rollover_cap_tokens"] = rollover_cap
+    if not changes:
+        fail("nothing to change: give --allocation, --policy or --rollover-cap")
+    plan = run(with_plans(database_url, lambda plans: plans.update_plan(name, **changes)))
+    typer.echo(f"plan updated: {describe_plan(plan)}")
+
+
+@app.command("seed-defaults")
+def plans_seed_defaults(database_url: DatabaseUrl = None) -> None:
+    """Create seed 002's tiers: Gift 100, Professional 2,000, Business 10,000 tokens a
+    month (plans that exist are left as they are)."""
+    created = run(with_plans(database_url, lambda plans: plans.seed_default_plans()))
+    for plan in created:
+        typer.echo(f"plan created: {describe_plan(plan)}")
+    typer.echo(f"{len(created)} plan(s) created; existing plans left as they were")
 
 
 @app.command("list")
@@ -73,7 +137,11 @@ def plans_delete(name: str, database_url: DatabaseUrl = None) -> None:
 def describe_plan(plan: PlanView) -> str:
     """One plan as a line: name, allocation, profit and features."""
     features = ", ".join(plan.features) or "no features"
+    policy = plan.allocation_policy
+    if policy == "rollover":
+        cap = plan.rollover_cap_tokens
+        policy += f" (cap {plan.monthly_allocation_tokens if cap is None else cap})"
     return (
-        f"{plan.name}  allocation {plan.monthly_allocation_tokens}/month,"
+        f"{plan.name}  allocation {plan.monthly_allocation_tokens}/month, {policy},"
         f" profit {plan.profit_percent}%: {features}"
     )

@@ -45,6 +45,8 @@ MIN_GRANT_PRIORITY = 0
 MAX_GRANT_PRIORITY = 100
 # How a grant's remainder changes after it is granted (docs/architecture.md, decision 13).
 GRANT_MOVEMENT_KINDS = ("consume", "capture", "return", "expire", "settle")
+# What a renewal does with what is left of the previous allocation (decision 14).
+ALLOCATION_POLICIES = ("expire", "rollover", "keep")
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -74,6 +76,10 @@ class Wallet(Base):
     # yet (never later than the truth): a spend checks it against its wallet row and
     # takes the slow path, which expires what is due, only when it has passed.
     next_grant_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the wallet joined its plan: its renewal periods are whole months from here.
+    plan_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When its plan's next allocation is due (None: not on a plan).
+    renewal_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -97,6 +103,7 @@ class Wallet(Base):
             name="active_not_overdrawn",
         ),
         Index("ix_wallets_next_grant_event_at", "next_grant_event_at"),
+        Index("ix_wallets_renewal_due_at", "renewal_due_at"),
     )
 
 
@@ -372,6 +379,12 @@ class Plan(Base):
     description: Mapped[str | None] = mapped_column(String(500))
     monthly_allocation_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     profit_percent: Mapped[str] = mapped_column(String(32), default="0")
+    allocation_policy: Mapped[str] = mapped_column(
+        String(16), default="expire", server_default="expire"
+    )
+    # Under ``rollover``: at most this much of the previous allocation carries over
+    # (None: as much as one allocation).
+    rollover_cap_tokens: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -380,6 +393,38 @@ class Plan(Base):
             "monthly_allocation_tokens >= 0 AND monthly_allocation_tokens <= 1000000000000",
             name="allocation_in_range",
         ),
+        CheckConstraint(_in("allocation_policy", ALLOCATION_POLICIES), name="policy_known"),
+        CheckConstraint(
+            "rollover_cap_tokens IS NULL OR"
+            " (rollover_cap_tokens >= 0 AND rollover_cap_tokens <= 1000000000000)",
+            name="rollover_cap_in_range",
+        ),
+    )
+
+
+class PlanRenewal(Base):
+    """One plan allocation granted to one wallet for one period: the primary key makes
+    a period's renewal happen once however many runners race (decision 14)."""
+
+    __tablename__ = "plan_renewals"
+
+    wallet_id: Mapped[int] = mapped_column(BigId, ForeignKey("wallets.id"), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    plan: Mapped[str] = mapped_column(String(64))
+    policy: Mapped[str] = mapped_column(String(16))
+    granted_tokens: Mapped[int] = mapped_column(BigInteger)
+    carried_tokens: Mapped[int] = mapped_column(BigInteger)
+    forfeited_tokens: Mapped[int] = mapped_column(BigInteger)
+    # The credit that granted the allocation.
+    transaction_id: Mapped[str] = mapped_column(String(36), ForeignKey("ledger_transactions.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("period_end > period_start", name="period_not_empty"),
+        CheckConstraint(_in("policy", ALLOCATION_POLICIES), name="policy_known"),
+        CheckConstraint("granted_tokens > 0", name="granted_positive"),
+        CheckConstraint("carried_tokens >= 0 AND forfeited_tokens >= 0", name="carry_not_negative"),
     )
 
 

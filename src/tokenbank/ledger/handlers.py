@@ -475,17 +475,21 @@ async def expire_grants(conn: AsyncConnection, user_id: str, now: datetime) -> b
             return False
         await grant_repo.set_next_grant_event(conn, wallet.id, next_at, now)
         return True
-    await _write_expiry(conn, wallet, grants, takes, now)
+    await write_expiry(conn, wallet, grants, takes, now)
     return True
 
 
-async def _write_expiry(
+async def write_expiry(
     conn: AsyncConnection,
     wallet: AnyRow,
     grants: list[LiveGrant],
     takes: list[tuple[LiveGrant, int]],
     now: datetime,
+    *,
+    description: str = "Expired tokens",
 ) -> None:
+    """Take ``takes`` out of the wallet's grants as one ``expiry`` transaction;
+    ``grants`` are all its live grants (to know when to look again)."""
     transaction_id = new_transaction_id()
     expired_tokens = sum(take for _, take in takes)
     taken = {grant.id: take for grant, take in takes}
@@ -507,16 +511,19 @@ async def _write_expiry(
         now=now,
     )
     await grant_effects.expire(conn, takes, transaction_id=transaction_id, now=now)
-    await repo.insert_transaction(conn, expiry_header(transaction_id, wallet.id, now))
+    header = expiry_header(transaction_id, wallet.id, now, description=description)
+    await repo.insert_transaction(conn, header)
 
 
-def expiry_header(transaction_id: str, wallet_id: int, now: datetime) -> dict[str, Any]:
+def expiry_header(
+    transaction_id: str, wallet_id: int, now: datetime, *, description: str = "Expired tokens"
+) -> dict[str, Any]:
     return {
         "id": transaction_id,
         "wallet_id": wallet_id,
         "kind": EXPIRY,
         "operation_type": EXPIRY,
-        "description": "Expired tokens",
+        "description": description,
         "metadata": None,
         "idempotency_scope": "",
         "idempotency_key": None,

@@ -69,6 +69,11 @@ class SyncTokenService(_SyncProxy):
         ledger: LedgerView = self.service.get_ledger()
         return _SyncProxy(ledger, self._runner)
 
+    @property
+    def renewals(self) -> Any:
+        """``MonthlyRenewalService`` with blocking methods."""
+        return _SyncProxy(self.service.renewals, self._runner)
+
     def close(self) -> None:
         self._runner.run(self.service.close())
         self._runner.stop()

@@ -45,6 +45,8 @@ async def create_plan(request: Request, body: PlanCreate, principal: AdminKey) -
         monthly_allocation_tokens=body.monthly_allocation_tokens,
         profit_percent=body.profit_percent,
         features=body.features,
+        allocation_policy=body.allocation_policy,
+        rollover_cap_tokens=body.rollover_cap_tokens,
     )
     return {"data": plan_json(plan)}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictInt
 from pydantic.json_schema import SkipJsonSchema
@@ -16,6 +16,8 @@ from tokenbank.pricing.rules import rule_json
 
 # Documented (the service checks it and answers 400): what an app slug may be.
 SLUG_SCHEMA = {"pattern": SLUG_PATTERN.pattern}
+AllocationPolicy = Literal["expire", "rollover", "keep"]
+RolloverCap = Annotated[StrictInt, Field(ge=0, le=1_000_000_000_000)]
 FeatureIds = Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=1_000)]
 
 
@@ -25,17 +27,23 @@ class PlanCreate(AdminModel):
     monthly_allocation_tokens: Annotated[StrictInt, Field(ge=0)] = 0
     profit_percent: Decimalish = 0
     features: FeatureIds = Field(default_factory=list)
+    # What a renewal does with what is left of the previous allocation.
+    allocation_policy: AllocationPolicy = "expire"
+    # Under rollover, the most that carries over (null: one allocation).
+    rollover_cap_tokens: RolloverCap | None = None
 
 
 class PlanUpdate(PatchModel):
-    """Only the fields sent change; null clears the description."""
+    """Only the fields sent change; null clears the description or the rollover cap."""
 
-    not_null = ("monthly_allocation_tokens", "profit_percent", "features")
+    not_null = ("monthly_allocation_tokens", "profit_percent", "features", "allocation_policy")
 
     description: Description = None
     monthly_allocation_tokens: Annotated[StrictInt, Field(ge=0)] | SkipJsonSchema[None] = None
     profit_percent: Decimalish | SkipJsonSchema[None] = None
     features: FeatureIds | SkipJsonSchema[None] = None
+    allocation_policy: AllocationPolicy | SkipJsonSchema[None] = None
+    rollover_cap_tokens: RolloverCap | None = None
 
 
 class FeatureCreate(AdminModel):
@@ -76,6 +84,8 @@ def plan_json(plan: PlanView) -> dict[str, Any]:
         "monthlyAllocationTokens": plan.monthly_allocation_tokens,
         "profitPercent": decimal_text(plan.profit_percent),
         "features": list(plan.features),
+        "allocationPolicy": plan.allocation_policy,
+        "rolloverCapTokens": plan.rollover_cap_tokens,
         "createdAt": plan.created_at.isoformat(),
         "updatedAt": plan.updated_at.isoformat(),
     }

@@ -29,6 +29,7 @@ from tokenbank.apps.service import validate_slug
 from tokenbank.clock import Clock, system_clock
 from tokenbank.config import MAX_DESCRIPTION_LENGTH
 from tokenbank.db.engine import read_transaction, write_transaction
+from tokenbank.db.models import ALLOCATION_POLICIES
 from tokenbank.db.rows import AnyRow
 from tokenbank.errors import InvalidInput
 from tokenbank.ledger.repository import reads as ledger_reads
@@ -51,6 +52,12 @@ FEATURE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@~-]{0,127}$")
 MAX_FEATURE_NAME_LENGTH = 200
 MAX_PROFIT_PERCENT = Decimal(1_000)
 MAX_FEATURES_PER_PLAN = 1_000
+# Seed 002's subscription tiers and their monthly allocations.
+DEFAULT_PLANS = (
+    ("Gift", 100, "Seed tier: 100 tokens a month"),
+    ("Professional", 2_000, "Seed tier: 2,000 tokens a month"),
+    ("Business", 10_000, "Seed tier: 10,000 tokens a month"),
+)
 
 
 class _Unset(Enum):
@@ -72,6 +79,8 @@ class PlanView:
     features: tuple[str, ...]
     created_at: datetime
     updated_at: datetime
+    allocation_policy: str = "expire"
+    rollover_cap_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +143,10 @@ def _plan_view(row: AnyRow, features: Iterable[str]) -> PlanView:
         features=tuple(features),
         created_at=row.created_at,
         updated_at=row.updated_at,
+        allocation_policy=row.allocation_policy,
+        rollover_cap_tokens=None
+        if row.rollover_cap_tokens is None
+        else int(row.rollover_cap_tokens),
     )
 
 
@@ -177,6 +190,18 @@ def parse_profit_percent(value: object, *, field_name: str = "profit_percent") -
     return parse_decimal(
         value, field_name=field_name, minimum=Decimal(0), maximum=MAX_PROFIT_PERCENT
     )
+
+
+def validate_allocation_policy(value: object) -> str:
+    if value not in ALLOCATION_POLICIES:
+        raise InvalidInput("allocation_policy", f"must be one of: {', '.join(ALLOCATION_POLICIES)}")
+    return str(value)
+
+
+def _rollover_cap(value: object) -> int | None:
+    if value is None:
+        return None
+    return validate_amount(value, field_name="rollover_cap_tokens", allow_zero=True)
 
 
 def _feature_name(value: object) -> str:
@@ -234,7 +259,12 @@ class PlanService:
         monthly_allocation_tokens: int = 0,
         profit_percent: object = 0,
         features: Sequence[str] = (),
+        allocation_policy: str = "expire",
+        rollover_cap_tokens: int | None = None,
     ) -> PlanView:
+        """Create a plan. ``allocation_policy`` says what a renewal does with what is
+        left of the previous allocation (decision 14); ``rollover_cap_tokens`` caps
+        what ``rollover`` carries over (None: one allocation)."""
         now = self._clock()
         values = {
             "name": validate_plan_name(name, field_name="name"),
@@ -243,6 +273,8 @@ class PlanService:
                 monthly_allocation_tokens, field_name="monthly_allocation_tokens", allow_zero=True
             ),
             "profit_percent": decimal_text(parse_profit_percent(profit_percent)),
+            "allocation_policy": validate_allocation_policy(allocation_policy),
+            "rollover_cap_tokens": _rollover_cap(rollover_cap_tokens),
             "created_at": now,
             "updated_at": now,
         }
@@ -267,8 +299,11 @@ class PlanService:
         monthly_allocation_tokens: int | _Unset = UNSET,
         profit_percent: object = UNSET,
         features: Sequence[str] | _Unset = UNSET,
+        allocation_policy: str | _Unset = UNSET,
+        rollover_cap_tokens: int | _Unset | None = UNSET,
     ) -> PlanView:
-        """Change the given fields; ``features`` replaces the plan's whole set."""
+        """Change the given fields; ``features`` replaces the plan's whole set. A new
+        allocation or policy applies from each wallet's next renewal."""
         validate_plan_name(name)
         values: dict[str, Any] = {"updated_at": self._clock()}
         if description is not UNSET:
@@ -279,6 +314,10 @@ class PlanService:
             )
         if profit_percent is not UNSET:
             values["profit_percent"] = decimal_text(parse_profit_percent(profit_percent))
+        if allocation_policy is not UNSET:
+            values["allocation_policy"] = validate_allocation_policy(allocation_policy)
+        if rollover_cap_tokens is not UNSET:
+            values["rollover_cap_tokens"] = _rollover_cap(rollover_cap_tokens)
         feature_ids = None if features is UNSET else _feature_ids(features)
         async with write_transaction(self._engine) as conn:
             if not await repo.update_plan(conn, name, values):
@@ -289,6 +328,22 @@ class PlanService:
                 for feature_id in feature_ids:
                     await repo.add_plan_feature(conn, name, feature_id)
             return await self._plan(conn, name)
+
+    async def seed_default_plans(self) -> list[PlanView]:
+        """Create seed 002's tiers that do not exist yet (Gift 100, Professional 2,000,
+        Business 10,000 tokens a month; allocations expire at period end); plans
+        that exist are left as they are. The plans created."""
+        created = []
+        for name, allocation, description in DEFAULT_PLANS:
+            try:
+                created.append(
+                    await self.create_plan(
+                        name, description=description, monthly_allocation_tokens=allocation
+                    )
+                )
+            except AlreadyExists:
+                continue
+        return created
 
     async def delete_plan(self, name: str) -> None:
         """Delete a plan no wallet is on (move its wallets to another plan first)."""

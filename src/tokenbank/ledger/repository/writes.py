@@ -258,9 +258,18 @@ async def expire_from_wallet(
 async def set_wallet_plan(
     conn: AsyncConnection, user_id: str, plan: str | None, now: datetime
 ) -> bool:
-    statement = (
-        update(wallets).where(wallets.c.user_id == user_id).values(plan=plan, updated_at=now)
-    )
+    """Put a wallet on a plan. Joining another plan starts its renewal periods now, and
+    its first allocation is due now; the same plan again changes nothing."""
+    if plan is None:
+        values: dict[str, Any] = {"plan": None, "plan_since": None, "renewal_due_at": None}
+    else:
+        same = wallets.c.plan == plan
+        values = {
+            "plan": plan,
+            "plan_since": case((same, wallets.c.plan_since), else_=now),
+            "renewal_due_at": case((same, wallets.c.renewal_due_at), else_=now),
+        }
+    statement = update(wallets).where(wallets.c.user_id == user_id).values(**values, updated_at=now)
     return (await conn.execute(statement)).rowcount > 0
 
 

@@ -1,0 +1,5 @@
+"""The jobs worker: renewals on a cron schedule, and the sweeps (decision 14)."""
+
+from tokenbank.jobs.worker import JobsWorker
+
+__all__ = ["JobsWorker"]
