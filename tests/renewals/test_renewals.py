@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import insert, select
@@ -60,7 +61,10 @@ async def test_expire_policy_month_by_month(
 
     first = await renewals.renew_user("ann")
     assert first.success, first
-    assert (first.period_start, first.period_end) == (JOINED, datetime(2026, 2, 28, 9, 30, tzinfo=UTC))
+    assert (first.period_start, first.period_end) == (
+        JOINED,
+        datetime(2026, 2, 28, 9, 30, tzinfo=UTC),
+    )
     assert first.expires_at == first.period_end
     assert (first.tokens_granted, first.tokens_carried, first.tokens_forfeited) == (2_000, 0, 0)
     assert first.new_balance == 2_000
@@ -89,7 +93,10 @@ async def test_rollover_keeps_up_to_the_cap(
     bank: TokenService, plans: PlanService, clock: ManualClock
 ) -> None:
     await plans.create_plan(
-        "pro", monthly_allocation_tokens=1_000, allocation_policy="rollover", rollover_cap_tokens=300
+        "pro",
+        monthly_allocation_tokens=1_000,
+        allocation_policy="rollover",
+        rollover_cap_tokens=300,
     )
     await join(bank, plans, "bo", "pro")
     first = await bank.renewals.renew_user("bo")
@@ -150,3 +157,155 @@ async def test_rollover_never_takes_what_a_hold_needs(
     assert captured.success
     assert await balance(bank, "di") == 1_000
     await books_ok(bank)
+
+
+async def test_eligibility_says_why_not(
+    bank: TokenService, plans: PlanService, clock: ManualClock
+) -> None:
+    await plans.create_plan("free")  # no allocation
+    await plans.create_plan("pro", monthly_allocation_tokens=10)
+    renewals = bank.renewals
+    assert (await renewals.check_eligibility("nobody")).reason == "no wallet for this user"
+    await bank.open_wallet("ann")
+    assert (await renewals.check_eligibility("ann")).reason == "not on a plan"
+    await plans.set_user_plan("ann", "free")
+    assert (
+        await renewals.check_eligibility("ann")
+    ).reason == "plan 'free' has no monthly allocation"
+    await plans.set_user_plan("ann", "pro")
+    await bank.set_wallet_status("ann", "suspended")
+    refused = await renewals.renew_user("ann")
+    assert (refused.success, refused.error) == (False, "wallet is suspended")
+    await bank.set_wallet_status("ann", "active")
+    eligible = await renewals.check_eligibility("ann")
+    assert (eligible.eligible, eligible.tier, eligible.days_until_renewal) == (True, "pro", 0)
+    assert await balance(bank, "ann") == 0  # checking changed nothing
+
+
+async def test_a_dry_run_changes_nothing_and_says_what_would_happen(
+    bank: TokenService, plans: PlanService, clock: ManualClock
+) -> None:
+    await plans.create_plan("gift", monthly_allocation_tokens=100)
+    await plans.create_plan("biz", monthly_allocation_tokens=10_000)
+    for user_id, plan in [("a", "gift"), ("b", "gift"), ("c", "biz")]:
+        await join(bank, plans, user_id, plan)
+    preview = await bank.renewals.renew_all_eligible(dry_run=True, tier="gift")
+    assert (preview.dry_run, preview.total_processed, preview.successful) == (True, 2, 2)
+    assert [(r.user_id, r.tokens_granted, r.new_balance) for r in preview.renewals] == [
+        ("a", 100, None),
+        ("b", 100, None),
+    ]
+    assert [await balance(bank, user) for user in "abc"] == [0, 0, 0]
+
+    limited = await bank.renewals.renew_all_eligible(limit=2)
+    assert (limited.total_processed, limited.successful) == (2, 2)
+    rest = await bank.renewals.renew_all_eligible()
+    assert (rest.total_processed, rest.successful, rest.failed) == (1, 1, 0)
+    assert [await balance(bank, user) for user in "abc"] == [100, 100, 10_000]
+    nothing = await bank.renewals.renew_all_eligible()
+    assert nothing.total_processed == 0
+    await books_ok(bank)
+
+
+async def test_racing_renewals_grant_once(
+    bank: TokenService, plans: PlanService, clock: ManualClock
+) -> None:
+    await plans.create_plan("pro", monthly_allocation_tokens=2_000)
+    users = [f"user-{n}" for n in range(12)]
+    for user_id in users:
+        await join(bank, plans, user_id, "pro")
+    results = await asyncio.gather(
+        *(bank.renewals.renew_user(user_id) for user_id in users for _ in range(3))
+    )
+    assert sum(result.success for result in results) == len(users)
+    assert {r.error for r in results if not r.success} == {"already renewed for this period"}
+    assert [await balance(bank, user_id) for user_id in users] == [2_000] * len(users)
+    await books_ok(bank)
+
+
+async def test_the_database_refuses_a_second_renewal_of_a_period(
+    bank: TokenService, plans: PlanService
+) -> None:
+    await plans.create_plan("pro", monthly_allocation_tokens=2_000)
+    await join(bank, plans, "ann", "pro")
+    await bank.renewals.renew_user("ann")
+    engine = await bank.engine()
+    async with write_transaction(engine) as conn:
+        row = (await conn.execute(select(renewal_repo.renewals))).one()._asdict()
+    with pytest.raises(IntegrityError):
+        async with write_transaction(engine) as conn:
+            await conn.execute(insert(renewal_repo.renewals).values(row))
+    bad_rows: list[dict[str, Any]] = [
+        {"granted_tokens": 0, "period_start": JOINED - DAY},
+        {"carried_tokens": -1, "period_start": JOINED - DAY},
+        {"policy": "forever", "period_start": JOINED - DAY},
+        {"period_end": JOINED - DAY, "period_start": JOINED - DAY},
+    ]
+    for changes in bad_rows:
+        with pytest.raises(IntegrityError):
+            async with write_transaction(engine) as conn:
+                await conn.execute(insert(renewal_repo.renewals).values({**row, **changes}))
+
+
+async def test_bad_plan_terms_are_refused_and_write_nothing(
+    bank: TokenService, plans: PlanService
+) -> None:
+    bad: list[dict[str, object]] = [
+        {"monthly_allocation_tokens": -1},
+        {"allocation_policy": "forever"},
+        {"rollover_cap_tokens": -5},
+        {"rollover_cap_tokens": "many"},
+    ]
+    for terms in bad:
+        with pytest.raises(InvalidInput):
+            await plans.create_plan("pro", **terms)  # type: ignore[arg-type]
+    assert await plans.list_plans() == []
+    await plans.create_plan("pro", monthly_allocation_tokens=5)
+    for terms in bad:
+        with pytest.raises(InvalidInput):
+            await plans.update_plan("pro", **terms)  # type: ignore[arg-type]
+    assert (await plans.get_plan("pro")).allocation_policy == "expire"
+    with pytest.raises(InvalidInput):
+        await bank.renewals.renew_all_eligible(tier="platinum")
+    with pytest.raises(InvalidInput):
+        await bank.renewals.renew_all_eligible(limit=0)
+    with pytest.raises(InvalidInput):
+        await bank.renewals.renew_user("")
+
+
+async def test_joining_another_plan_starts_its_periods_and_missed_months_are_not_back_filled(
+    bank: TokenService, plans: PlanService, clock: ManualClock
+) -> None:
+    await plans.create_plan("gift", monthly_allocation_tokens=100, allocation_policy="keep")
+    await plans.create_plan("pro", monthly_allocation_tokens=2_000)
+    await join(bank, plans, "ann", "gift")
+    await bank.renewals.renew_user("ann")
+    clock.advance(3 * DAY)
+    await plans.set_user_plan("ann", "gift")  # the same plan: nothing changes
+    assert not (await bank.renewals.check_eligibility("ann")).eligible
+    await plans.set_user_plan("ann", "pro")
+    joined_pro = clock()
+    switched = await bank.renewals.renew_user("ann")
+    assert switched.success and switched.period_start == joined_pro
+    # Pro's policy applies to pro's allocations: gift's 100 was granted to keep.
+    assert (switched.tokens_carried, switched.tokens_forfeited) == (0, 0)
+    assert switched.new_balance == 2_100
+    clock.advance(100 * DAY)  # three periods without a renewal run
+    late = await bank.renewals.renew_user("ann")
+    assert late.success and late.period_start is not None and late.period_end is not None
+    assert late.period_start <= clock() < late.period_end
+    assert late.period_start == datetime(2026, 5, 3, 9, 30, tzinfo=UTC)  # pro joined 3 Feb
+    assert await balance(bank, "ann") == 2_100
+    await books_ok(bank)
+
+
+async def test_seed_defaults_are_seed_002s_tiers_once(plans: PlanService) -> None:
+    created = await plans.seed_default_plans()
+    assert [(p.name, p.monthly_allocation_tokens) for p in created] == [
+        ("Gift", 100),
+        ("Professional", 2_000),
+        ("Business", 10_000),
+    ]
+    await plans.update_plan("Gift", monthly_allocation_tokens=150)
+    assert await plans.seed_default_plans() == []
+    assert (await plans.get_plan("Gift")).monthly_allocation_tokens == 150

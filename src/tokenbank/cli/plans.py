@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from tokenbank.cli._common import DatabaseUrl, ProfitOption, group, run, with_plans
-from tokenbank.cli._errors import fail
+from tokenbank.cli._errors import BAD_INPUT, fail
 from tokenbank.plans.service import PlanView
 
 
@@ -88,7 +88,7 @@ def plans_update(
     if rollover_cap is not None:
         changes["rollover_cap_tokens"] = rollover_cap
     if not changes:
-        fail("nothing to change: give --allocation, --policy or --rollover-cap")
+        fail("nothing to change: give --allocation, --policy or --rollover-cap", BAD_INPUT)
     plan = run(with_plans(database_url, lambda plans: plans.update_plan(name, **changes)))
     typer.echo(f"plan updated: {describe_plan(plan)}")
 
