@@ -1,14 +1,17 @@
 """What a renewal does with the previous allocation, and when a new one expires.
 
 - ``expire``: an allocation lapses when its period ends; a renewal also forfeits what
-  earlier allocations that never expire (granted under ``keep``) still hold.
+  the plan's earlier allocations that never expire (granted while the plan said
+  ``keep``) still hold.
 - ``rollover``: an allocation lasts its period and the next one; at each renewal the
   previous allocations keep at most the cap between them (the plan's
   ``rollover_cap_tokens``, else one allocation) and the rest is forfeited. What rolls
   over is spent before the new allocation (it expires first).
 - ``keep``: allocations never expire and nothing is forfeited.
 
-The cap is applied when the renewal runs: what was spent between the period's end and
+A policy applies to the plan's own allocations: what another plan granted the wallet
+before it switched keeps the expiry it was granted with. The cap is applied when the
+renewal runs: what was spent between the period's end and
 the run (the daily job runs at 02:00 by default) is not taken back.
 """
 

@@ -91,8 +91,14 @@ async def mark_renewed(
     await conn.execute(statement)
 
 
-async def live_allocations(conn: AsyncConnection, wallet_id: int, now: datetime) -> list[AnyRow]:
-    """The wallet's earlier plan allocations that still hold tokens and have not expired."""
+async def live_allocations(
+    conn: AsyncConnection, wallet_id: int, plan: str, now: datetime
+) -> list[AnyRow]:
+    """What the plan's earlier allocations to the wallet still hold (unexpired).
+
+    Allocations of another plan the wallet was on keep the expiry they were granted
+    with: a plan's policy applies to its own allocations only.
+    """
     statement = (
         select(
             grants.c.id,
@@ -101,11 +107,17 @@ async def live_allocations(conn: AsyncConnection, wallet_id: int, now: datetime)
             grants.c.expires_at,
             grants.c.remaining_tokens,
         )
+        .join(
+            renewals,
+            (renewals.c.wallet_id == grants.c.wallet_id)
+            & (renewals.c.transaction_id == grants.c.transaction_id),
+        )
         .where(
             grants.c.wallet_id == wallet_id,
             grants.c.source == RENEWAL_SOURCE,
             grants.c.remaining_tokens > 0,
-            (grants.c.expires_at.is_(None)) | (grants.c.expires_at > now),
+            grants.c.expires_at.is_(None) | (grants.c.expires_at > now),
+            renewals.c.plan == plan,
         )
         .order_by(grants.c.id)
     )

@@ -175,7 +175,9 @@ def _terms(wallet: AnyRow, now: datetime) -> tuple[Period, int | None, datetime 
 async def _preview(conn: AsyncConnection, user_id: str, now: datetime) -> RenewalResult:
     wallet = await _due_wallet(conn, user_id, now, lock=False)
     period, keep, expires_at = _terms(wallet, now)
-    allocations = [live_grant(row) for row in await repo.live_allocations(conn, wallet.id, now)]
+    allocations = [
+        live_grant(row) for row in await repo.live_allocations(conn, wallet.id, wallet.plan, now)
+    ]
     spare = int(wallet.balance_tokens) - int(wallet.held_tokens)
     forfeited = sum(take for _, take in policy.plan_forfeit(allocations, keep, spare_tokens=spare))
     return _result(wallet, period, allocations, forfeited, expires_at, dry_run=True)
@@ -191,7 +193,9 @@ async def _renew_locked(conn: AsyncConnection, user_id: str, now: datetime) -> R
         raise RenewalRefused(ALREADY_RENEWED)
     await handlers.expire_grants(conn, user_id, now)
     wallet = await _due_wallet(conn, user_id, now, lock=True)
-    allocations = [live_grant(row) for row in await repo.live_allocations(conn, wallet.id, now)]
+    allocations = [
+        live_grant(row) for row in await repo.live_allocations(conn, wallet.id, wallet.plan, now)
+    ]
     spare = int(wallet.balance_tokens) - int(wallet.held_tokens)
     takes = policy.plan_forfeit(allocations, keep, spare_tokens=spare)
     if takes:
