@@ -21,7 +21,8 @@ from tokenbank.ledger import handlers
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.results import refused_operation
 from tokenbank.plans.service import PlanService
-from tokenbank.renewals import repository as renewal_repo
+from tokenbank.renewals import MonthlyRenewalService
+from tokenbank.ledger.repository import renewals as renewal_repo
 
 TOKENBANK = str(Path(sys.executable).parent / "tokenbank")
 runner = CliRunner()
@@ -87,7 +88,7 @@ async def test_the_worker_renews_at_start_and_stops_when_told(database_url: str)
         stop.set()
         await asyncio.wait_for(running, timeout=10)
         assert [(await bank.get_balance(u)).tokens_balance for u in ("ann", "bo")] == [100, 100]  # type: ignore[union-attr]
-        assert bank.renewals.get_cron_expression() == "*/5 * * * *"
+        assert MonthlyRenewalService(bank).get_cron_expression() == "*/5 * * * *"
 
 
 def test_the_cron_setting_is_checked() -> None:

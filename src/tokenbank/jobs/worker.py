@@ -1,6 +1,6 @@
 """``tokenbank jobs run``: the work that time asks for, in a long-running process.
 
-- **renewals**, on ``TOKENBANK_RENEWAL_CRON`` (UTC; seed 002's ``0 2 * * *``), in
+- **renewals**, on ``TOKENBANK_RENEWAL_CRON`` (UTC; by default ``0 2 * * *``, the embedded API's), in
   batches of ``TOKENBANK_RENEWAL_BATCH_LIMIT`` users until none is due, and once when
   the worker starts (a renewal missed while no worker ran is late, never lost: due
   dates are in the database);
@@ -27,6 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from tokenbank.ledger.service import TokenService
 from tokenbank.renewals.results import RenewalBatchResult
+from tokenbank.renewals.service import MonthlyRenewalService
 
 logger = logging.getLogger("tokenbank.jobs")
 
@@ -54,6 +55,7 @@ class PassTotals:
 class JobsWorker:
     def __init__(self, service: TokenService) -> None:
         self._service = service
+        self._renewals = MonthlyRenewalService(service)
         settings = service.settings
         self._batch_limit = settings.renewal_batch_limit
         self._cron = settings.renewal_cron
@@ -64,7 +66,7 @@ class JobsWorker:
         by the next pass, not this one)."""
         totals = PassTotals()
         for _ in range(MAX_BATCHES_PER_PASS):
-            batch = await self._service.renewals.renew_all_eligible(limit=self._batch_limit)
+            batch = await self._renewals.renew_all_eligible(limit=self._batch_limit)
             totals.add(batch)
             # A batch that renewed nobody made no progress: the rest failed or were
             # taken by another worker.

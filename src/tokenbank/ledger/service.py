@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -66,9 +66,6 @@ logger = logging.getLogger("tokenbank")
 
 CacheInvalidationCallback = Callable[[str], Awaitable[None] | None]
 MetricsCallback = Callable[["OperationMetrics"], Awaitable[None] | None]
-
-if TYPE_CHECKING:
-    from tokenbank.renewals.service import MonthlyRenewalService
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +193,6 @@ class TokenService:
         self._writer: LedgerWriter | None = None
         self._committer: GroupCommitter | None = None
         self._costs: CostTable | None = None
-        self._renewals: MonthlyRenewalService | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -629,15 +625,6 @@ class TokenService:
             return None
         async with read_transaction(await self.engine()) as conn:
             return await queries.transaction_of_entry(conn, ledger_entry_id)
-
-    @property
-    def renewals(self) -> MonthlyRenewalService:
-        """Monthly plan renewals over this service's database and clock (seed 002)."""
-        from tokenbank.renewals.service import MonthlyRenewalService
-
-        if self._renewals is None:
-            self._renewals = MonthlyRenewalService(self)
-        return self._renewals
 
     async def invalidate_cache(self, user_id: str) -> None:
         """Tell the cache invalidation callback that a wallet changed outside the
