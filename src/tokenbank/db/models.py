@@ -45,7 +45,7 @@ MIN_GRANT_PRIORITY = 0
 MAX_GRANT_PRIORITY = 100
 # How a grant's remainder changes after it is granted (docs/architecture.md, decision 13).
 GRANT_MOVEMENT_KINDS = ("consume", "capture", "return", "expire", "settle")
-# What a renewal does with what is left of the previous allocation (decision 14).
+# What a renewal does with what is left of the previous allocation (decision 16).
 ALLOCATION_POLICIES = ("expire", "rollover", "keep")
 
 
@@ -404,7 +404,7 @@ class Plan(Base):
 
 class PlanRenewal(Base):
     """One plan allocation granted to one wallet for one period: the primary key makes
-    a period's renewal happen once however many runners race (decision 14)."""
+    a period's renewal happen once however many runners race (decision 16)."""
 
     __tablename__ = "plan_renewals"
 

@@ -263,7 +263,7 @@ class PlanService:
         rollover_cap_tokens: int | None = None,
     ) -> PlanView:
         """Create a plan. ``allocation_policy`` says what a renewal does with what is
-        left of the previous allocation (decision 14); ``rollover_cap_tokens`` caps
+        left of the previous allocation (decision 16); ``rollover_cap_tokens`` caps
         what ``rollover`` carries over (None: one allocation)."""
         now = self._clock()
         values = {

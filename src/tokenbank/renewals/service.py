@@ -1,4 +1,4 @@
-"""Monthly plan renewals (the embedded API's ``MonthlyRenewalService``, decision 14).
+"""Monthly plan renewals (the embedded API's ``MonthlyRenewalService``, decision 16).
 
 A wallet on a plan with a monthly allocation gets that allocation once per period
 (:mod:`tokenbank.renewals.periods`). A renewal, in one database transaction: locks the

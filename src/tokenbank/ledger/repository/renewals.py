@@ -1,4 +1,4 @@
-"""The SQL of plan renewals (decision 14): due wallets, the renewal record, a wallet's
+"""The SQL of plan renewals (decision 16): due wallets, the renewal record, a wallet's
 earlier allocations. The renewal service (``tokenbank.renewals``) calls it."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ A plan says what a renewal does with what is left of the previous allocation
 (``expire``, ``rollover`` up to a cap, or ``keep``); a wallet remembers when it joined
 its plan (its periods are whole months from then) and when its next allocation is
 due; ``plan_renewals`` records each allocation granted, and its primary key (wallet,
-period start) lets a period be renewed once however many runners race (decision 14,
+period start) lets a period be renewed once however many runners race (decision 16,
 docs/architecture.md).
 
 Wallets already on a plan are taken to have joined it now, and their first allocation
