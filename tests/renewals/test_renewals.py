@@ -1,4 +1,4 @@
-"""Plan renewals (decision 14): each policy month by month, eligibility, dry runs,
+"""Plan renewals (decision 16): each policy month by month, eligibility, dry runs,
 exactly once per period, and bad input. Both engines; every step checks the books."""
 
 from __future__ import annotations
