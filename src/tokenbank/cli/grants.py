@@ -8,6 +8,7 @@ from tokenbank.cli._common import DatabaseUrl, group, run, with_service
 from tokenbank.cli._errors import fail
 from tokenbank.config import DEFAULT_PAGE_SIZE
 from tokenbank.ledger.results import GrantView
+from tokenbank.ledger.service import TokenService
 
 app = group("Grants: a wallet's tokens by category, priority and expiry.")
 
@@ -36,6 +37,14 @@ def describe_grant(grant: GrantView) -> str:
 
 @app.command("sweep")
 def grants_sweep(database_url: DatabaseUrl = None) -> None:
-    """Expire what expired grants still hold (except what pending holds need)."""
-    wallets = run(with_service(database_url, lambda service: service.expire_grants()))
-    typer.echo(f"looked at {wallets} wallets with expired grants")
+    """Apply scheduled credits that came due, and expire what expired grants still
+    hold (except what pending holds need)."""
+
+    async def sweep(service: TokenService) -> tuple[int, int]:
+        return await service.apply_scheduled_credits(), await service.expire_grants()
+
+    scheduled, expired = run(with_service(database_url, sweep))
+    typer.echo(
+        f"looked at {scheduled} wallets with scheduled credits due"
+        f" and {expired} wallets with expired grants"
+    )

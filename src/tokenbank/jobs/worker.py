@@ -1,12 +1,12 @@
 """``tokenbank jobs run``: the work that time asks for, in a long-running process.
 
-- **renewals**, on ``TOKENBANK_RENEWAL_CRON`` (UTC; by default ``0 2 * * *``, the embedded API's), in
+- **renewals**, on ``TOKENBANK_RENEWAL_CRON`` (UTC; by default ``0 2 * * *``), in
   batches of ``TOKENBANK_RENEWAL_BATCH_LIMIT`` users until none is due, and once when
   the worker starts (a renewal missed while no worker ran is late, never lost: due
   dates are in the database);
 - **sweeps** every ``TOKENBANK_SWEEP_INTERVAL_SECONDS``: expired holds released,
-  expired grants expired (spending catches a wallet up anyway; the sweep makes the
-  books say so on time).
+  scheduled credits that came due applied, expired grants expired (a spend catches
+  its wallet up anyway; the sweep makes the books say so on time).
 
 Several workers may run at once, on one or several machines: a renewal locks its
 wallet and is recorded under (wallet, period), so each period is renewed once; the
@@ -83,8 +83,10 @@ class JobsWorker:
         return totals
 
     async def sweep(self) -> tuple[int, int]:
-        """Release expired holds and expire expired grants: (holds, wallets)."""
+        """Release expired holds, apply scheduled credits that came due, expire expired
+        grants: (holds, wallets whose grants were looked at)."""
         holds = await self._service.release_expired_holds()
+        await self._service.apply_scheduled_credits()
         wallets = await self._service.expire_grants()
         if holds or wallets:
             logger.info("sweep: %d holds released, %d wallets' grants expired", holds, wallets)

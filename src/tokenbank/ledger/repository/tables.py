@@ -15,6 +15,7 @@ from tokenbank.db.models import (
     LedgerTransaction,
     OperationCost,
     PlanRenewal,
+    ScheduledCredit,
     Wallet,
 )
 
@@ -27,3 +28,4 @@ idempotency_keys = cast(Table, IdempotencyKey.__table__)
 grants = cast(Table, Grant.__table__)
 grant_movements = cast(Table, GrantMovement.__table__)
 plan_renewals = cast(Table, PlanRenewal.__table__)
+scheduled_credits = cast(Table, ScheduledCredit.__table__)
