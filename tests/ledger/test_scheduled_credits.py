@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, select, update
@@ -158,7 +159,7 @@ async def test_the_database_applies_a_scheduled_credit_once(
         async with engine.connect() as conn:
             row = (await conn.execute(select(scheduled_credits))).one()
         table = scheduled_credits
-        refused_changes = [
+        refused_changes: list[Any] = [
             update(table).values(transaction_id=other.transaction_id),  # another wallet's
             update(table).values(transaction_id=same_wallet_other_amount.transaction_id),
             update(table).values(amount_tokens=1),
