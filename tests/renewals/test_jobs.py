@@ -19,10 +19,10 @@ from tokenbank.config import Settings
 from tokenbank.jobs.worker import JobsWorker
 from tokenbank.ledger import handlers
 from tokenbank.ledger.errors import ErrorCode
+from tokenbank.ledger.repository import renewals as renewal_repo
 from tokenbank.ledger.results import refused_operation
 from tokenbank.plans.service import PlanService
 from tokenbank.renewals import MonthlyRenewalService
-from tokenbank.ledger.repository import renewals as renewal_repo
 
 TOKENBANK = str(Path(sys.executable).parent / "tokenbank")
 runner = CliRunner()

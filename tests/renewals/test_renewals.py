@@ -15,9 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from tokenbank import InvalidInput, ManualClock, TokenService
 from tokenbank.config import Settings
 from tokenbank.db.engine import write_transaction
+from tokenbank.ledger.repository import renewals as renewal_repo
 from tokenbank.plans.service import PlanService
 from tokenbank.renewals import MonthlyRenewalService
-from tokenbank.ledger.repository import renewals as renewal_repo
 
 DAY = timedelta(days=1)
 JOINED = datetime(2026, 1, 31, 9, 30, tzinfo=UTC)
