@@ -27,6 +27,7 @@ from tokenbank.plans.service import PlanService
 from tokenbank.pricing import routes as pricing_routes
 from tokenbank.pricing.service import PricingService
 from tokenbank.process.service import TokenProcess
+from tokenbank.renewals import routes as renewals_routes
 
 logger = logging.getLogger("tokenbank.api")
 
@@ -152,6 +153,7 @@ def create_app(
         plans_routes.router,
         ledger_routes.router,
         pricing_routes.router,
+        renewals_routes.router,
     ):
         app.include_router(router)
     return app
