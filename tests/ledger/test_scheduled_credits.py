@@ -183,3 +183,23 @@ async def test_the_database_applies_a_scheduled_credit_once(
                 )
         report = await bank.audit()
         assert report.ok, report.problems
+
+
+def test_the_grant_command_schedules_and_lists(database_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from tokenbank.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str) -> str:
+        result = runner.invoke(app, [*args, "--database-url", database_url])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    invoke("users", "create", "gus")
+    said = invoke("grant", "gus", "500", "--reason", "later", "--starts-in", "7d")
+    assert said.startswith("ok: scheduled credit ") and "balance 10000 until then" in said
+    listed = invoke("grants", "list", "gus").splitlines()
+    assert listed[0].startswith("-  scheduled promotional priority 50  500 from ")
+    assert "looked at 0 wallets with scheduled credits due" in invoke("grants", "sweep")
