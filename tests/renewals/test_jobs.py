@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,41 @@ def test_two_workers_started_together_renew_each_user_once(database_url: str) ->
     renewals, balances = asyncio.run(renewed_balances(database_url, users))
     assert renewals == len(users)
     assert balances == [2_000] * len(users)
+
+
+async def renewal_count(database_url: str) -> int:
+    count = select(func.count()).select_from(renewal_repo.renewals)
+    async with TokenService(database_url, auto_migrate=False) as bank:
+        engine = await bank.engine()
+        async with engine.connect() as conn:
+            return int((await conn.execute(count)).scalar_one())
+
+
+def test_two_long_running_workers_renew_each_user_once_and_stop_on_sigterm(
+    database_url: str,
+) -> None:
+    users = [f"user-{n:04d}" for n in range(200)]
+    asyncio.run(on_plan(database_url, users, allocation=300))
+    command = [TOKENBANK, "jobs", "run", "--database-url", database_url]
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while asyncio.run(renewal_count(database_url)) < len(users):
+            assert time.monotonic() < deadline, "the workers did not renew everyone in 2 min"
+            assert all(worker.poll() is None for worker in workers)
+            time.sleep(0.5)
+        time.sleep(1)  # both workers' first passes are over: nobody is renewed twice
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+    outputs = [worker.communicate(timeout=60)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    renewals, balances = asyncio.run(renewed_balances(database_url, users))
+    assert renewals == len(users)
+    assert balances == [300] * len(users)
 
 
 async def test_the_worker_renews_at_start_and_stops_when_told(database_url: str) -> None:
