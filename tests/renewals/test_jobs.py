@@ -21,7 +21,7 @@ from tokenbank.config import Settings
 from tokenbank.jobs.worker import JobsWorker
 from tokenbank.ledger import handlers
 from tokenbank.ledger.errors import ErrorCode
-from tokenbank.ledger.repository import renewals as renewal_repo
+from tokenbank.ledger.repository.tables import plan_renewals
 from tokenbank.ledger.results import refused_operation
 from tokenbank.plans.service import PlanService
 from tokenbank.renewals import MonthlyRenewalService
@@ -45,7 +45,7 @@ async def renewed_balances(database_url: str, users: list[str]) -> tuple[int, li
         report = await bank.audit()
         assert report.ok, report.problems
         async with (await bank.engine()).connect() as conn:
-            count = select(func.count()).select_from(renewal_repo.renewals)
+            count = select(func.count()).select_from(plan_renewals)
             renewals = int((await conn.execute(count)).scalar_one())
         balances = []
         for user_id in users:
@@ -77,7 +77,7 @@ def test_two_workers_started_together_renew_each_user_once(database_url: str) ->
 
 
 async def renewal_count(database_url: str) -> int:
-    count = select(func.count()).select_from(renewal_repo.renewals)
+    count = select(func.count()).select_from(plan_renewals)
     async with TokenService(database_url, auto_migrate=False) as bank:
         engine = await bank.engine()
         async with engine.connect() as conn:

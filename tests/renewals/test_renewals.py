@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from tokenbank import InvalidInput, ManualClock, TokenService
 from tokenbank.config import Settings
 from tokenbank.db.engine import write_transaction
-from tokenbank.ledger.repository import renewals as renewal_repo
+from tokenbank.ledger.repository.tables import plan_renewals
 from tokenbank.plans.service import PlanService
 from tokenbank.renewals import MonthlyRenewalService
 
@@ -232,10 +232,10 @@ async def test_the_database_refuses_a_second_renewal_of_a_period(
     await MonthlyRenewalService(bank).renew_user("ann")
     engine = await bank.engine()
     async with write_transaction(engine) as conn:
-        row = (await conn.execute(select(renewal_repo.renewals))).one()._asdict()
+        row = (await conn.execute(select(plan_renewals))).one()._asdict()
     with pytest.raises(IntegrityError):
         async with write_transaction(engine) as conn:
-            await conn.execute(insert(renewal_repo.renewals).values(row))
+            await conn.execute(insert(plan_renewals).values(row))
     bad_rows: list[dict[str, Any]] = [
         {"granted_tokens": 0, "period_start": JOINED - DAY},
         {"carried_tokens": -1, "period_start": JOINED - DAY},
@@ -245,7 +245,7 @@ async def test_the_database_refuses_a_second_renewal_of_a_period(
     for changes in bad_rows:
         with pytest.raises(IntegrityError):
             async with write_transaction(engine) as conn:
-                await conn.execute(insert(renewal_repo.renewals).values({**row, **changes}))
+                await conn.execute(insert(plan_renewals).values({**row, **changes}))
 
 
 async def test_bad_plan_terms_are_refused_and_write_nothing(
