@@ -31,8 +31,8 @@ grant due anywhere (a sweep then counts the example's own wallets only).
 
 ``test_ledger_matches_model`` runs a short machine on every ``make test``; set
 ``TOKENBANK_STATEFUL_EXAMPLES`` (e.g. 500) for a long run. The tests at the end pin,
-minimally, the idempotency bugs the machine found (fixed by migration 0003), and, as
-strict xfails, the grant bugs it found (not fixed yet).
+minimally, the idempotency bugs the machine found (fixed by migration 0003) and the
+grant bugs it found (fixed in the handlers and the service).
 """
 
 from __future__ import annotations
@@ -379,6 +379,12 @@ class World:
 Result = OperationResult | HoldResult
 
 
+def _capture_size(amount: int, held: int) -> str:
+    if amount in (0, held):
+        return "zero" if amount == 0 else "equal"
+    return "less" if amount < held else "more"
+
+
 def _check(result: object, **expected: Any) -> None:
     wrong = {
         name: (getattr(result, name), want)
@@ -493,15 +499,17 @@ class LedgerMachine(RuleBasedStateMachine):
     def run(self, request: Request) -> None:
         """Send a request and hold the service to the model, replays and conflicts included."""
         key = request.key
-        if request.kind == "credit" and request.expires_at and request.expires_at <= self.now():
-            # TokenService.credit refuses a past expiry before it looks the key up: even
-            # the retry of a credit that succeeded is refused once its expiry has passed
-            # (test_a_retried_credit_is_answered_after_its_expiry_passed, xfail below).
+        past = request.expires_at is not None and request.expires_at <= self.now()
+        if request.kind == "credit" and past and key not in self.keys:
+            # A new credit must expire later than now; a retry of one that was made
+            # answers as it did (test_a_retried_credit_is_answered_after_its_expiry_passed).
             with pytest.raises(InvalidInput) as refused:
                 self.send(request)
             assert refused.value.field == "expires_at"
-            event(f"credit: expiry passed ({'a replay' if key in self.keys else 'new'})")
+            event("credit: expiry passed (new)")
             return
+        if request.kind == "credit" and past:
+            event("credit: expiry passed (a replay or a conflict)")
         record = self.keys.get(key) if key is not None else None
         if record is not None:
             if record.request.fingerprint() == request.fingerprint():
@@ -658,18 +666,16 @@ class LedgerMachine(RuleBasedStateMachine):
         if request.overdraft:
             # handlers.debit catches the wallet up first (so that expired holds cannot
             # make recorded usage look like an overdraft), then
-            # repository.overdraw_wallet takes from anything but a closed wallet, and
-            # only while no grant is due. When the refusal rolls the handler's catch-up
-            # back, the writer's own catch-up does the same for good.
+            # repository.overdraw_wallet takes from anything but a closed wallet. A grant
+            # still due then keeps tokens for holds, and the usage takes them first, as
+            # a capture would (test_overdraft_usage_is_recorded_while_an_expired_grant_
+            # backs_a_hold).
             self.catch_up(request.user)
-            # A grant still due after the catch-up is an expired one kept for holds:
-            # the service then refuses the usage (a bug, decision 6;
-            # test_overdraft_usage_is_recorded_while_an_expired_grant_backs_a_hold).
-            if wallet.status == "closed" or wallet.due(self.now()):
-                if wallet.status != "closed":
-                    event("debit: overdraft refused while a grant is due (known bug)")
+            if wallet.status == "closed":
                 _check(result, success=False, **self.refusal(request.user, request.amount))
                 return
+            if wallet.due(self.now()):
+                event("debit: overdraft while an expired grant backs a hold")
             before = wallet.balance
             wallet.take(request.amount)
             wallet.suspend_if_overdrawn()
@@ -679,7 +685,9 @@ class LedgerMachine(RuleBasedStateMachine):
                 return
             before = wallet.balance
             wallet.take(request.amount)
-        wallet.consume(before, self.now(), capture=False, transaction_id=result.transaction_id)
+        wallet.consume(
+            before, self.now(), capture=request.overdraft, transaction_id=result.transaction_id
+        )
         self.move_system(TOKENS_CONSUMED, request.amount)
         self.record_transaction(result, request.user, "debit", request.amount)
 
@@ -782,20 +790,7 @@ class LedgerMachine(RuleBasedStateMachine):
             _check(result, success=False, error_code=ErrorCode.HOLD_NOT_FOUND)
             return
         if hold.status == "captured":
-            # handlers._replay_capture: capture is idempotent per hold and amount.
-            if hold.captured != amount:
-                _check(result, success=False, error_code=ErrorCode.HOLD_NOT_PENDING)
-                return
-            _check(
-                result,
-                success=True,
-                replayed=True,
-                status="captured",
-                captured_tokens=amount,
-                transaction_id=hold.capture_transaction_id,
-                ledger_entry_id=hold.capture_entry_id,
-                new_balance=hold.capture_balance,
-            )
+            self.check_capture_replay(hold, amount, result)
             return
         if hold.status == "expired" or (hold.status == "pending" and hold.expires_at <= self.now()):
             _check(result, success=False, error_code=ErrorCode.HOLD_EXPIRED, status=hold.status)
@@ -803,11 +798,13 @@ class LedgerMachine(RuleBasedStateMachine):
         if hold.status != "pending":
             _check(result, success=False, error_code=ErrorCode.HOLD_NOT_PENDING, status=hold.status)
             return
-        # repository.settle_hold: no status condition; usage that happened is recorded.
-        # No catch-up either: grant_effects.consume(capture=True) takes what expired
-        # grants hold first, be it kept for holds or only not yet expired (the latter
-        # a bug: test_a_capture_spends_no_token_a_sweep_would_have_expired).
+        # handlers.capture_hold expires what is due beyond what the holds need first
+        # (test_a_capture_spends_no_token_a_sweep_would_have_expired); then
+        # repository.settle_hold (no status condition: usage that happened is recorded)
+        # and grant_effects.consume(capture=True), expired remainders first.
         wallet = self.wallets[hold.user]
+        if wallet.due(self.now()):
+            self.expire(hold.user, by="a capture")
         wallet.held -= hold.amount
         before, expired = wallet.balance, wallet.expired_tokens(self.now())
         if amount > 0:
@@ -817,11 +814,7 @@ class LedgerMachine(RuleBasedStateMachine):
             event("capture: took expired tokens")
         wallet.suspend_if_overdrawn()
         hold.status, hold.captured = "captured", amount
-        if amount in (0, hold.amount):
-            size = "zero" if amount == 0 else "equal"
-        else:
-            size = "less" if amount < hold.amount else "more"
-        event(f"capture of a pending hold: {size}")
+        event(f"capture of a pending hold: {_capture_size(amount, hold.amount)}")
         _check(
             result,
             success=True,
@@ -844,6 +837,23 @@ class LedgerMachine(RuleBasedStateMachine):
         self.move_system(TOKENS_CONSUMED, amount)
         self.transactions[result.transaction_id] = ModelTransaction(
             result.transaction_id, hold.user, "debit", amount
+        )
+
+    @staticmethod
+    def check_capture_replay(hold: ModelHold, amount: int, result: Result) -> None:
+        """handlers._replay_capture: capture is idempotent per hold and amount."""
+        if hold.captured != amount:
+            _check(result, success=False, error_code=ErrorCode.HOLD_NOT_PENDING)
+            return
+        _check(
+            result,
+            success=True,
+            replayed=True,
+            status="captured",
+            captured_tokens=amount,
+            transaction_id=hold.capture_transaction_id,
+            ledger_entry_id=hold.capture_entry_id,
+            new_balance=hold.capture_balance,
         )
 
     # --- rules ----------------------------------------------------------------------------
@@ -1483,21 +1493,16 @@ async def test_repeated_capture_under_the_key_of_a_debit_is_a_conflict(
     assert await _held(service) == (91, 0)
 
 
-# --- grant bugs the machine found, minimally (strict xfails: not fixed yet) -------------
-# The machine mirrors what the service does in each case (see apply_debit, apply_capture
-# and run); when a bug is fixed, its test here passes (and fails as XPASS) and the
-# machine's mirror of it must follow the fix.
+# --- grant bugs the machine found, minimally (fixed) -------------------------------------
+# An overdraft refused while an expired grant backed a hold (repository.overdraw_wallet
+# wanted no grant due), a capture spending tokens a sweep would have expired
+# (handlers.capture_hold did not catch the wallet up), and a keyed credit's retry
+# refused once its expiry had passed (TokenService.credit checked the date first).
 
 HOLD_A_WEEK = 7 * DAY
 ONE_DAY = timedelta(days=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: repository.overdraw_wallet requires no grant due (_no_grant_due), but an "
-    "expired grant kept for a pending hold stays due after the catch-up (spare 0), so "
-    "usage that already happened is refused with insufficient_tokens (decision 6)",
-)
 async def test_overdraft_usage_is_recorded_while_an_expired_grant_backs_a_hold(
     service: TokenService, clock: ManualClock
 ) -> None:
@@ -1512,13 +1517,6 @@ async def test_overdraft_usage_is_recorded_while_an_expired_grant_backs_a_hold(
     assert await _held(service) == (5, 10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a capture does not catch its wallet up (handlers.capture_hold), so it "
-    "takes expired tokens no hold needs before they leave: what a wallet keeps depends "
-    "on whether a sweep ran before the capture (decision 13: expiry is on time, an "
-    "expired token is never spent even if no sweep ran)",
-)
 async def test_a_capture_spends_no_token_a_sweep_would_have_expired(
     service: TokenService, clock: ManualClock
 ) -> None:
@@ -1541,13 +1539,6 @@ async def test_a_capture_spends_no_token_a_sweep_would_have_expired(
     assert kept["lazy"] == kept["swept"]  # it is {"purchase": 20, "bonus": 0}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidInput,
-    reason="bug (minor): TokenService.credit refuses an expires_at in the past before it "
-    "looks the idempotency key up, so the retry of a credit that succeeded is refused "
-    "once the grant's expiry has passed, instead of answered with the first result",
-)
 async def test_a_retried_credit_is_answered_after_its_expiry_passed(
     service: TokenService, clock: ManualClock
 ) -> None:

@@ -220,6 +220,7 @@ async def debit(conn: AsyncConnection, op: Debit, now: datetime) -> OperationRes
             transaction_id=transaction_id,
             now=now,
             capture=False,
+            overdraft=op.allow_overdraft,
         ),
     )
 
@@ -343,6 +344,10 @@ async def capture_hold(conn: AsyncConnection, op: CaptureHold, now: datetime) ->
     refusal = _unusable_hold(hold, op.hold_id, now)
     if refusal is not None or hold is None:
         return refusal or refused_hold(ErrorCode.HOLD_NOT_FOUND, hold_id=op.hold_id)
+    if hold.next_grant_event_at is not None and hold.next_grant_event_at <= now:
+        # What expired grants hold beyond what the holds need leaves first, so that
+        # the capture (expired remainders first) takes only tokens kept for holds.
+        await expire_grants(conn, hold.user_id, now)
     if not await repo.resolve_hold(
         conn, hold.id, status="captured", captured_tokens=op.amount_tokens, now=now
     ):

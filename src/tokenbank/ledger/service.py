@@ -430,11 +430,20 @@ class TokenService:
             effective_at=effective_at,
         )
         now = self.clock()
-        if expires_at is not None and expires_at <= now:
+        if expires_at is not None and expires_at <= now and not await self._keyed(op):
+            # (A retry of a credit that was made answers as it did, expired since or not.)
             raise InvalidInput("expires_at", "must be in the future")
         if effective_at is not None and effective_at > now + timedelta(days=MAX_GRANT_DAYS):
             raise InvalidInput("effective_at", f"must be within {MAX_GRANT_DAYS} days")
         return await self._operation(op)
+
+    async def _keyed(self, op: Credit) -> bool:
+        """Whether the operation's idempotency key was used already."""
+        if op.idempotency_key is None:
+            return False
+        async with read_transaction(await self.engine()) as conn:
+            found = await repo.registered_key(conn, op.idempotency_scope, op.idempotency_key)
+        return found is not None
 
     async def debit(
         self,
