@@ -4,7 +4,9 @@ Hypothesis drives one ``SyncTokenService`` per engine through random sequences o
 wallet openings, credits (any category, priority and expiry, some of them due in
 seconds), debits, priced charges, holds (placed, captured for less, as much or more,
 voided, expired by the clock), refunds (free or naming a debit), admin status
-changes, clock moves of minutes to days, sweeps of expired grants, and *replays* of
+changes, clock moves of minutes to days, sweeps of expired grants, plan joins and
+monthly renewals (each example's plan has a random allocation, policy and cap;
+decision 16), and *replays* of
 earlier idempotency keys: the same request must return the first result and change
 nothing, a different request under a used key must raise ``IdempotencyConflict`` and
 change nothing.
@@ -73,6 +75,10 @@ from tokenbank.ledger.accounts import (
     TOKENS_EXPIRED,
     TOKENS_SOLD,
 )
+from tokenbank.plans import PlanService, WalletNotFound
+from tokenbank.renewals import MonthlyRenewalService
+from tokenbank.renewals.periods import period_at
+from tokenbank.renewals.policy import allocation_expiry
 
 WELCOME_BONUS = 40
 # The seed cost table (migration 0001).
@@ -133,6 +139,7 @@ class ModelGrant:
     expires_at: datetime | None
     amount: int
     remaining: int
+    plan: str | None = None  # the plan whose renewal granted it
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now
@@ -177,6 +184,10 @@ class ModelWallet:
     paid: int = 0
     grants: list[ModelGrant] = field(default_factory=list)
     consumptions: list[ModelConsumption] = field(default_factory=list)  # oldest first
+    # The plan (None: none), when the wallet joined it, when its next allocation is due.
+    plan: str | None = None
+    plan_since: datetime | None = None
+    renewal_due_at: datetime | None = None
 
     @property
     def available(self) -> int:
@@ -409,6 +420,11 @@ class LedgerMachine(RuleBasedStateMachine):
         self.keys: dict[str, KeyRecord] = {}
         self.key_numbers = 0
         self.steps = 0
+        # This example's plan (made by open_first_wallets): its allocation, policy, cap.
+        self.plan = f"{self.prefix}-plan"
+        self.plan_terms: tuple[int, str, int | None] = (0, "expire", None)
+        self.plans = service.blocking(PlanService(service.engine(), clock=clock))
+        self.renewals = service.blocking(MonthlyRenewalService(service.service))
         self.reads = 0
         # The wallets the current step sent something to: grants_match_the_model reads
         # their grants (get_balance's breakdown watches every wallet's after each step).
@@ -858,18 +874,41 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # --- rules ----------------------------------------------------------------------------
 
+    def make_plan(self, allocation: int, policy: str, cap: int | None) -> None:
+        """This example's plan: a monthly allocation and what renewals do with it."""
+        self.plan_terms = (allocation, policy, cap)
+        self.plans.create_plan(
+            self.plan,
+            monthly_allocation_tokens=allocation,
+            allocation_policy=policy,
+            rollover_cap_tokens=cap,
+        )
+
     @initialize(
         spare=st.integers(min_value=0, max_value=WELCOME_BONUS - 1),
         soon=st.integers(min_value=0, max_value=WELCOME_BONUS),
         expires_in=st.integers(min_value=1, max_value=MAX_TTL),
         priority=priorities,
+        plan=st.tuples(
+            st.integers(min_value=1, max_value=60),
+            st.sampled_from(["expire", "rollover", "keep"]),
+            st.one_of(st.none(), st.integers(min_value=0, max_value=60)),
+        ),
     )
-    def open_first_wallets(self, spare: int, soon: int, expires_in: int, priority: int) -> None:
+    def open_first_wallets(
+        self,
+        spare: int,
+        soon: int,
+        expires_in: int,
+        priority: int,
+        plan: tuple[int, str, int | None],
+    ) -> None:
         """Most steps need a wallet and many a hold: open all but the last user's wallet
         (that one may open later), credit the first ``soon`` tokens that expire within
         the holds' TTLs, and place one long hold on all its tokens but ``spare`` (at
         most the ``soon`` ones, if any: when that grant expires, what the hold needs
-        of it stays)."""
+        of it stays). And make this example's ``plan`` (allocation, policy, cap)."""
+        self.make_plan(*plan)
         for index in range(USERS_PER_EXAMPLE - 1):
             self.open_wallet(index)
         if soon:
@@ -886,6 +925,7 @@ class LedgerMachine(RuleBasedStateMachine):
         amount = WELCOME_BONUS + soon - (spare % (soon + 1) if soon else spare)
         hold = Request("hold", user=self.user(0), amount=amount, resolved_ttl=self.default_ttl)
         self.run(hold)
+        self.join_plan(1)  # a wallet on the plan from the start: renewals every example
 
     @rule(user=users)
     def open_wallet(self, user: int) -> None:
@@ -970,13 +1010,112 @@ class LedgerMachine(RuleBasedStateMachine):
         event(f"sweep of grants: {len(due)} due")
 
     # --- renew: monthly plan renewals -----------------------------------------------------
-    # RENEW RULE GOES HERE (coming from the plan-renewals work). A ``renew`` rule will
-    # renew a wallet's plan (its monthly allocation): model it as a ``renewal`` grant
-    # (ModelWallet.add_grant, with its category, priority and period-end expiry), plus
-    # whatever the renewal does to the previous period's allocation, to
-    # ``last_renewal_at`` and to the ``tokens_granted`` system account (move_system),
-    # and mirror its idempotency (a Request kind, its fingerprint) if it takes a key.
-    # The grant invariants below then check it after every step.
+
+    @rule(user=users)
+    def join_plan(self, user: int) -> None:
+        """``set_user_plan``: joining starts the periods and makes an allocation due now;
+        joining the plan the wallet is on changes nothing."""
+        name = self.user(user)
+        wallet = self.wallets.get(name)
+        if wallet is None:
+            with pytest.raises(WalletNotFound):
+                self.plans.set_user_plan(name, self.plan)
+            return
+        self.plans.set_user_plan(name, self.plan)
+        if wallet.plan != self.plan:
+            wallet.plan, wallet.plan_since, wallet.renewal_due_at = (
+                self.plan,
+                self.now(),
+                self.now(),
+            )
+        event("join the plan")
+
+    @rule(user=users, to_due=st.booleans())
+    def renew(self, user: int, to_due: bool) -> None:
+        """``renew_user``, now or (``to_due``) once the clock has run to the wallet's due
+        date; the model applies the plan's policy to its earlier allocations."""
+        name = self.user(user)
+        wallet = self.wallets.get(name)
+        due_at = None if wallet is None else wallet.renewal_due_at
+        if to_due and due_at is not None and due_at > self.now():
+            self.clock.set(due_at)
+        self.touched.add(name)
+        result = self.renewals.renew_user(name)
+        reason = self.renewal_refusal(wallet)
+        if reason is not None:
+            assert (result.success, result.error) == (False, reason), result
+            event(f"renewal refused: {reason.split(' ')[0]}")
+            return
+        assert wallet is not None and wallet.plan_since is not None
+        assert result.success, result
+        if wallet.due(self.now()):
+            self.expire(name, by="a renewal")
+        allocation, policy, cap = self.plan_terms
+        carried, forfeited = self.forfeit(wallet, policy, allocation, cap)
+        period = period_at(wallet.plan_since, self.now())
+        expires_at = allocation_expiry(policy, wallet.plan_since, period)
+        wallet.top_up(allocation)
+        wallet.add_grant("renewal", allocation, category="promotional", expires_at=expires_at)
+        wallet.grants[-1].plan = self.plan
+        self.move_system(CREDIT_SOURCES["renewal"], -allocation)
+        wallet.renewal_due_at = period.end
+        assert (result.period_start, result.period_end, result.expires_at) == (
+            period.start,
+            period.end,
+            expires_at,
+        )
+        assert (result.tokens_granted, result.tokens_carried, result.tokens_forfeited) == (
+            allocation,
+            carried,
+            forfeited,
+        )
+        assert result.new_balance == wallet.balance
+        event(f"renewal ({policy}): {'some' if carried else 'none'} carried")
+
+    def renewal_refusal(self, wallet: ModelWallet | None) -> str | None:
+        """renewals.service.eligibility, in the model's words."""
+        if wallet is None:
+            return "no wallet for this user"
+        if wallet.plan is None:
+            return "not on a plan"
+        if wallet.status != "active":
+            return f"wallet is {wallet.status}"
+        if wallet.renewal_due_at is not None and wallet.renewal_due_at > self.now():
+            return "already renewed for this period"
+        return None
+
+    def forfeit(
+        self, wallet: ModelWallet, policy: str, allocation: int, cap: int | None
+    ) -> tuple[int, int]:
+        """renewals.policy.plan_forfeit on the plan's live earlier allocations: keep at
+        most the policy's limit (the first to be spent), never take what holds need;
+        what is taken leaves as an ``expiry``. (carried, forfeited)."""
+        now = self.now()
+        earlier = sorted(
+            (
+                g
+                for g in wallet.grants
+                if g.plan == self.plan and g.remaining and not g.expired(now)
+            ),
+            key=ModelGrant.order,
+        )
+        keep_left = {"expire": 0, "rollover": allocation if cap is None else cap}.get(policy)
+        take_left, forfeited = max(wallet.balance - wallet.held, 0), 0
+        for grant in earlier:
+            if keep_left is None:
+                break
+            kept = min(grant.remaining, keep_left)
+            keep_left -= kept
+            take = min(grant.remaining - kept, take_left)
+            grant.remaining -= take
+            take_left -= take
+            forfeited += take
+        if forfeited:
+            wallet.balance -= forfeited
+            wallet.entries += 1
+            wallet.paid += forfeited
+            self.move_system(TOKENS_EXPIRED, forfeited)
+        return sum(g.remaining for g in earlier), forfeited
 
     @rule(
         user=users,
