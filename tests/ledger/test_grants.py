@@ -6,7 +6,6 @@ the per-operation path as well as the batch kernel (``group_commit``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -15,17 +14,6 @@ from tokenbank import ErrorCode, InvalidInput, ManualClock, TokenService
 from tokenbank.config import Settings
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture(params=["group_commit", "commit_each"])
-async def bank(
-    request: pytest.FixtureRequest, database_url: str, clock: ManualClock
-) -> AsyncIterator[TokenService]:
-    settings = Settings(group_commit=request.param == "group_commit")
-    async with TokenService(
-        database_url, settings=settings, clock=clock, welcome_bonus_tokens=0, auto_migrate=False
-    ) as service:
-        yield service
 
 
 async def remaining(service: TokenService, user_id: str) -> dict[int, int]:

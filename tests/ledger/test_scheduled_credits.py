@@ -6,7 +6,6 @@ another wallet's or amount's credit."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,22 +14,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from tokenbank import IdempotencyConflict, InvalidInput, ManualClock, TokenService
-from tokenbank.config import Settings
 from tokenbank.db.engine import write_transaction
 from tokenbank.ledger.repository.tables import scheduled_credits
 
 DAY = timedelta(days=1)
-
-
-@pytest.fixture(params=["group_commit", "commit_each"])
-async def bank(
-    request: pytest.FixtureRequest, database_url: str, clock: ManualClock
-) -> AsyncIterator[TokenService]:
-    settings = Settings(group_commit=request.param == "group_commit")
-    async with TokenService(
-        database_url, settings=settings, clock=clock, welcome_bonus_tokens=0, auto_migrate=False
-    ) as service:
-        yield service
 
 
 async def balance(bank: TokenService, user_id: str) -> int:
