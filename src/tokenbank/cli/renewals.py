@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -26,7 +27,8 @@ def renewals_run(
     """Renew every user whose allocation is due, one batch now; exits 1 if any failed."""
 
     async def act(service: TokenService) -> RenewalBatchResult:
-        with typer.progressbar(length=0, label="renewing", file=None) as bar:
+        # On stderr: stdout keeps only the results, for scripts.
+        with typer.progressbar(length=0, label="renewing", file=sys.stderr) as bar:
 
             def advance(result: RenewalResult, total: int) -> None:
                 bar.length = total
