@@ -14,7 +14,9 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
+    Computed,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -244,6 +246,11 @@ class Grant(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     amount_tokens: Mapped[int] = mapped_column(BigInteger)
     remaining_tokens: Mapped[int] = mapped_column(BigInteger)
+    # Whether the grant has tokens left, kept by the database (stored on PostgreSQL,
+    # virtual on SQLite; migration 0007): the wallet index holds this, not the
+    # remainder, so a debit's change of a remainder is a HOT update on PostgreSQL
+    # and a wallet's spent grants are not read again. Never written.
+    live: Mapped[bool] = mapped_column(Boolean, Computed("remaining_tokens > 0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
@@ -268,7 +275,8 @@ class Grant(Base):
         CheckConstraint(
             "transaction_id IS NOT NULL OR source = 'migration'", name="made_by_a_transaction"
         ),
-        Index("ix_grants_wallet_id", "wallet_id", "remaining_tokens"),
+        # A wallet's live grants (``live = true``); not on the remainder (see ``live``).
+        Index("ix_grants_wallet_id", "wallet_id", "live"),
         Index("ix_grants_transaction_id", "transaction_id"),
     )
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -528,7 +529,7 @@ _GRANT_COLUMNS = (
     grants.c.remaining_tokens,
 )
 _WITH_LIVE_GRANTS = wallets.outerjoin(
-    grants, and_(grants.c.wallet_id == wallets.c.id, grants.c.remaining_tokens > 0)
+    grants, and_(grants.c.wallet_id == wallets.c.id, grants.c.live == true())
 )
 _LOCK_WITH_GRANTS = (
     select(*_LOCKED_WALLET_COLUMNS, *_GRANT_COLUMNS)
