@@ -24,6 +24,7 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -319,7 +320,14 @@ class GrantMovement(Base):
             name="return_names_its_consumption",
         ),
         Index("ix_grant_movements_transaction_id", "transaction_id"),
-        Index("ix_grant_movements_returns_movement_id", "returns_movement_id"),
+        # Returns only (migration 0007): most movements are consumptions, which need
+        # no entry here; a lookup by a consumption's id implies IS NOT NULL.
+        Index(
+            "ix_grant_movements_returns_movement_id",
+            "returns_movement_id",
+            postgresql_where=text("returns_movement_id IS NOT NULL"),
+            sqlite_where=text("returns_movement_id IS NOT NULL"),
+        ),
     )
 
 

@@ -17,6 +17,8 @@ unchanged.
   for that (``fillfactor`` 80). A wallet's live grants are still found through the
   index alone, however many spent grants it has (tests/db/test_sqlite_plans.py);
   SQLite's header trigger looks them up by ``live`` for the same reason.
+- ``ix_grant_movements_returns_movement_id`` holds returns only (both engines): a
+  consumption, most movements, no longer adds an index entry of NULL.
 - On PostgreSQL, the checks of a header, an entry and a grant movement run once per
   INSERT statement instead of once per row: ``AFTER INSERT ... FOR EACH STATEMENT``
   triggers that see the statement's rows as a transition table and check them all
@@ -43,6 +45,7 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
@@ -191,19 +194,23 @@ TRANSACTIONS_VALID = """CREATE FUNCTION tokenbank_transactions_valid() RETURNS t
 MOVEMENTS_VALID = """CREATE FUNCTION tokenbank_grant_movements_valid() RETURNS trigger
     LANGUAGE plpgsql AS $$
     DECLARE
-      given_back record; consumed bigint; returned bigint;
+      sealed boolean; refused boolean; given_back record; consumed bigint; returned bigint;
     BEGIN
       -- A movement joins an open transaction only. Unlike an entry's, this check takes
       -- no lock: a movement slipped in beside a header still has to make the wallet's
       -- grants add up to its balance at the next seal, and the audit reads them all.
-      IF EXISTS (SELECT 1 FROM ledger_transactions
-                 WHERE id IN (SELECT transaction_id FROM new_movements)) THEN
+      -- And it names a known grant, and consumes none that has expired.
+      SELECT bool_or(t.id IS NOT NULL),
+             bool_or(g.id IS NULL OR (m.kind = 'consume' AND g.expires_at <= m.created_at))
+        INTO sealed, refused
+        FROM new_movements AS m
+        LEFT JOIN ledger_transactions AS t ON t.id = m.transaction_id
+        LEFT JOIN grants AS g ON g.id = m.grant_id;
+      IF sealed THEN
         RAISE EXCEPTION 'ledger transaction is sealed: nothing can be added'
           USING ERRCODE = 'integrity_constraint_violation';
       END IF;
-      IF EXISTS (SELECT 1 FROM new_movements m LEFT JOIN grants g ON g.id = m.grant_id
-                 WHERE g.id IS NULL OR (m.kind = 'consume' AND g.expires_at <= m.created_at))
-      THEN
+      IF refused THEN
         RAISE EXCEPTION 'grant movement refused: an unknown or expired grant'
           USING ERRCODE = 'check_violation';
       END IF;
@@ -308,8 +315,24 @@ def _use_row_triggers() -> None:
         )
 
 
+RETURNS_INDEX = "ix_grant_movements_returns_movement_id"
+
+
+def _index_returns(*, only_returns: bool) -> None:
+    op.drop_index(RETURNS_INDEX, table_name="grant_movements")
+    where = sa.text("returns_movement_id IS NOT NULL") if only_returns else None
+    op.create_index(
+        RETURNS_INDEX,
+        "grant_movements",
+        ["returns_movement_id"],
+        postgresql_where=where,
+        sqlite_where=where,
+    )
+
+
 def upgrade() -> None:
     _index_by_live()
+    _index_returns(only_returns=True)
     if _is_sqlite():
         return
     op.execute(f"ALTER TABLE grants SET (fillfactor = {FILLFACTOR})")
@@ -320,4 +343,5 @@ def downgrade() -> None:
     if not _is_sqlite():
         _use_row_triggers()
         op.execute("ALTER TABLE grants RESET (fillfactor)")
+    _index_returns(only_returns=False)
     _index_by_remainder()
