@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     )
     from tokenbank.ledger.service import LedgerView, OperationMetrics, TokenService
     from tokenbank.ledger.sync import SyncTokenService
+    from tokenbank.renewals.results import RenewalBatchResult, RenewalEligibility, RenewalResult
+    from tokenbank.renewals.service import MonthlyRenewalService
 
 # Each public name and the module that defines it.
 _EXPORTS: dict[str, str] = {
@@ -60,8 +62,12 @@ _EXPORTS: dict[str, str] = {
     "LedgerEntryView": "tokenbank.ledger.results",
     "LedgerView": "tokenbank.ledger.service",
     "ManualClock": "tokenbank.clock",
+    "MonthlyRenewalService": "tokenbank.renewals.service",
     "OperationMetrics": "tokenbank.ledger.service",
     "OperationResult": "tokenbank.ledger.results",
+    "RenewalBatchResult": "tokenbank.renewals.results",
+    "RenewalEligibility": "tokenbank.renewals.results",
+    "RenewalResult": "tokenbank.renewals.results",
     "SyncTokenService": "tokenbank.ledger.sync",
     "TokenBankError": "tokenbank.errors",
     "TokenService": "tokenbank.ledger.service",
@@ -82,8 +88,12 @@ __all__ = [
     "LedgerEntryView",
     "LedgerView",
     "ManualClock",
+    "MonthlyRenewalService",
     "OperationMetrics",
     "OperationResult",
+    "RenewalBatchResult",
+    "RenewalEligibility",
+    "RenewalResult",
     "SyncTokenService",
     "TokenBankError",
     "TokenService",

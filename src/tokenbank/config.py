@@ -82,7 +82,7 @@ class Settings(BaseSettings):
 
     # --- jobs (issue 11: renewals) -----------------------------------------------------------
     # When `tokenbank jobs run` renews plan allocations: a five-field cron expression
-    # in UTC (seed 002's getCronExpression: daily at 02:00).
+    # in UTC (the embedded API's get_cron_expression: daily at 02:00).
     renewal_cron: str = "0 2 * * *"
     # Users renewed per transaction-by-transaction batch of the job.
     renewal_batch_limit: int = Field(default=1_000, ge=1, le=100_000)

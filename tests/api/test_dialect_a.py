@@ -88,6 +88,7 @@ async def raw_books(api: Api) -> Any:
                 "SELECT * FROM holds ORDER BY id",
                 "SELECT COUNT(*), MAX(id) FROM ledger_entries",
                 "SELECT COUNT(*) FROM ledger_transactions",
+                "SELECT COUNT(*) FROM scheduled_credits",
             )
         ]
 

@@ -68,8 +68,41 @@ async def test_bad_credit_terms_are_refused_and_change_nothing(api: Api) -> None
         ({"expiresAt": "2030-01-01T00:00:00"}, 422),  # no timezone
         ({"expiresAt": "soon"}, 422),
         ({"expiresAt": iso(api, -1)}, 400),  # in the past
+        ({"effectiveAt": "2030-01-01T00:00:00"}, 422),  # no timezone
+        ({"effectiveAt": iso(api, 5), "expiresAt": iso(api, 5)}, 400),  # expires as it starts
+        ({"effectiveAt": iso(api, 5), "expiresAt": iso(api, 4)}, 400),
+        ({"effectiveAt": iso(api, 40_000)}, 400),  # beyond a century
     ]
     for terms, status in bad:
         body = {"userId": "hank", "amount": 10, **terms}
         refused(await post(api, "/api/tokens/credit", body), status)
         assert await raw_books(api) == before, terms
+
+
+async def test_a_scheduled_credit_over_http(api: Api) -> None:
+    await api.tokens.open_wallet("ivy")
+    body = {
+        "userId": "ivy",
+        "amount": 400,
+        "operationType": "bonus",
+        "effectiveAt": iso(api, 7),
+        "expiresAt": iso(api, 37),
+    }
+    answer = ok(await post(api, "/api/tokens/credit", body))
+    assert (answer["transactionId"], answer["ledgerEntryId"]) == (None, None)
+    scheduled = answer["scheduled"]
+    assert scheduled["effectiveAt"] == iso(api, 7)
+    listed = ok(await get(api, "/api/tokens/grants/ivy", "read"))
+    assert {k: listed[0][k] for k in ("grantId", "status", "amount", "remaining")} == {
+        "grantId": None,
+        "status": "scheduled",
+        "amount": 400,
+        "remaining": 0,
+    }
+    assert listed[0]["scheduledCreditId"] == scheduled["scheduledCreditId"]
+    balance_before = ok(await get(api, "/api/tokens/balance/ivy", "read"))["balance"]
+    api.clock.advance(7 * 86_400)
+    spend = {"userId": "ivy", "amount": balance_before + 100}
+    assert ok(await post(api, "/api/tokens/deduct", spend))["balance"] == 300
+    listed = ok(await get(api, "/api/tokens/grants/ivy", "read"))
+    assert listed[0]["status"] == "active" and listed[0]["expiresAt"] == iso(api, 30)

@@ -85,6 +85,18 @@ def test_grants_round_trip(real_server: RealServer) -> None:
         assert (balance.next_expiry_at, balance.next_expiry_amount) == (expires_at, 20)
         with pytest.raises(NotFoundError):
             tokens.get_grants(f"{user}-nobody")
+        starts = expires_at - timedelta(days=10)
+        scheduled = tokens.credit(user, 70, effective_at=starts)
+        assert (scheduled.scheduled_credit_id is not None, scheduled.effective_at) == (
+            True,
+            starts,
+        )
+        waiting = tokens.get_grants(user)[0]
+        assert (waiting.grant_id, waiting.status, waiting.effective_at) == (
+            None,
+            "scheduled",
+            starts,
+        )
 
 
 def test_holds_round_trip(real_server: RealServer) -> None:

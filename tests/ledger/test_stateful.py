@@ -1,29 +1,40 @@
 """A stateful property test: random operation sequences against a plain-Python model.
 
 Hypothesis drives one ``SyncTokenService`` per engine through random sequences of
-wallet openings, credits, debits, priced charges, holds (placed, captured for less,
-as much or more, voided, expired by the clock), refunds (free or naming a debit),
-admin status changes, and *replays* of earlier idempotency keys: the same request
-must return the first result and change nothing, a different request under a used
-key must raise ``IdempotencyConflict`` and change nothing.
+wallet openings, credits (any category, priority and expiry, some of them due in
+seconds), debits, priced charges, holds (placed, captured for less, as much or more,
+voided, expired by the clock), refunds (free or naming a debit), admin status
+changes, clock moves of minutes to days, sweeps of expired grants, plan joins and
+monthly renewals (each example's plan has a random allocation, policy and cap;
+decision 16), and *replays* of
+earlier idempotency keys: the same request must return the first result and change
+nothing, a different request under a used key must raise ``IdempotencyConflict`` and
+change nothing.
 
 The model (``Model*`` classes below) holds what the books must say: each wallet's
-balance, held, spent and status, every hold, every debit and what has been refunded
-of it, and how much each system account moved. Its decision rules mirror
-``tokenbank.ledger.handlers`` and ``repository`` (which condition lets a debit
-through, when a capture suspends, when a top-up reactivates, the lazy release of
-expired holds when a debit or hold would otherwise fail, ...). After every step the
-invariants prove the books (``audit``), compare every wallet with ``get_balance``,
-and check that wallet balances and system balances cancel out.
+balance, held, spent and status, every grant of it and its remainder (decision 13,
+docs/architecture.md), every consumption of a grant (so that a refund gives back to
+the right grants), every hold, every debit and what has been refunded of it, and how
+much each system account moved (``tokens_expired`` included). Its decision rules
+mirror ``tokenbank.ledger.handlers``, ``grant_effects`` and ``repository`` (which
+condition lets a debit through, when a capture suspends, when a top-up reactivates,
+the catch-up of a spend refused while a hold or a grant is due: expired holds
+released, expired grants expired except what pending holds need, the consumption
+order, a capture taking expired remainders first, ...). After every step the
+invariants prove the books (``audit``), compare every wallet with ``get_balance`` and
+every grant with ``get_grants``, and check that wallet balances and system balances
+cancel out.
 
 Every Hypothesis example works on its own users (a fresh prefix), in one database
 per pytest test: the database only ever accumulates valid history, so the global
-invariants hold across examples. ``teardown`` sweeps the example's holds so that the
-next example starts with no pending hold anywhere.
+invariants hold across examples. ``teardown`` sweeps the example's holds and lets all
+its dated grants expire, so that the next example starts with no pending hold and no
+grant due anywhere (a sweep then counts the example's own wallets only).
 
 ``test_ledger_matches_model`` runs a short machine on every ``make test``; set
 ``TOKENBANK_STATEFUL_EXAMPLES`` (e.g. 500) for a long run. The tests at the end pin,
-minimally, the idempotency bugs the machine found (fixed by migration 0003).
+minimally, the idempotency bugs the machine found (fixed by migration 0003) and the
+grant bugs it found (fixed in the handlers and the service).
 """
 
 from __future__ import annotations
@@ -57,16 +68,31 @@ from tokenbank import (
     SyncTokenService,
     TokenService,
 )
-from tokenbank.ledger.accounts import CREDIT_SOURCES, TOKENS_CONSUMED
+from tokenbank.config import MAX_PAGE_SIZE
+from tokenbank.ledger.accounts import (
+    CREDIT_SOURCES,
+    TOKENS_CONSUMED,
+    TOKENS_EXPIRED,
+    TOKENS_SOLD,
+)
+from tokenbank.plans import PlanService, WalletNotFound
+from tokenbank.renewals import MonthlyRenewalService
+from tokenbank.renewals.periods import period_at
+from tokenbank.renewals.policy import allocation_expiry
 
 WELCOME_BONUS = 40
 # The seed cost table (migration 0001).
 COSTS = {"image_generation": 10, "chatgpt_message": 5}
 DEBIT_TYPES = ["usage", *COSTS]
 CREDIT_TYPES = sorted(CREDIT_SOURCES)
-SYSTEM_ACCOUNTS = sorted({*CREDIT_SOURCES.values(), TOKENS_CONSUMED})
+SYSTEM_ACCOUNTS = sorted({*CREDIT_SOURCES.values(), TOKENS_CONSUMED, TOKENS_EXPIRED})
 USERS_PER_EXAMPLE = 3
 MAX_TTL = 120
+# A grant's terms when the credit names none (grants.DEFAULT_GRANT_PRIORITY):
+# category by source, priority 50, never expires.
+DEFAULT_PRIORITY = 50
+DEFAULT_TERMS = (None, DEFAULT_PRIORITY, None)
+MINUTE, HOUR, DAY = 60, 3600, 86_400
 
 DEFAULT_EXAMPLES = 30
 DEFAULT_STEPS = 30
@@ -78,9 +104,71 @@ picks = st.integers(min_value=0, max_value=63)
 users = st.sampled_from([*range(USERS_PER_EXAMPLE - 1)] * 2 + [USERS_PER_EXAMPLE - 1])
 # Shrinks towards "pending"; "unknown" names a hold that does not exist.
 hold_targets = st.sampled_from(["pending"] * 4 + ["any", "unknown"])
+# Grant terms: few distinct priorities (so that the later rules of the order decide
+# ties) and any; expiries in seconds (on the scale of the holds' TTLs and of
+# time_passes), or minutes to a month away; None never expires.
+categories = st.sampled_from([None, None, "paid", "promotional"])
+priorities = st.one_of(
+    st.sampled_from([DEFAULT_PRIORITY, 10, 90]), st.integers(min_value=0, max_value=100)
+)
+expiries = st.one_of(
+    st.none(),
+    st.integers(min_value=1, max_value=MAX_TTL),
+    st.sampled_from([15 * MINUTE, HOUR, DAY, 7 * DAY, 30 * DAY]),
+)
+clock_moves = st.one_of(
+    st.sampled_from([MINUTE, 15 * MINUTE, HOUR, 6 * HOUR, DAY, 3 * DAY]),
+    st.integers(min_value=MINUTE, max_value=7 * DAY),
+)
 
 
 # --- the model --------------------------------------------------------------------------
+
+
+def default_category(operation_type: str) -> str:
+    """Tokens bought with money are paid; everything else is promotional."""
+    return "paid" if CREDIT_SOURCES[operation_type] == TOKENS_SOLD else "promotional"
+
+
+@dataclass(eq=False)
+class ModelGrant:
+    number: int  # its place among its wallet's grants (their ids grow in this order)
+    source: str
+    category: str
+    priority: int
+    expires_at: datetime | None
+    amount: int
+    remaining: int
+    plan: str | None = None  # the plan whose renewal granted it
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def order(self) -> tuple[int, bool, datetime | None, bool, int]:
+        """The consumption order: priority, the earliest expiry (never last),
+        promotional before paid, the oldest."""
+        never = self.expires_at is None
+        return (self.priority, never, self.expires_at, self.category == "paid", self.number)
+
+    def view(self, now: datetime) -> tuple[object, ...]:
+        """What ``get_grants`` must say of it (its id aside)."""
+        status = "expired" if self.expired(now) else "active" if self.remaining else "spent"
+        terms = (self.source, self.category, self.priority, self.expires_at)
+        return (*terms, self.amount, self.remaining, status)
+
+
+@dataclass(eq=False)
+class ModelConsumption:
+    """A consume, capture or settle movement: what a refund can give back to."""
+
+    grant: ModelGrant
+    transaction_id: str | None
+    tokens: int
+    returned: int = 0
+
+    @property
+    def unreturned(self) -> int:
+        return self.tokens - self.returned
 
 
 @dataclass
@@ -94,6 +182,12 @@ class ModelWallet:
     entries: int = 0
     earned: int = 0
     paid: int = 0
+    grants: list[ModelGrant] = field(default_factory=list)
+    consumptions: list[ModelConsumption] = field(default_factory=list)  # oldest first
+    # The plan (None: none), when the wallet joined it, when its next allocation is due.
+    plan: str | None = None
+    plan_since: datetime | None = None
+    renewal_due_at: datetime | None = None
 
     @property
     def available(self) -> int:
@@ -121,6 +215,99 @@ class ModelWallet:
         """repository._overdrawn: usage that overdraws an *active* wallet suspends it."""
         if self.status == "active" and self.balance < self.held:
             self.status, self.reason = "suspended", "overdraft"
+
+    # --- grants (grant_effects, grants.py) ------------------------------------------
+
+    def add_grant(
+        self,
+        source: str,
+        amount: int,
+        *,
+        category: str,
+        priority: int = DEFAULT_PRIORITY,
+        expires_at: datetime | None = None,
+        transaction_id: str | None = None,
+    ) -> None:
+        """grant_effects.grant_credit, after the top-up: the credit's grant pays what
+        the wallet was overdrawn by first (a settle movement)."""
+        before = self.balance - amount
+        settled = min(amount, -before) if before < 0 else 0
+        grant = ModelGrant(
+            len(self.grants), source, category, priority, expires_at, amount, amount - settled
+        )
+        self.grants.append(grant)
+        if settled:
+            self.consumptions.append(ModelConsumption(grant, transaction_id, settled))
+
+    def due(self, now: datetime) -> bool:
+        """wallets.next_grant_event_at <= now: a grant holding tokens has expired."""
+        return any(grant.remaining and grant.expired(now) for grant in self.grants)
+
+    def expired_tokens(self, now: datetime) -> int:
+        return sum(grant.remaining for grant in self.grants if grant.expired(now))
+
+    def consume(
+        self, before: int, now: datetime, *, capture: bool, transaction_id: str | None
+    ) -> None:
+        """grant_effects.consume: what the non-negative balance lost, from the live
+        grants in the consumption order; a capture takes expired remainders first."""
+        tokens = max(before, 0) - max(self.balance, 0)
+        live = [grant for grant in self.grants if grant.remaining]
+        expired = sorted((g for g in live if g.expired(now)), key=ModelGrant.order)
+        current = sorted((g for g in live if not g.expired(now)), key=ModelGrant.order)
+        for grant in [*expired, *current] if capture else current:
+            if tokens == 0:
+                break
+            take = min(grant.remaining, tokens)
+            grant.remaining -= take
+            tokens -= take
+            self.consumptions.append(ModelConsumption(grant, transaction_id, take))
+        assert tokens == 0, "the model's live grants do not cover what the wallet lost"
+
+    def give_back(self, tokens: int, refund_of: str | None) -> None:
+        """grant_effects.give_back: to the named debit's consumptions, then the wallet's,
+        newest first; what no consumption takes back becomes a paid grant."""
+        newest = [c for c in reversed(self.consumptions) if c.unreturned]
+        named = [c for c in newest if refund_of is not None and c.transaction_id == refund_of]
+        for consumption in [*named, *(c for c in newest if c not in named)]:
+            if tokens == 0:
+                break
+            share = min(consumption.unreturned, tokens)
+            consumption.returned += share
+            consumption.grant.remaining += share
+            tokens -= share
+            kind = "named" if consumption in named else "other"
+            event(f"refund: gives back to {kind} consumptions")
+        if tokens:
+            # (No settle: the balance is at least what comes back, so never overdrawn.)
+            self.add_grant("refund", tokens, category="paid")
+            event("refund: a new paid grant")
+
+    def expire(self, now: datetime) -> int:
+        """handlers.expire_grants: expired remainders leave, in the consumption order,
+        but never what pending holds need (the balance stays at least what is held)."""
+        left = max(self.balance - self.held, 0)
+        expired = 0
+        due = (g for g in self.grants if g.remaining and g.expired(now))
+        for grant in sorted(due, key=ModelGrant.order):
+            take = min(grant.remaining, left)
+            grant.remaining -= take
+            left -= take
+            expired += take
+        if expired:
+            self.balance -= expired
+            self.entries += 1
+            self.paid += expired
+        return expired
+
+    def breakdown(self) -> tuple[int, int, datetime | None, int]:
+        """BalanceInfo's paid, promotional, next_expiry_at and next_expiry_tokens."""
+        live = [grant for grant in self.grants if grant.remaining]
+        paid = sum(g.remaining for g in live if g.category == "paid")
+        dated = [g for g in live if g.expires_at is not None]
+        next_at = min((g.expires_at for g in dated if g.expires_at is not None), default=None)
+        soonest = sum(g.remaining for g in dated if g.expires_at == next_at)
+        return paid, sum(g.remaining for g in live) - paid, next_at, soonest
 
 
 @dataclass
@@ -160,12 +347,21 @@ class Request:
     resolved_ttl: int = 0
     hold_id: str = ""
     key: str | None = None
+    # A credit's grant terms.
+    category: str | None = None
+    priority: int = DEFAULT_PRIORITY
+    expires_at: datetime | None = None
 
     def fingerprint(self) -> tuple[object, ...]:
         """What the service compares for "the same request" (operations.request_hash)."""
         match self.kind:
             case "credit":
-                return ("credit", self.user, self.amount, self.operation_type)
+                parts = ("credit", self.user, self.amount, self.operation_type)
+                # Terms count only when they are not all the defaults.
+                if (self.category, self.priority, self.expires_at) == DEFAULT_TERMS:
+                    return parts
+                category = self.category or default_category(self.operation_type)
+                return (*parts, category, self.priority, self.expires_at)
             case "debit" | "charge":
                 return ("debit", self.user, self.amount, self.operation_type, self.overdraft)
             case "refund":
@@ -194,6 +390,12 @@ class World:
 Result = OperationResult | HoldResult
 
 
+def _capture_size(amount: int, held: int) -> str:
+    if amount in (0, held):
+        return "zero" if amount == 0 else "equal"
+    return "less" if amount < held else "more"
+
+
 def _check(result: object, **expected: Any) -> None:
     wrong = {
         name: (getattr(result, name), want)
@@ -218,7 +420,15 @@ class LedgerMachine(RuleBasedStateMachine):
         self.keys: dict[str, KeyRecord] = {}
         self.key_numbers = 0
         self.steps = 0
+        # This example's plan (made by open_first_wallets): its allocation, policy, cap.
+        self.plan = f"{self.prefix}-plan"
+        self.plan_terms: tuple[int, str, int | None] = (0, "expire", None)
+        self.plans = service.blocking(PlanService(service.engine(), clock=clock))
+        self.renewals = service.blocking(MonthlyRenewalService(service.service))
         self.reads = 0
+        # The wallets the current step sent something to: grants_match_the_model reads
+        # their grants (get_balance's breakdown watches every wallet's after each step).
+        self.touched: set[str] = set()
         # The books at the start of this example: the system accounts (and what this
         # example moved since), and anything the audit already found wrong. On valid
         # history there is nothing wrong and wallets and system accounts cancel out;
@@ -262,6 +472,9 @@ class LedgerMachine(RuleBasedStateMachine):
                     operation_type=request.operation_type,
                     metadata=meta,
                     idempotency_key=key,
+                    category=request.category,
+                    priority=request.priority,
+                    expires_at=request.expires_at,
                 )
             case "debit":
                 return s.debit(  # type: ignore[no-any-return]
@@ -302,6 +515,17 @@ class LedgerMachine(RuleBasedStateMachine):
     def run(self, request: Request) -> None:
         """Send a request and hold the service to the model, replays and conflicts included."""
         key = request.key
+        past = request.expires_at is not None and request.expires_at <= self.now()
+        if request.kind == "credit" and past and key not in self.keys:
+            # A new credit must expire later than now; a retry of one that was made
+            # answers as it did (test_a_retried_credit_is_answered_after_its_expiry_passed).
+            with pytest.raises(InvalidInput) as refused:
+                self.send(request)
+            assert refused.value.field == "expires_at"
+            event("credit: expiry passed (new)")
+            return
+        if request.kind == "credit" and past:
+            event("credit: expiry passed (a replay or a conflict)")
         record = self.keys.get(key) if key is not None else None
         if record is not None:
             if record.request.fingerprint() == request.fingerprint():
@@ -312,6 +536,8 @@ class LedgerMachine(RuleBasedStateMachine):
                     self.send(request)
                 event(f"replay: conflict ({record.request.kind} -> {request.kind})")
             return
+        hold = self.hold_by_id(request.hold_id)
+        self.touched.add(hold.user if hold is not None else request.user)
         result = self.send(request)
         apply = getattr(self, f"apply_{request.kind}")
         apply(request, result)
@@ -380,22 +606,42 @@ class LedgerMachine(RuleBasedStateMachine):
             "required_tokens": amount,
         }
 
-    def spend_plan(self, user: str, amount: int) -> tuple[bool, list[ModelHold]]:
-        """May a debit or hold take ``amount`` now, and which expired holds go first?
+    def may_spend(self, user: str, amount: int) -> bool:
+        """May a debit or hold take ``amount`` now (the model caught up as needed)?
 
         repository.debit_wallet / reserve_tokens need an active wallet with enough
-        available; when that fails, the writer catches the wallet up (handlers.
-        catch_up releases its expired holds, in a savepoint of its own) and tries once
-        more. The release stays whether the retry succeeds or not.
+        available and no grant due; when that fails, the writer catches the wallet up
+        (handlers.catch_up, in a savepoint of its own) and tries once more. What the
+        catch-up did stays whether the retry succeeds or not.
         """
         wallet = self.wallets[user]
-        if wallet.status == "active" and wallet.available >= amount:
-            return True, []
-        expired = self.expired_holds(user)
-        released = sum(h.amount for h in expired)
-        if expired and wallet.status == "active" and wallet.available + released >= amount:
-            return True, expired
-        return False, expired
+
+        def ready() -> bool:
+            due = wallet.due(self.now())
+            return wallet.status == "active" and wallet.available >= amount and not due
+
+        if ready():
+            return True
+        self.catch_up(user)
+        return ready()
+
+    def catch_up(self, user: str) -> None:
+        """handlers.catch_up: release the wallet's expired holds, then, if a grant is
+        due, expire what its expired grants hold beyond what the holds need."""
+        self.release_in_model(self.expired_holds(user))
+        if self.wallets[user].due(self.now()):
+            self.expire(user)
+
+    def expire(self, user: str, *, by: str = "a spend") -> None:
+        """One wallet's expiry (a spend's catch-up or the sweep): an ``expiry``
+        transaction towards ``tokens_expired``, if anything leaves."""
+        wallet = self.wallets[user]
+        tokens = wallet.expire(self.now())
+        if tokens:
+            self.move_system(TOKENS_EXPIRED, tokens)
+        kept = wallet.expired_tokens(self.now())
+        gone = "some" if tokens else "none"
+        event(f"expiry by {by}: {gone} left, {'some' if kept else 'none'} kept for holds")
 
     def expired_holds(self, user: str) -> list[ModelHold]:
         """Pending holds whose time is up but that no sweep has released yet."""
@@ -417,6 +663,14 @@ class LedgerMachine(RuleBasedStateMachine):
             _check(result, success=False, **self.refusal(request.user, request.amount))
             return
         wallet.top_up(request.amount)
+        wallet.add_grant(
+            request.operation_type,
+            request.amount,
+            category=request.category or default_category(request.operation_type),
+            priority=request.priority,
+            expires_at=request.expires_at,
+            transaction_id=result.transaction_id,
+        )
         self.move_system(CREDIT_SOURCES[request.operation_type], -request.amount)
         self.record_transaction(result, request.user, "credit", request.amount)
 
@@ -426,24 +680,30 @@ class LedgerMachine(RuleBasedStateMachine):
             _check(result, success=False, **self.refusal(request.user, request.amount))
             return
         if request.overdraft:
-            # handlers.debit releases the wallet's expired holds first (so that they
-            # cannot make recorded usage look like an overdraft), then
-            # repository.overdraw_wallet takes from anything but a closed wallet.
-            expired = self.expired_holds(request.user)
-            self.release_in_model(expired)
+            # handlers.debit catches the wallet up first (so that expired holds cannot
+            # make recorded usage look like an overdraft), then
+            # repository.overdraw_wallet takes from anything but a closed wallet. A grant
+            # still due then keeps tokens for holds, and the usage takes them first, as
+            # a capture would (test_overdraft_usage_is_recorded_while_an_expired_grant_
+            # backs_a_hold).
+            self.catch_up(request.user)
             if wallet.status == "closed":
-                # Refused; the writer's catch-up released the holds for good.
                 _check(result, success=False, **self.refusal(request.user, request.amount))
                 return
+            if wallet.due(self.now()):
+                event("debit: overdraft while an expired grant backs a hold")
+            before = wallet.balance
             wallet.take(request.amount)
             wallet.suspend_if_overdrawn()
         else:
-            allowed, expired = self.spend_plan(request.user, request.amount)
-            self.release_in_model(expired)
-            if not allowed:
+            if not self.may_spend(request.user, request.amount):
                 _check(result, success=False, **self.refusal(request.user, request.amount))
                 return
+            before = wallet.balance
             wallet.take(request.amount)
+        wallet.consume(
+            before, self.now(), capture=request.overdraft, transaction_id=result.transaction_id
+        )
         self.move_system(TOKENS_CONSUMED, request.amount)
         self.record_transaction(result, request.user, "debit", request.amount)
 
@@ -487,8 +747,10 @@ class LedgerMachine(RuleBasedStateMachine):
                 required_tokens=amount,
             )
             return
+        before = wallet.balance
         wallet.top_up(amount)
         wallet.spent -= amount
+        wallet.give_back(max(wallet.balance, 0) - max(before, 0), request.refund_of)
         if debit is not None:
             debit.refunded += amount
         self.move_system(TOKENS_CONSUMED, -amount)
@@ -517,9 +779,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if user not in self.wallets:
             _check(result, success=False, **self.refusal(user, amount))
             return
-        allowed, expired = self.spend_plan(user, amount)
-        self.release_in_model(expired)
-        if not allowed:
+        if not self.may_spend(user, amount):
             _check(result, success=False, **self.refusal(user, amount))
             return
         wallet = self.wallets[user]
@@ -546,20 +806,7 @@ class LedgerMachine(RuleBasedStateMachine):
             _check(result, success=False, error_code=ErrorCode.HOLD_NOT_FOUND)
             return
         if hold.status == "captured":
-            # handlers._replay_capture: capture is idempotent per hold and amount.
-            if hold.captured != amount:
-                _check(result, success=False, error_code=ErrorCode.HOLD_NOT_PENDING)
-                return
-            _check(
-                result,
-                success=True,
-                replayed=True,
-                status="captured",
-                captured_tokens=amount,
-                transaction_id=hold.capture_transaction_id,
-                ledger_entry_id=hold.capture_entry_id,
-                new_balance=hold.capture_balance,
-            )
+            self.check_capture_replay(hold, amount, result)
             return
         if hold.status == "expired" or (hold.status == "pending" and hold.expires_at <= self.now()):
             _check(result, success=False, error_code=ErrorCode.HOLD_EXPIRED, status=hold.status)
@@ -567,18 +814,23 @@ class LedgerMachine(RuleBasedStateMachine):
         if hold.status != "pending":
             _check(result, success=False, error_code=ErrorCode.HOLD_NOT_PENDING, status=hold.status)
             return
-        # repository.settle_hold: no status condition; usage that happened is recorded.
+        # handlers.capture_hold expires what is due beyond what the holds need first
+        # (test_a_capture_spends_no_token_a_sweep_would_have_expired); then
+        # repository.settle_hold (no status condition: usage that happened is recorded)
+        # and grant_effects.consume(capture=True), expired remainders first.
         wallet = self.wallets[hold.user]
+        if wallet.due(self.now()):
+            self.expire(hold.user, by="a capture")
         wallet.held -= hold.amount
+        before, expired = wallet.balance, wallet.expired_tokens(self.now())
         if amount > 0:
             wallet.take(amount)
+        wallet.consume(before, self.now(), capture=True, transaction_id=result.transaction_id)
+        if wallet.expired_tokens(self.now()) < expired:
+            event("capture: took expired tokens")
         wallet.suspend_if_overdrawn()
         hold.status, hold.captured = "captured", amount
-        if amount in (0, hold.amount):
-            size = "zero" if amount == 0 else "equal"
-        else:
-            size = "less" if amount < hold.amount else "more"
-        event(f"capture of a pending hold: {size}")
+        event(f"capture of a pending hold: {_capture_size(amount, hold.amount)}")
         _check(
             result,
             success=True,
@@ -603,26 +855,92 @@ class LedgerMachine(RuleBasedStateMachine):
             result.transaction_id, hold.user, "debit", amount
         )
 
+    @staticmethod
+    def check_capture_replay(hold: ModelHold, amount: int, result: Result) -> None:
+        """handlers._replay_capture: capture is idempotent per hold and amount."""
+        if hold.captured != amount:
+            _check(result, success=False, error_code=ErrorCode.HOLD_NOT_PENDING)
+            return
+        _check(
+            result,
+            success=True,
+            replayed=True,
+            status="captured",
+            captured_tokens=amount,
+            transaction_id=hold.capture_transaction_id,
+            ledger_entry_id=hold.capture_entry_id,
+            new_balance=hold.capture_balance,
+        )
+
     # --- rules ----------------------------------------------------------------------------
 
-    @initialize(amount=st.integers(min_value=1, max_value=WELCOME_BONUS))
-    def open_first_wallets(self, amount: int) -> None:
+    def make_plan(self, allocation: int, policy: str, cap: int | None) -> None:
+        """This example's plan: a monthly allocation and what renewals do with it."""
+        self.plan_terms = (allocation, policy, cap)
+        self.plans.create_plan(
+            self.plan,
+            monthly_allocation_tokens=allocation,
+            allocation_policy=policy,
+            rollover_cap_tokens=cap,
+        )
+
+    @initialize(
+        spare=st.integers(min_value=0, max_value=WELCOME_BONUS - 1),
+        soon=st.integers(min_value=0, max_value=WELCOME_BONUS),
+        expires_in=st.integers(min_value=1, max_value=MAX_TTL),
+        priority=priorities,
+        plan=st.tuples(
+            st.integers(min_value=1, max_value=60),
+            st.sampled_from(["expire", "rollover", "keep"]),
+            st.one_of(st.none(), st.integers(min_value=0, max_value=60)),
+        ),
+    )
+    def open_first_wallets(
+        self,
+        spare: int,
+        soon: int,
+        expires_in: int,
+        priority: int,
+        plan: tuple[int, str, int | None],
+    ) -> None:
         """Most steps need a wallet and many a hold: open all but the last user's wallet
-        (that one may open later) and place one long hold."""
+        (that one may open later), credit the first ``soon`` tokens that expire within
+        the holds' TTLs, and place one long hold on all its tokens but ``spare`` (at
+        most the ``soon`` ones, if any: when that grant expires, what the hold needs
+        of it stays). And make this example's ``plan`` (allocation, policy, cap)."""
+        self.make_plan(*plan)
         for index in range(USERS_PER_EXAMPLE - 1):
             self.open_wallet(index)
-        self.run(Request("hold", user=self.user(0), amount=amount, resolved_ttl=self.default_ttl))
+        if soon:
+            expires_at = self.now() + timedelta(seconds=expires_in)
+            credit = Request(
+                "credit",
+                user=self.user(0),
+                amount=soon,
+                operation_type="bonus",
+                priority=priority,
+                expires_at=expires_at,
+            )
+            self.run(credit)
+        amount = WELCOME_BONUS + soon - (spare % (soon + 1) if soon else spare)
+        hold = Request("hold", user=self.user(0), amount=amount, resolved_ttl=self.default_ttl)
+        self.run(hold)
+        self.join_plan(1)  # a wallet on the plan from the start: renewals every example
 
     @rule(user=users)
     def open_wallet(self, user: int) -> None:
         name = self.user(user)
+        self.touched.add(name)
         result = self.service.open_wallet(name)
         existing = self.wallets.get(name)
         if existing is not None:
             _check(result, success=True, created=False, new_balance=existing.balance)
             _check(result, welcome_bonus_tokens=0)
             return
-        self.wallets[name] = ModelWallet(balance=WELCOME_BONUS, entries=1, earned=WELCOME_BONUS)
+        wallet = ModelWallet(balance=WELCOME_BONUS, entries=1, earned=WELCOME_BONUS)
+        # The welcome bonus: a promotional grant that never expires (by default).
+        wallet.add_grant("bonus", WELCOME_BONUS, category="promotional")
+        self.wallets[name] = wallet
         self.move_system(CREDIT_SOURCES["bonus"], -WELCOME_BONUS)
         _check(result, success=True, created=True, new_balance=WELCOME_BONUS)
         _check(result, welcome_bonus_tokens=WELCOME_BONUS)
@@ -631,9 +949,24 @@ class LedgerMachine(RuleBasedStateMachine):
         user=users,
         amount=st.integers(min_value=1, max_value=80),
         operation_type=st.sampled_from(CREDIT_TYPES),
+        category=categories,
+        priority=priorities,
+        expires_in=expiries,
         keyed=st.booleans(),
     )
-    def credit(self, user: int, amount: int, operation_type: str, keyed: bool) -> None:
+    def credit(
+        self,
+        user: int,
+        amount: int,
+        operation_type: str,
+        category: str | None,
+        priority: int,
+        expires_in: int | None,
+        keyed: bool,
+    ) -> None:
+        """A credit: one grant, of ``category`` (None: by source), ``priority`` and an
+        expiry ``expires_in`` seconds from now (None: never)."""
+        expires_at = None if expires_in is None else self.now() + timedelta(seconds=expires_in)
         self.run(
             Request(
                 "credit",
@@ -641,8 +974,148 @@ class LedgerMachine(RuleBasedStateMachine):
                 amount=amount,
                 operation_type=operation_type,
                 key=self.new_key(keyed),
+                category=category,
+                priority=priority,
+                expires_at=expires_at,
             )
         )
+
+    @rule(seconds=clock_moves)
+    def clock_moves_on(self, seconds: int) -> None:
+        """Minutes to days pass: grants expire (and holds); nothing happens until a
+        spend touches the wallet or a sweep runs."""
+        self.clock.advance(seconds)
+
+    @rule(to_expiry=st.booleans(), pick=picks, late=st.integers(min_value=0, max_value=2))
+    def sweep_grants(self, to_expiry: bool, pick: int, late: int) -> None:
+        """``expire_grants`` now, or (``to_expiry``) once the clock has run to one of
+        the next two expiries of live grants, or just past it: every wallet with a
+        grant due, each in its own transaction (earlier examples' wallets have none:
+        see ``teardown``)."""
+        dated = [
+            grant.expires_at
+            for wallet in self.wallets.values()
+            for grant in wallet.grants
+            if grant.remaining and grant.expires_at is not None
+        ]
+        if to_expiry and dated:
+            # The next expiry mostly (holds placed since may still be pending then).
+            when = sorted(dated)[pick % min(2, len(dated))]
+            self.clock.advance(max(0.0, (when - self.now()).total_seconds()) + late)
+        due = [user for user, wallet in self.wallets.items() if wallet.due(self.now())]
+        assert self.service.expire_grants() == len(due)
+        self.touched.update(due)
+        for user in due:
+            self.expire(user, by="the sweep")
+        event(f"sweep of grants: {len(due)} due")
+
+    # --- renew: monthly plan renewals -----------------------------------------------------
+
+    @rule(user=users)
+    def join_plan(self, user: int) -> None:
+        """``set_user_plan``: joining starts the periods and makes an allocation due now;
+        joining the plan the wallet is on changes nothing."""
+        name = self.user(user)
+        wallet = self.wallets.get(name)
+        if wallet is None:
+            with pytest.raises(WalletNotFound):
+                self.plans.set_user_plan(name, self.plan)
+            return
+        self.plans.set_user_plan(name, self.plan)
+        if wallet.plan != self.plan:
+            wallet.plan, wallet.plan_since, wallet.renewal_due_at = (
+                self.plan,
+                self.now(),
+                self.now(),
+            )
+        event("join the plan")
+
+    @rule(user=users, to_due=st.booleans())
+    def renew(self, user: int, to_due: bool) -> None:
+        """``renew_user``, now or (``to_due``) once the clock has run to the wallet's due
+        date; the model applies the plan's policy to its earlier allocations."""
+        name = self.user(user)
+        wallet = self.wallets.get(name)
+        due_at = None if wallet is None else wallet.renewal_due_at
+        if to_due and due_at is not None and due_at > self.now():
+            self.clock.set(due_at)
+        self.touched.add(name)
+        result = self.renewals.renew_user(name)
+        reason = self.renewal_refusal(wallet)
+        if reason is not None:
+            assert (result.success, result.error) == (False, reason), result
+            event(f"renewal refused: {reason.split(' ')[0]}")
+            return
+        assert wallet is not None and wallet.plan_since is not None
+        assert result.success, result
+        if wallet.due(self.now()):
+            self.expire(name, by="a renewal")
+        allocation, policy, cap = self.plan_terms
+        carried, forfeited = self.forfeit(wallet, policy, allocation, cap)
+        period = period_at(wallet.plan_since, self.now())
+        expires_at = allocation_expiry(policy, wallet.plan_since, period)
+        wallet.top_up(allocation)
+        wallet.add_grant("renewal", allocation, category="promotional", expires_at=expires_at)
+        wallet.grants[-1].plan = self.plan
+        self.move_system(CREDIT_SOURCES["renewal"], -allocation)
+        wallet.renewal_due_at = period.end
+        assert (result.period_start, result.period_end, result.expires_at) == (
+            period.start,
+            period.end,
+            expires_at,
+        )
+        assert (result.tokens_granted, result.tokens_carried, result.tokens_forfeited) == (
+            allocation,
+            carried,
+            forfeited,
+        )
+        assert result.new_balance == wallet.balance
+        event(f"renewal ({policy}): {'some' if carried else 'none'} carried")
+
+    def renewal_refusal(self, wallet: ModelWallet | None) -> str | None:
+        """renewals.service.eligibility, in the model's words."""
+        if wallet is None:
+            return "no wallet for this user"
+        if wallet.plan is None:
+            return "not on a plan"
+        if wallet.status != "active":
+            return f"wallet is {wallet.status}"
+        if wallet.renewal_due_at is not None and wallet.renewal_due_at > self.now():
+            return "already renewed for this period"
+        return None
+
+    def forfeit(
+        self, wallet: ModelWallet, policy: str, allocation: int, cap: int | None
+    ) -> tuple[int, int]:
+        """renewals.policy.plan_forfeit on the plan's live earlier allocations: keep at
+        most the policy's limit (the first to be spent), never take what holds need;
+        what is taken leaves as an ``expiry``. (carried, forfeited)."""
+        now = self.now()
+        earlier = sorted(
+            (
+                g
+                for g in wallet.grants
+                if g.plan == self.plan and g.remaining and not g.expired(now)
+            ),
+            key=ModelGrant.order,
+        )
+        keep_left = {"expire": 0, "rollover": allocation if cap is None else cap}.get(policy)
+        take_left, forfeited = max(wallet.balance - wallet.held, 0), 0
+        for grant in earlier:
+            if keep_left is None:
+                break
+            kept = min(grant.remaining, keep_left)
+            keep_left -= kept
+            take = min(grant.remaining - kept, take_left)
+            grant.remaining -= take
+            take_left -= take
+            forfeited += take
+        if forfeited:
+            wallet.balance -= forfeited
+            wallet.entries += 1
+            wallet.paid += forfeited
+            self.move_system(TOKENS_EXPIRED, forfeited)
+        return sum(g.remaining for g in earlier), forfeited
 
     @rule(
         user=users,
@@ -743,6 +1216,7 @@ class LedgerMachine(RuleBasedStateMachine):
             _check(result, success=False, error_code=ErrorCode.HOLD_NOT_FOUND)
             event("void: hold_not_found")
             return
+        self.touched.add(hold.user)
         result = self.service.void(hold.hold_id)
         event(f"void: {hold.status}")
         if hold.status in ("voided", "expired"):
@@ -998,16 +1472,64 @@ class LedgerMachine(RuleBasedStateMachine):
             if info.status == "active":
                 assert info.available >= 0, info
             assert wallet.held == sum(h.amount for h in self.pending_holds(name))
+            made_of = (
+                info.paid_tokens,
+                info.promotional_tokens,
+                info.next_expiry_at,
+                info.next_expiry_tokens,
+            )
+            assert made_of == wallet.breakdown(), (name, made_of, wallet.breakdown())
+
+    @invariant()
+    def grants_match_the_model(self) -> None:
+        """Every grant (spent and expired ones too) of every wallet the step touched,
+        oldest first, with its remainder; the grants add up to the balance while it is
+        not negative. (A step changes only the grants of the wallets it touches; the
+        others' sums, by category and next expiry, wallets_match_the_model compares.)"""
+        now = self.now()
+        touched, self.touched = self.touched, set()
+        for name in sorted(touched & self.wallets.keys()):
+            wallet = self.wallets[name]
+            grants = self.service.get_grants(name, limit=MAX_PAGE_SIZE)
+            assert grants is not None
+            grants.reverse()
+            ids = [grant.grant_id for grant in grants]
+            assert ids == sorted(set(ids)), ids
+            assert all(0 <= g.remaining_tokens <= g.amount_tokens for g in grants), grants
+            assert sum(g.remaining_tokens for g in grants) == max(wallet.balance, 0)
+            actual = [
+                (
+                    g.source,
+                    g.category,
+                    g.priority,
+                    g.expires_at,
+                    g.amount_tokens,
+                    g.remaining_tokens,
+                    g.status,
+                )
+                for g in grants
+            ]
+            expected = [grant.view(now) for grant in wallet.grants]
+            assert actual == expected, (name, actual, expected)
 
     def teardown(self) -> None:
-        # Remember the balances of this example's wallets (read back, in case a step
-        # failed half-way), then release every hold so the next example starts clean.
-        for index in range(USERS_PER_EXAMPLE):
-            info = self.service.get_balance(self.user(index))
-            if info is not None:
-                self.world.settled_balances[self.user(index)] = info.tokens_balance
+        # Release every hold, then let every dated grant expire and sweep them, so
+        # that the next example starts with no pending hold and no grant due (its
+        # sweeps count its own wallets only). The latest expiry is read back, as are
+        # the balances remembered, in case a step failed half-way.
         self.clock.advance(max(self.default_ttl, MAX_TTL) + 1)
         self.service.release_expired_holds()
+        names = [self.user(index) for index in range(USERS_PER_EXAMPLE)]
+        grants = [self.service.get_grants(name, limit=MAX_PAGE_SIZE) or [] for name in names]
+        dated = [g.expires_at for listed in grants for g in listed if g.expires_at is not None]
+        latest = max(dated, default=None)
+        if latest is not None and latest >= self.now():
+            self.clock.advance((latest - self.now()).total_seconds() + 1)
+        self.service.expire_grants()
+        for name in names:
+            info = self.service.get_balance(name)
+            if info is not None:
+                self.world.settled_balances[name] = info.tokens_balance
 
 
 def _run_machine(database_url: str, examples: int, steps: int) -> None:
@@ -1108,3 +1630,61 @@ async def test_repeated_capture_under_the_key_of_a_debit_is_a_conflict(
     with pytest.raises(IdempotencyConflict):
         await service.capture(hold.hold_id, 6, idempotency_key="k")
     assert await _held(service) == (91, 0)
+
+
+# --- grant bugs the machine found, minimally (fixed) -------------------------------------
+# An overdraft refused while an expired grant backed a hold (repository.overdraw_wallet
+# wanted no grant due), a capture spending tokens a sweep would have expired
+# (handlers.capture_hold did not catch the wallet up), and a keyed credit's retry
+# refused once its expiry had passed (TokenService.credit checked the date first).
+
+HOLD_A_WEEK = 7 * DAY
+ONE_DAY = timedelta(days=1)
+
+
+async def test_overdraft_usage_is_recorded_while_an_expired_grant_backs_a_hold(
+    service: TokenService, clock: ManualClock
+) -> None:
+    # The wallet's only tokens, 10 promotional, expire while a hold of 10 is pending:
+    # the catch-up keeps all 10 for the hold, so the grant stays due.
+    await service.open_wallet("u")
+    await service.credit("u", amount=10, operation_type="bonus", expires_at=clock() + ONE_DAY)
+    assert (await service.hold("u", 10, ttl_seconds=HOLD_A_WEEK)).success
+    clock.advance(2 * DAY)
+    recorded = await service.debit("u", amount=5, allow_overdraft=True)
+    assert recorded.success, recorded.error_code
+    assert await _held(service) == (5, 10)
+
+
+async def test_a_capture_spends_no_token_a_sweep_would_have_expired(
+    service: TokenService, clock: ManualClock
+) -> None:
+    kept = {}
+    for user, sweep in (("swept", True), ("lazy", False)):
+        await service.open_wallet(user)
+        await service.credit(user, amount=50, operation_type="bonus", expires_at=clock() + ONE_DAY)
+        await service.credit(user, amount=20, operation_type="purchase")
+        held = await service.hold(user, 10, ttl_seconds=HOLD_A_WEEK)
+        assert held.hold_id is not None
+        clock.advance(2 * DAY)
+        if sweep:
+            await service.expire_grants()  # the 50 leave; the 20 paid back the hold
+        assert (await service.capture(held.hold_id, 10)).success
+        await service.expire_grants()
+        grants = await service.get_grants(user)
+        assert grants is not None
+        kept[user] = {grant.source: grant.remaining_tokens for grant in grants}
+    assert kept["swept"] == {"purchase": 10, "bonus": 0}
+    assert kept["lazy"] == kept["swept"]  # it is {"purchase": 20, "bonus": 0}
+
+
+async def test_a_retried_credit_is_answered_after_its_expiry_passed(
+    service: TokenService, clock: ManualClock
+) -> None:
+    await service.open_wallet("u")
+    terms: dict[str, Any] = {"operation_type": "bonus", "expires_at": clock() + ONE_DAY}
+    first = await service.credit("u", amount=10, idempotency_key="k", **terms)
+    assert first.success
+    clock.advance(2 * DAY)
+    retried = await service.credit("u", amount=10, idempotency_key="k", **terms)
+    assert (retried.replayed, retried.transaction_id) == (True, first.transaction_id)

@@ -76,10 +76,10 @@ def test_features_plans_models_and_set_plan(database_url: str) -> None:
         "chat",
         "--feature",
         "img",
-    ) == ["plan created: pro  allocation 1000/month, profit 20%: chat, img"]
+    ) == ["plan created: pro  allocation 1000/month, expire, profit 20%: chat, img"]
     ok(url, "plans", "add-feature", "pro", "llm")
     ok(url, "plans", "remove-feature", "pro", "img")
-    assert ok(url, "plans", "list") == ["pro  allocation 1000/month, profit 20%: chat, llm"]
+    assert ok(url, "plans", "list") == ["pro  allocation 1000/month, expire, profit 20%: chat, llm"]
     assert ok(url, "users", "set-plan", "alice", "pro") == ["alice is now on plan pro"]
     assert "in use" in fails(url, "plans", "delete", "pro", code=1)
 

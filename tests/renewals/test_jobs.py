@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,9 +21,10 @@ from tokenbank.config import Settings
 from tokenbank.jobs.worker import JobsWorker
 from tokenbank.ledger import handlers
 from tokenbank.ledger.errors import ErrorCode
+from tokenbank.ledger.repository.tables import plan_renewals
 from tokenbank.ledger.results import refused_operation
 from tokenbank.plans.service import PlanService
-from tokenbank.renewals import repository as renewal_repo
+from tokenbank.renewals import MonthlyRenewalService
 
 TOKENBANK = str(Path(sys.executable).parent / "tokenbank")
 runner = CliRunner()
@@ -42,7 +45,7 @@ async def renewed_balances(database_url: str, users: list[str]) -> tuple[int, li
         report = await bank.audit()
         assert report.ok, report.problems
         async with (await bank.engine()).connect() as conn:
-            count = select(func.count()).select_from(renewal_repo.renewals)
+            count = select(func.count()).select_from(plan_renewals)
             renewals = int((await conn.execute(count)).scalar_one())
         balances = []
         for user_id in users:
@@ -73,6 +76,41 @@ def test_two_workers_started_together_renew_each_user_once(database_url: str) ->
     assert balances == [2_000] * len(users)
 
 
+async def renewal_count(database_url: str) -> int:
+    count = select(func.count()).select_from(plan_renewals)
+    async with TokenService(database_url, auto_migrate=False) as bank:
+        engine = await bank.engine()
+        async with engine.connect() as conn:
+            return int((await conn.execute(count)).scalar_one())
+
+
+def test_two_long_running_workers_renew_each_user_once_and_stop_on_sigterm(
+    database_url: str,
+) -> None:
+    users = [f"user-{n:04d}" for n in range(200)]
+    asyncio.run(on_plan(database_url, users, allocation=300))
+    command = [TOKENBANK, "jobs", "run", "--database-url", database_url]
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while asyncio.run(renewal_count(database_url)) < len(users):
+            assert time.monotonic() < deadline, "the workers did not renew everyone in 2 min"
+            assert all(worker.poll() is None for worker in workers)
+            time.sleep(0.5)
+        time.sleep(1)  # both workers' first passes are over: nobody is renewed twice
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+    outputs = [worker.communicate(timeout=60)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+    renewals, balances = asyncio.run(renewed_balances(database_url, users))
+    assert renewals == len(users)
+    assert balances == [300] * len(users)
+
+
 async def test_the_worker_renews_at_start_and_stops_when_told(database_url: str) -> None:
     await on_plan(database_url, ["ann", "bo"], allocation=100)
     settings = Settings(sweep_interval_seconds=1, renewal_cron="*/5 * * * *")
@@ -87,7 +125,7 @@ async def test_the_worker_renews_at_start_and_stops_when_told(database_url: str)
         stop.set()
         await asyncio.wait_for(running, timeout=10)
         assert [(await bank.get_balance(u)).tokens_balance for u in ("ann", "bo")] == [100, 100]  # type: ignore[union-attr]
-        assert bank.renewals.get_cron_expression() == "*/5 * * * *"
+        assert MonthlyRenewalService(bank).get_cron_expression() == "*/5 * * * *"
 
 
 def test_the_cron_setting_is_checked() -> None:

@@ -1,4 +1,4 @@
-"""Plan renewals (decision 14): each policy month by month, eligibility, dry runs,
+"""Plan renewals (decision 16): each policy month by month, eligibility, dry runs,
 exactly once per period, and bad input. Both engines; every step checks the books."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from tokenbank import InvalidInput, ManualClock, TokenService
 from tokenbank.config import Settings
 from tokenbank.db.engine import write_transaction
+from tokenbank.ledger.repository.tables import plan_renewals
 from tokenbank.plans.service import PlanService
-from tokenbank.renewals import repository as renewal_repo
+from tokenbank.renewals import MonthlyRenewalService
 
 DAY = timedelta(days=1)
 JOINED = datetime(2026, 1, 31, 9, 30, tzinfo=UTC)
@@ -57,7 +58,7 @@ async def test_expire_policy_month_by_month(
 ) -> None:
     await plans.create_plan("pro", monthly_allocation_tokens=2_000)
     await join(bank, plans, "ann", "pro")
-    renewals = bank.renewals
+    renewals = MonthlyRenewalService(bank)
 
     first = await renewals.renew_user("ann")
     assert first.success, first
@@ -99,13 +100,13 @@ async def test_rollover_keeps_up_to_the_cap(
         rollover_cap_tokens=300,
     )
     await join(bank, plans, "bo", "pro")
-    first = await bank.renewals.renew_user("bo")
+    first = await MonthlyRenewalService(bank).renew_user("bo")
     # An allocation lasts its period and the next.
     assert first.expires_at == datetime(2026, 3, 31, 9, 30, tzinfo=UTC)
     await bank.debit("bo", amount=400, operation_type="usage")
 
     clock.set(datetime(2026, 3, 1, tzinfo=UTC))
-    second = await bank.renewals.renew_user("bo")
+    second = await MonthlyRenewalService(bank).renew_user("bo")
     assert (second.tokens_carried, second.tokens_forfeited) == (300, 300)
     assert second.new_balance == 1_300
     # The 300 carried are spent first (they expire first), and lapse at the end of March.
@@ -118,7 +119,7 @@ async def test_rollover_keeps_up_to_the_cap(
         datetime(2026, 4, 30, 9, 30, tzinfo=UTC): 1_000,
     }
     clock.set(datetime(2026, 3, 31, 9, 30, tzinfo=UTC))
-    third = await bank.renewals.renew_user("bo")
+    third = await MonthlyRenewalService(bank).renew_user("bo")
     # March's 200 left expired on time; April keeps the cap of February's 1,000.
     assert (third.tokens_carried, third.tokens_forfeited) == (300, 700)
     assert third.new_balance == 1_300
@@ -131,7 +132,7 @@ async def test_keep_policy_accumulates(
     await plans.create_plan("gift", monthly_allocation_tokens=100, allocation_policy="keep")
     await join(bank, plans, "cy", "gift")
     for month in range(1, 4):
-        result = await bank.renewals.renew_user("cy")
+        result = await MonthlyRenewalService(bank).renew_user("cy")
         assert result.success and result.expires_at is None
         assert result.new_balance == 100 * month
         clock.advance(31 * DAY)
@@ -145,12 +146,12 @@ async def test_rollover_never_takes_what_a_hold_needs(
         "pro", monthly_allocation_tokens=1_000, allocation_policy="rollover", rollover_cap_tokens=0
     )
     await join(bank, plans, "di", "pro")
-    await bank.renewals.renew_user("di")
+    await MonthlyRenewalService(bank).renew_user("di")
     clock.set(datetime(2026, 2, 27, tzinfo=UTC))
     hold = await bank.hold("di", amount=800, operation_type="usage", ttl_seconds=3_600 * 24 * 3)
     assert hold.success
     clock.set(datetime(2026, 3, 1, tzinfo=UTC))
-    renewed = await bank.renewals.renew_user("di")
+    renewed = await MonthlyRenewalService(bank).renew_user("di")
     # Cap 0 would forfeit all 1,000; the hold's 800 stay.
     assert (renewed.tokens_forfeited, renewed.tokens_carried) == (200, 800)
     captured = await bank.capture(hold.hold_id or "", amount=800)
@@ -164,7 +165,7 @@ async def test_eligibility_says_why_not(
 ) -> None:
     await plans.create_plan("free")  # no allocation
     await plans.create_plan("pro", monthly_allocation_tokens=10)
-    renewals = bank.renewals
+    renewals = MonthlyRenewalService(bank)
     assert (await renewals.check_eligibility("nobody")).reason == "no wallet for this user"
     await bank.open_wallet("ann")
     assert (await renewals.check_eligibility("ann")).reason == "not on a plan"
@@ -189,7 +190,7 @@ async def test_a_dry_run_changes_nothing_and_says_what_would_happen(
     await plans.create_plan("biz", monthly_allocation_tokens=10_000)
     for user_id, plan in [("a", "gift"), ("b", "gift"), ("c", "biz")]:
         await join(bank, plans, user_id, plan)
-    preview = await bank.renewals.renew_all_eligible(dry_run=True, tier="gift")
+    preview = await MonthlyRenewalService(bank).renew_all_eligible(dry_run=True, tier="gift")
     assert (preview.dry_run, preview.total_processed, preview.successful) == (True, 2, 2)
     assert [(r.user_id, r.tokens_granted, r.new_balance) for r in preview.renewals] == [
         ("a", 100, None),
@@ -197,12 +198,12 @@ async def test_a_dry_run_changes_nothing_and_says_what_would_happen(
     ]
     assert [await balance(bank, user) for user in "abc"] == [0, 0, 0]
 
-    limited = await bank.renewals.renew_all_eligible(limit=2)
+    limited = await MonthlyRenewalService(bank).renew_all_eligible(limit=2)
     assert (limited.total_processed, limited.successful) == (2, 2)
-    rest = await bank.renewals.renew_all_eligible()
+    rest = await MonthlyRenewalService(bank).renew_all_eligible()
     assert (rest.total_processed, rest.successful, rest.failed) == (1, 1, 0)
     assert [await balance(bank, user) for user in "abc"] == [100, 100, 10_000]
-    nothing = await bank.renewals.renew_all_eligible()
+    nothing = await MonthlyRenewalService(bank).renew_all_eligible()
     assert nothing.total_processed == 0
     await books_ok(bank)
 
@@ -215,7 +216,7 @@ async def test_racing_renewals_grant_once(
     for user_id in users:
         await join(bank, plans, user_id, "pro")
     results = await asyncio.gather(
-        *(bank.renewals.renew_user(user_id) for user_id in users for _ in range(3))
+        *(MonthlyRenewalService(bank).renew_user(user_id) for user_id in users for _ in range(3))
     )
     assert sum(result.success for result in results) == len(users)
     assert {r.error for r in results if not r.success} == {"already renewed for this period"}
@@ -228,13 +229,13 @@ async def test_the_database_refuses_a_second_renewal_of_a_period(
 ) -> None:
     await plans.create_plan("pro", monthly_allocation_tokens=2_000)
     await join(bank, plans, "ann", "pro")
-    await bank.renewals.renew_user("ann")
+    await MonthlyRenewalService(bank).renew_user("ann")
     engine = await bank.engine()
     async with write_transaction(engine) as conn:
-        row = (await conn.execute(select(renewal_repo.renewals))).one()._asdict()
+        row = (await conn.execute(select(plan_renewals))).one()._asdict()
     with pytest.raises(IntegrityError):
         async with write_transaction(engine) as conn:
-            await conn.execute(insert(renewal_repo.renewals).values(row))
+            await conn.execute(insert(plan_renewals).values(row))
     bad_rows: list[dict[str, Any]] = [
         {"granted_tokens": 0, "period_start": JOINED - DAY},
         {"carried_tokens": -1, "period_start": JOINED - DAY},
@@ -244,7 +245,7 @@ async def test_the_database_refuses_a_second_renewal_of_a_period(
     for changes in bad_rows:
         with pytest.raises(IntegrityError):
             async with write_transaction(engine) as conn:
-                await conn.execute(insert(renewal_repo.renewals).values({**row, **changes}))
+                await conn.execute(insert(plan_renewals).values({**row, **changes}))
 
 
 async def test_bad_plan_terms_are_refused_and_write_nothing(
@@ -266,11 +267,11 @@ async def test_bad_plan_terms_are_refused_and_write_nothing(
             await plans.update_plan("pro", **terms)  # type: ignore[arg-type]
     assert (await plans.get_plan("pro")).allocation_policy == "expire"
     with pytest.raises(InvalidInput):
-        await bank.renewals.renew_all_eligible(tier="platinum")
+        await MonthlyRenewalService(bank).renew_all_eligible(tier="platinum")
     with pytest.raises(InvalidInput):
-        await bank.renewals.renew_all_eligible(limit=0)
+        await MonthlyRenewalService(bank).renew_all_eligible(limit=0)
     with pytest.raises(InvalidInput):
-        await bank.renewals.renew_user("")
+        await MonthlyRenewalService(bank).renew_user("")
 
 
 async def test_joining_another_plan_starts_its_periods_and_missed_months_are_not_back_filled(
@@ -279,19 +280,19 @@ async def test_joining_another_plan_starts_its_periods_and_missed_months_are_not
     await plans.create_plan("gift", monthly_allocation_tokens=100, allocation_policy="keep")
     await plans.create_plan("pro", monthly_allocation_tokens=2_000)
     await join(bank, plans, "ann", "gift")
-    await bank.renewals.renew_user("ann")
+    await MonthlyRenewalService(bank).renew_user("ann")
     clock.advance(3 * DAY)
     await plans.set_user_plan("ann", "gift")  # the same plan: nothing changes
-    assert not (await bank.renewals.check_eligibility("ann")).eligible
+    assert not (await MonthlyRenewalService(bank).check_eligibility("ann")).eligible
     await plans.set_user_plan("ann", "pro")
     joined_pro = clock()
-    switched = await bank.renewals.renew_user("ann")
+    switched = await MonthlyRenewalService(bank).renew_user("ann")
     assert switched.success and switched.period_start == joined_pro
     # Pro's policy applies to pro's allocations: gift's 100 was granted to keep.
     assert (switched.tokens_carried, switched.tokens_forfeited) == (0, 0)
     assert switched.new_balance == 2_100
     clock.advance(100 * DAY)  # three periods without a renewal run
-    late = await bank.renewals.renew_user("ann")
+    late = await MonthlyRenewalService(bank).renew_user("ann")
     assert late.success and late.period_start is not None and late.period_end is not None
     assert late.period_start <= clock() < late.period_end
     assert late.period_start == datetime(2026, 5, 3, 9, 30, tzinfo=UTC)  # pro joined 3 Feb

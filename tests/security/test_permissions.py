@@ -324,6 +324,20 @@ ENDPOINTS = [
         200,
         fixed("/api/admin/grants", {"userId": ALICE, "amount": 1, "reason": "matrix"}),
     ),
+    Endpoint(
+        "GET",
+        "/api/admin/users/{userId}/renewal",
+        "admin",
+        200,
+        fixed(f"/api/admin/users/{ALICE}/renewal"),
+    ),
+    Endpoint(
+        "POST",
+        "/api/admin/renewals/run",
+        "admin",
+        200,
+        fixed("/api/admin/renewals/run", {"dryRun": True}),
+    ),
 ]
 
 # Answer without a key: liveness and the API's own documentation.

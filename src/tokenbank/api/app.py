@@ -27,6 +27,7 @@ from tokenbank.plans.service import PlanService
 from tokenbank.pricing import routes as pricing_routes
 from tokenbank.pricing.service import PricingService
 from tokenbank.process.service import TokenProcess
+from tokenbank.renewals import routes as renewals_routes
 
 logger = logging.getLogger("tokenbank.api")
 
@@ -56,12 +57,14 @@ different request is refused with 409.
 
 
 async def _sweep_holds(services: Services, interval_seconds: float) -> None:
-    """Release expired holds and expire expired grants now and then; every worker may
-    run it: both are idempotent (a spend also catches its own wallet up first)."""
+    """Release expired holds, apply scheduled credits that came due and expire expired
+    grants now and then; every worker may run it: each is idempotent (a spend also
+    catches its own wallet up first)."""
     while True:
         await asyncio.sleep(interval_seconds)
         try:
             await services.tokens.release_expired_holds()
+            await services.tokens.apply_scheduled_credits()
             await services.tokens.expire_grants()
         except Exception:
             logger.exception("sweep failed; retrying next interval")
@@ -150,6 +153,7 @@ def create_app(
         plans_routes.router,
         ledger_routes.router,
         pricing_routes.router,
+        renewals_routes.router,
     ):
         app.include_router(router)
     return app

@@ -101,3 +101,8 @@ ExpiresAt = Annotated[
     BeforeValidator(aware_datetime),
     Field(description=f"ISO 8601 with a timezone, e.g. {DATE_EXAMPLE}; null: never expires"),
 ]
+EffectiveAt = Annotated[
+    datetime | None,
+    BeforeValidator(aware_datetime),
+    Field(description="ISO 8601 with a timezone: when the grant takes effect; null or past: now"),
+]

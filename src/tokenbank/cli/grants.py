@@ -7,7 +7,8 @@ import typer
 from tokenbank.cli._common import DatabaseUrl, group, run, with_service
 from tokenbank.cli._errors import fail
 from tokenbank.config import DEFAULT_PAGE_SIZE
-from tokenbank.ledger.results import GrantView
+from tokenbank.ledger.results import GrantView, ScheduledCreditView
+from tokenbank.ledger.service import TokenService
 
 app = group("Grants: a wallet's tokens by category, priority and expiry.")
 
@@ -16,12 +17,24 @@ app = group("Grants: a wallet's tokens by category, priority and expiry.")
 def grants_list(
     user_id: str, limit: int = DEFAULT_PAGE_SIZE, database_url: DatabaseUrl = None
 ) -> None:
-    """USER_ID's grants, newest first."""
-    found = run(
-        with_service(database_url, lambda service: service.get_grants(user_id, limit=limit))
-    )
-    if found is None:
+    """USER_ID's grants, newest first, after the credits scheduled for later."""
+
+    async def read(
+        service: TokenService,
+    ) -> tuple[list[ScheduledCreditView] | None, list[GrantView] | None]:
+        waiting = await service.get_scheduled_credits(user_id, limit=limit)
+        return waiting, await service.get_grants(user_id, limit=limit)
+
+    waiting, found = run(with_service(database_url, read))
+    if found is None or waiting is None:
         fail(f"no wallet for user {user_id!r}")
+    for credit in waiting:
+        expires = credit.expires_at.isoformat() if credit.expires_at is not None else "never"
+        typer.echo(
+            f"-  scheduled {credit.category:<11} priority {credit.priority:<3}"
+            f" {credit.amount_tokens} from {credit.effective_at.isoformat()}"
+            f"  expires {expires}  ({credit.source})"
+        )
     for grant in found:
         typer.echo(describe_grant(grant))
 
@@ -36,6 +49,14 @@ def describe_grant(grant: GrantView) -> str:
 
 @app.command("sweep")
 def grants_sweep(database_url: DatabaseUrl = None) -> None:
-    """Expire what expired grants still hold (except what pending holds need)."""
-    wallets = run(with_service(database_url, lambda service: service.expire_grants()))
-    typer.echo(f"looked at {wallets} wallets with expired grants")
+    """Apply scheduled credits that came due, and expire what expired grants still
+    hold (except what pending holds need)."""
+
+    async def sweep(service: TokenService) -> tuple[int, int]:
+        return await service.apply_scheduled_credits(), await service.expire_grants()
+
+    scheduled, expired = run(with_service(database_url, sweep))
+    typer.echo(
+        f"looked at {scheduled} wallets with scheduled credits due"
+        f" and {expired} wallets with expired grants"
+    )

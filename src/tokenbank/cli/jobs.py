@@ -24,7 +24,8 @@ def jobs_run(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Run the jobs until stopped (Ctrl-C or SIGTERM); several workers may run at once."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("tokenbank").setLevel(logging.INFO)  # the jobs' own reports
 
     async def act(service: TokenService) -> PassTotals | None:
         worker = JobsWorker(service)

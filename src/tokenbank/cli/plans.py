@@ -95,7 +95,7 @@ def plans_update(
 
 @app.command("seed-defaults")
 def plans_seed_defaults(database_url: DatabaseUrl = None) -> None:
-    """Create seed 002's tiers: Gift 100, Professional 2,000, Business 10,000 tokens a
+    """Create the default tiers: Gift 100, Professional 2,000, Business 10,000 tokens a
     month (plans that exist are left as they are)."""
     created = run(with_plans(database_url, lambda plans: plans.seed_default_plans()))
     for plan in created:

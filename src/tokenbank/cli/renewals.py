@@ -8,6 +8,7 @@ import typer
 
 from tokenbank.cli._common import DatabaseUrl, group, run, with_service
 from tokenbank.ledger.service import TokenService
+from tokenbank.renewals import MonthlyRenewalService
 from tokenbank.renewals.results import RenewalBatchResult, RenewalResult
 
 app = group("Plan renewals: each plan's monthly allocation, once per period.")
@@ -31,7 +32,7 @@ def renewals_run(
                 bar.length = total
                 bar.update(1)
 
-            return await service.renewals.renew_all_eligible(
+            return await MonthlyRenewalService(service).renew_all_eligible(
                 dry_run=dry_run, tier=tier, limit=limit, on_result=advance
             )
 
@@ -52,7 +53,9 @@ def renewals_run(
 @app.command("check")
 def renewals_check(user_id: str, database_url: DatabaseUrl = None) -> None:
     """Whether USER_ID's plan allocation is due, and when the next one is."""
-    found = run(with_service(database_url, lambda s: s.renewals.check_eligibility(user_id)))
+    found = run(
+        with_service(database_url, lambda s: MonthlyRenewalService(s).check_eligibility(user_id))
+    )
     due = found.next_renewal_date.isoformat() if found.next_renewal_date else "-"
     state = "eligible" if found.eligible else f"not eligible: {found.reason}"
     typer.echo(f"{user_id}  plan {found.tier or '-'}  {state}  next renewal {due}")

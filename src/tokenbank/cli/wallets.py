@@ -34,15 +34,24 @@ def grant(
         str | None,
         typer.Option("--expires-in", help="Expire after this long (30d, 12h, ...); default never."),
     ] = None,
+    starts_in: Annotated[
+        str | None,
+        typer.Option("--starts-in", help="Take effect after this long (7d, ...); default now."),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Grant AMOUNT tokens to USER_ID as an admin_grant (one grant of its own)."""
+    """Grant AMOUNT tokens to USER_ID as an admin_grant (one grant of its own). With
+    --starts-in it waits until then; --expires-in counts from when it starts."""
 
     async def credit(service: TokenService) -> OperationResult:
+        now = service.clock()
+        effective_at = None
+        if starts_in is not None:
+            effective_at = now + timedelta(seconds=parse_duration_seconds(starts_in))
         expires_at = None
         if expires_in is not None:
             seconds = parse_duration_seconds(expires_in)
-            expires_at = service.clock() + timedelta(seconds=seconds)
+            expires_at = (effective_at or now) + timedelta(seconds=seconds)
         return await service.credit(
             user_id,
             amount=amount,
@@ -52,6 +61,7 @@ def grant(
             category=category,
             priority=priority,
             expires_at=expires_at,
+            effective_at=effective_at,
         )
 
     echo_result(run(with_service(database_url, credit)))
@@ -61,6 +71,12 @@ def echo_result(result: OperationResult) -> None:
     """The new balance of a ledger operation, or its refusal as the command's failure."""
     if not result.success:
         fail(f"{result.error} ({result.error_code})")
+    if result.scheduled_credit_id is not None and result.effective_at is not None:
+        typer.echo(
+            f"ok: scheduled credit {result.scheduled_credit_id} takes effect"
+            f" {result.effective_at.isoformat()}; balance {result.new_balance} until then"
+        )
+        return
     typer.echo(
         f"ok: balance {result.new_balance} (entry {result.ledger_entry_id},"
         f" transaction {result.transaction_id})"

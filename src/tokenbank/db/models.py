@@ -48,7 +48,7 @@ MIN_GRANT_PRIORITY = 0
 MAX_GRANT_PRIORITY = 100
 # How a grant's remainder changes after it is granted (docs/architecture.md, decision 13).
 GRANT_MOVEMENT_KINDS = ("consume", "capture", "return", "expire", "settle")
-# What a renewal does with what is left of the previous allocation (decision 14).
+# What a renewal does with what is left of the previous allocation (decision 16).
 ALLOCATION_POLICIES = ("expire", "rollover", "keep")
 
 
@@ -282,6 +282,53 @@ class Grant(Base):
     )
 
 
+class ScheduledCredit(Base):
+    """A credit that takes effect later (decision 13): nothing in the books until its
+    ``effective_at``, then an ordinary credit (a grant) whose transaction it names.
+
+    It is applied once: ``transaction_id`` goes from NULL to the credit's id and never
+    changes again, and the row is never deleted (triggers, migration 0006).
+    """
+
+    __tablename__ = "scheduled_credits"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    wallet_id: Mapped[int] = mapped_column(BigId, ForeignKey("wallets.id"))
+    operation_type: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(16))
+    priority: Mapped[int] = mapped_column(Integer)
+    amount_tokens: Mapped[int] = mapped_column(BigInteger)
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    description: Mapped[str | None] = mapped_column(String(500))
+    metadata_json: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    idempotency_scope: Mapped[str] = mapped_column(String(64), default="")
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    # The credit that applied it (NULL while it waits).
+    transaction_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("ledger_transactions.id"), unique=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("category", GRANT_CATEGORIES), name="category_known"),
+        CheckConstraint(
+            f"priority >= {MIN_GRANT_PRIORITY} AND priority <= {MAX_GRANT_PRIORITY}",
+            name="priority_in_range",
+        ),
+        CheckConstraint("amount_tokens > 0", name="amount_positive"),
+        CheckConstraint(
+            "expires_at IS NULL OR expires_at > effective_at", name="expires_after_effective"
+        ),
+        UniqueConstraint(
+            "idempotency_scope", "idempotency_key", name="uq_scheduled_credits_idempotency"
+        ),
+        Index("ix_scheduled_credits_effective_at", "effective_at"),
+        Index("ix_scheduled_credits_wallet_id", "wallet_id"),
+    )
+
+
 class GrantMovement(Base):
     """One change of one grant's remainder, in one ledger transaction; append-only.
 
@@ -420,7 +467,7 @@ class Plan(Base):
 
 class PlanRenewal(Base):
     """One plan allocation granted to one wallet for one period: the primary key makes
-    a period's renewal happen once however many runners race (decision 14)."""
+    a period's renewal happen once however many runners race (decision 16)."""
 
     __tablename__ = "plan_renewals"
 

@@ -1,4 +1,4 @@
-"""The jobs worker: renewals on a cron schedule, and the sweeps (decision 14)."""
+"""The jobs worker: renewals on a cron schedule, and the sweeps (decision 16)."""
 
 from tokenbank.jobs.worker import JobsWorker
 

@@ -1,12 +1,12 @@
 """``tokenbank jobs run``: the work that time asks for, in a long-running process.
 
-- **renewals**, on ``TOKENBANK_RENEWAL_CRON`` (UTC; seed 002's ``0 2 * * *``), in
+- **renewals**, on ``TOKENBANK_RENEWAL_CRON`` (UTC; by default ``0 2 * * *``), in
   batches of ``TOKENBANK_RENEWAL_BATCH_LIMIT`` users until none is due, and once when
   the worker starts (a renewal missed while no worker ran is late, never lost: due
   dates are in the database);
 - **sweeps** every ``TOKENBANK_SWEEP_INTERVAL_SECONDS``: expired holds released,
-  expired grants expired (spending catches a wallet up anyway; the sweep makes the
-  books say so on time).
+  scheduled credits that came due applied, expired grants expired (a spend catches
+  its wallet up anyway; the sweep makes the books say so on time).
 
 Several workers may run at once, on one or several machines: a renewal locks its
 wallet and is recorded under (wallet, period), so each period is renewed once; the
@@ -27,6 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from tokenbank.ledger.service import TokenService
 from tokenbank.renewals.results import RenewalBatchResult
+from tokenbank.renewals.service import MonthlyRenewalService
 
 logger = logging.getLogger("tokenbank.jobs")
 
@@ -54,6 +55,7 @@ class PassTotals:
 class JobsWorker:
     def __init__(self, service: TokenService) -> None:
         self._service = service
+        self._renewals = MonthlyRenewalService(service)
         settings = service.settings
         self._batch_limit = settings.renewal_batch_limit
         self._cron = settings.renewal_cron
@@ -64,7 +66,7 @@ class JobsWorker:
         by the next pass, not this one)."""
         totals = PassTotals()
         for _ in range(MAX_BATCHES_PER_PASS):
-            batch = await self._service.renewals.renew_all_eligible(limit=self._batch_limit)
+            batch = await self._renewals.renew_all_eligible(limit=self._batch_limit)
             totals.add(batch)
             # A batch that renewed nobody made no progress: the rest failed or were
             # taken by another worker.
@@ -81,8 +83,10 @@ class JobsWorker:
         return totals
 
     async def sweep(self) -> tuple[int, int]:
-        """Release expired holds and expire expired grants: (holds, wallets)."""
+        """Release expired holds, apply scheduled credits that came due, expire expired
+        grants: (holds, wallets whose grants were looked at)."""
         holds = await self._service.release_expired_holds()
+        await self._service.apply_scheduled_credits()
         wallets = await self._service.expire_grants()
         if holds or wallets:
             logger.info("sweep: %d holds released, %d wallets' grants expired", holds, wallets)

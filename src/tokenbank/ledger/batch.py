@@ -303,12 +303,9 @@ def _debit(batch: _Batch, position: int, op: Debit, wallet: _Wallet) -> None:
     elif _refuse_for_status(batch, position, wallet, op.amount_tokens):
         return
     elif wallet.balance - wallet.held < op.amount_tokens:
-        batch.results[position] = refused_operation(
-            ErrorCode.INSUFFICIENT_TOKENS,
-            user_id=wallet.user_id,
-            available_tokens=wallet.balance - wallet.held,
-            required_tokens=op.amount_tokens,
-        )
+        # A scheduled credit may have come due: the per-operation path applies it
+        # before it refuses (decision 13).
+        _defer(batch, position, wallet)
         return
     backed_before = grant_effects.backed(wallet.balance)
     wallet.balance -= op.amount_tokens

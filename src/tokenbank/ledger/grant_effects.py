@@ -128,15 +128,27 @@ async def consume(
     transaction_id: str,
     now: datetime,
     capture: bool,
+    overdraft: bool = False,
 ) -> None:
-    """Take what the wallet's non-negative balance lost from its grants, in order."""
+    """Take what the wallet's non-negative balance lost from its grants, in order.
+
+    A capture, and usage recorded past the balance (``overdraft``), take what expired
+    grants still keep for holds first; an overdraft's takes from live grants are
+    ordinary consumptions.
+    """
     tokens = backed(balance_before) - backed(wallet.balance_tokens)
     if tokens <= 0:
         return
     grants = await load(conn, wallet.id)
-    takes = rules.plan_consumption(grants, tokens, now, capture=capture)
-    kind = "capture" if capture else "consume"
-    await _apply(conn, takes, kind=kind, transaction_id=transaction_id, now=now)
+    takes = rules.plan_consumption(grants, tokens, now, capture=capture or overdraft)
+    if overdraft and not capture:
+        expired = [(g, take) for g, take in takes if g.expired(now)]
+        live = [(g, take) for g, take in takes if not g.expired(now)]
+        await _apply(conn, expired, kind="capture", transaction_id=transaction_id, now=now)
+        await _apply(conn, live, kind="consume", transaction_id=transaction_id, now=now)
+    else:
+        kind = "capture" if capture else "consume"
+        await _apply(conn, takes, kind=kind, transaction_id=transaction_id, now=now)
     for grant, take in takes:
         grant.remaining -= take
     next_at = rules.next_event_at(grants)

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.rows import AnyRow
-from tokenbank.ledger import grant_effects
+from tokenbank.ledger import grant_effects, scheduled
 from tokenbank.ledger import grants as grant_rules
 from tokenbank.ledger.accounts import (
     EXPIRY,
@@ -37,6 +37,7 @@ from tokenbank.ledger.operations import (
     VoidHold,
 )
 from tokenbank.ledger.repository import grants as grant_repo
+from tokenbank.ledger.repository import scheduled as scheduled_repo
 from tokenbank.ledger.repository import writes as repo
 from tokenbank.ledger.results import (
     HoldResult,
@@ -157,6 +158,8 @@ async def open_wallet(conn: AsyncConnection, op: OpenWallet, now: datetime) -> W
 # for a locked batch. Change one, change the other: tests/ledger/test_group_commit.py
 # (test_a_batch_equals_the_same_operations_one_at_a_time) fails when they differ.
 async def credit(conn: AsyncConnection, op: Credit, now: datetime) -> OperationResult:
+    if op.scheduled(now):
+        return await scheduled.schedule_credit(conn, op, now)
     wallet = await repo.credit_wallet(conn, op.user_id, op.amount_tokens, now)
     if wallet is None:
         return await _explain_refusal(conn, op.user_id, op.amount_tokens)
@@ -217,6 +220,7 @@ async def debit(conn: AsyncConnection, op: Debit, now: datetime) -> OperationRes
             transaction_id=transaction_id,
             now=now,
             capture=False,
+            overdraft=op.allow_overdraft,
         ),
     )
 
@@ -340,6 +344,10 @@ async def capture_hold(conn: AsyncConnection, op: CaptureHold, now: datetime) ->
     refusal = _unusable_hold(hold, op.hold_id, now)
     if refusal is not None or hold is None:
         return refusal or refused_hold(ErrorCode.HOLD_NOT_FOUND, hold_id=op.hold_id)
+    if hold.next_grant_event_at is not None and hold.next_grant_event_at <= now:
+        # What expired grants hold beyond what the holds need leaves first, so that
+        # the capture (expired remainders first) takes only tokens kept for holds.
+        await expire_grants(conn, hold.user_id, now)
     if not await repo.resolve_hold(
         conn, hold.id, status="captured", captured_tokens=op.amount_tokens, now=now
     ):
@@ -454,9 +462,27 @@ async def catch_up(conn: AsyncConnection, user_id: str, now: datetime) -> bool:
                 conn, now, limit=EXPIRED_HOLDS_PER_WALLET_LIMIT, wallet_id=wallet.id
             )
         )
+    applied = await apply_scheduled_credits(conn, wallet, now)
     due = wallet.next_grant_event_at is not None and wallet.next_grant_event_at <= now
     expired = due and await expire_grants(conn, user_id, now)
-    return released or expired
+    return released or applied or expired
+
+
+async def apply_scheduled_credits(conn: AsyncConnection, wallet: AnyRow, now: datetime) -> bool:
+    """Apply the wallet's scheduled credits whose time has come, each as an ordinary
+    credit; whether any was applied. A credit its wallet refuses (closed) waits."""
+    if not await scheduled_repo.has_due(conn, wallet.id, now):
+        return False
+    await repo.lock_wallets(conn, [wallet.user_id])
+    applied = False
+    for row in await scheduled_repo.due_for_wallet(conn, wallet.id, now):
+        result = await credit(conn, scheduled.credit_for(row, wallet.user_id), now)
+        if not result.success or result.transaction_id is None:
+            continue
+        if not await scheduled_repo.mark_applied(conn, int(row.id), result.transaction_id):
+            raise RuntimeError(f"scheduled credit {row.id} was applied by another writer")
+        applied = True
+    return applied
 
 
 async def expire_grants(conn: AsyncConnection, user_id: str, now: datetime) -> bool:

@@ -117,7 +117,8 @@ class Credit(LedgerOperation):
     """Add tokens to a wallet as one grant (decision 13, docs/architecture.md).
 
     ``category`` defaults by source (purchases are paid, the rest promotional),
-    ``priority`` to the default; ``expires_at`` None never expires.
+    ``priority`` to the default; ``expires_at`` None never expires. A credit with
+    ``effective_at`` in the future is scheduled: it changes nothing until then.
     """
 
     user_id: str
@@ -126,6 +127,7 @@ class Credit(LedgerOperation):
     category: str | None = None
     priority: int = DEFAULT_GRANT_PRIORITY
     expires_at: datetime | None = None
+    effective_at: datetime | None = None
 
     def __post_init__(self) -> None:
         validate_user_id(self.user_id)
@@ -135,7 +137,12 @@ class Credit(LedgerOperation):
             known = ", ".join(sorted(CREDIT_OPERATION_TYPES))
             raise InvalidInput("operation_type", f"a credit must be one of: {known}")
         validate_grant_terms(self.category, self.priority, self.expires_at)
+        validate_effective_at(self.effective_at, self.expires_at)
         validate_common(self)
+
+    def scheduled(self, now: datetime) -> bool:
+        """Whether it takes effect later than ``now`` (then it waits)."""
+        return self.effective_at is not None and self.effective_at > now
 
     @property
     def grant_category(self) -> str:
@@ -148,6 +155,8 @@ class Credit(LedgerOperation):
         terms = (self.category, self.priority, self.expires_at)
         if terms != (None, DEFAULT_GRANT_PRIORITY, None):
             parts.extend([self.grant_category, self.priority, self.expires_at])
+        if self.effective_at is not None:
+            parts.extend(["effective", self.effective_at])
         return fingerprint(*parts)
 
     @property
@@ -254,6 +263,15 @@ def validate_grant_terms(category: object, priority: object, expires_at: object)
         not isinstance(expires_at, datetime) or expires_at.tzinfo is None
     ):
         raise InvalidInput("expires_at", "must be a date-time with a timezone")
+
+
+def validate_effective_at(effective_at: object, expires_at: datetime | None) -> None:
+    if effective_at is None:
+        return
+    if not isinstance(effective_at, datetime) or effective_at.tzinfo is None:
+        raise InvalidInput("effective_at", "must be a date-time with a timezone")
+    if expires_at is not None and expires_at <= effective_at:
+        raise InvalidInput("expires_at", "must be after effective_at")
 
 
 def validate_hold_id(value: object) -> None:

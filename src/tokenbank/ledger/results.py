@@ -28,6 +28,9 @@ class OperationResult:
     error_code: ErrorCode | None = None
     replayed: bool = False
     user_id: str | None = None
+    # A credit scheduled for later: its id and when it takes effect (no transaction yet).
+    scheduled_credit_id: int | None = None
+    effective_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +126,21 @@ class GrantView:
     expires_at: datetime | None
     created_at: datetime
     status: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduledCreditView:
+    """A credit that waits for its ``effective_at`` (then it becomes a grant)."""
+
+    scheduled_credit_id: int
+    user_id: str
+    source: str
+    category: str
+    priority: int
+    amount_tokens: int
+    effective_at: datetime
+    expires_at: datetime | None
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,13 +16,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbank.clock import Clock, system_clock
-from tokenbank.config import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Settings, get_settings
+from tokenbank.config import (
+    DEFAULT_PAGE_SIZE,
+    MAX_GRANT_DAYS,
+    MAX_PAGE_SIZE,
+    Settings,
+    get_settings,
+)
 from tokenbank.db.engine import create_engine, read_transaction, write_transaction
 from tokenbank.db.migrate import upgrade
 from tokenbank.errors import IdempotencyConflict, InvalidInput
@@ -56,6 +62,7 @@ from tokenbank.ledger.results import (
     LedgerEntryView,
     LedgerResult,
     OperationResult,
+    ScheduledCreditView,
     UserStatistics,
     WalletResult,
 )
@@ -66,9 +73,6 @@ logger = logging.getLogger("tokenbank")
 
 CacheInvalidationCallback = Callable[[str], Awaitable[None] | None]
 MetricsCallback = Callable[["OperationMetrics"], Awaitable[None] | None]
-
-if TYPE_CHECKING:
-    from tokenbank.renewals.service import MonthlyRenewalService
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +200,6 @@ class TokenService:
         self._writer: LedgerWriter | None = None
         self._committer: GroupCommitter | None = None
         self._costs: CostTable | None = None
-        self._renewals: MonthlyRenewalService | None = None
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -346,6 +349,25 @@ class TokenService:
                 conn, user_id, self.clock(), limit=limit, offset=offset
             )
 
+    async def get_scheduled_credits(
+        self, user_id: str, *, limit: int = DEFAULT_PAGE_SIZE
+    ) -> list[ScheduledCreditView] | None:
+        """A wallet's credits that wait for their time, soonest first (None for an
+        unknown user)."""
+        validate_user_id(user_id)
+        _validate_page(limit, 0)
+        async with read_transaction(await self.engine()) as conn:
+            wallet = await repo.wallet_by_user(conn, user_id)
+            if wallet is None:
+                return None
+            return await queries.waiting_scheduled_credits(conn, wallet, limit=limit)
+
+    async def apply_scheduled_credits(self) -> int:
+        """Apply the scheduled credits whose time has come (a spend that needs one
+        applies it anyway); how many wallets were looked at. The sweeps run it."""
+        writer, _ = await self._parts()
+        return await writer.apply_scheduled_credits()
+
     async def expire_grants(self) -> int:
         """Expire what expired grants hold, wallet by wallet (what holds need stays);
         how many wallets were looked at. ``tokenbank serve`` runs it periodically."""
@@ -387,10 +409,13 @@ class TokenService:
         category: str | None = None,
         priority: int = DEFAULT_GRANT_PRIORITY,
         expires_at: datetime | None = None,
+        effective_at: datetime | None = None,
     ) -> OperationResult:
         """Add tokens as one grant: ``category`` (``paid`` or ``promotional``; by
         default purchases are paid), ``priority`` (0-100, lower is spent first) and
-        ``expires_at`` (None: never) decide when debits consume it."""
+        ``expires_at`` (None: never) decide when debits consume it. With
+        ``effective_at`` in the future the credit is scheduled: the answer carries
+        ``scheduled_credit_id`` and the balance is unchanged until then."""
         op = Credit(
             user_id=user_id,
             amount_tokens=amount,
@@ -402,10 +427,23 @@ class TokenService:
             category=category,
             priority=priority,
             expires_at=expires_at,
+            effective_at=effective_at,
         )
-        if expires_at is not None and expires_at <= self.clock():
+        now = self.clock()
+        if expires_at is not None and expires_at <= now and not await self._keyed(op):
+            # (A retry of a credit that was made answers as it did, expired since or not.)
             raise InvalidInput("expires_at", "must be in the future")
+        if effective_at is not None and effective_at > now + timedelta(days=MAX_GRANT_DAYS):
+            raise InvalidInput("effective_at", f"must be within {MAX_GRANT_DAYS} days")
         return await self._operation(op)
+
+    async def _keyed(self, op: Credit) -> bool:
+        """Whether the operation's idempotency key was used already."""
+        if op.idempotency_key is None:
+            return False
+        async with read_transaction(await self.engine()) as conn:
+            found = await repo.registered_key(conn, op.idempotency_scope, op.idempotency_key)
+        return found is not None
 
     async def debit(
         self,
@@ -629,15 +667,6 @@ class TokenService:
             return None
         async with read_transaction(await self.engine()) as conn:
             return await queries.transaction_of_entry(conn, ledger_entry_id)
-
-    @property
-    def renewals(self) -> MonthlyRenewalService:
-        """Monthly plan renewals over this service's database and clock (seed 002)."""
-        from tokenbank.renewals.service import MonthlyRenewalService
-
-        if self._renewals is None:
-            self._renewals = MonthlyRenewalService(self)
-        return self._renewals
 
     async def invalidate_cache(self, user_id: str) -> None:
         """Tell the cache invalidation callback that a wallet changed outside the

@@ -69,10 +69,10 @@ class SyncTokenService(_SyncProxy):
         ledger: LedgerView = self.service.get_ledger()
         return _SyncProxy(ledger, self._runner)
 
-    @property
-    def renewals(self) -> Any:
-        """``MonthlyRenewalService`` with blocking methods."""
-        return _SyncProxy(self.service.renewals, self._runner)
+    def blocking(self, target: Any) -> Any:
+        """Another service built on this one, with blocking methods:
+        ``sync.blocking(MonthlyRenewalService(sync.service)).renew_user("u")``."""
+        return _SyncProxy(target, self._runner)
 
     def close(self) -> None:
         self._runner.run(self.service.close())

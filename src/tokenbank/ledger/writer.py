@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tokenbank.clock import Clock
 from tokenbank.config import MAX_WRITE_RETRIES
 from tokenbank.db.engine import write_transaction
-from tokenbank.ledger import handlers
+from tokenbank.ledger import handlers, scheduled
 from tokenbank.ledger.batch import FAST_TYPES, FastOperation, apply_fast
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.idempotency import KEYED_OPERATIONS, key_row
@@ -40,6 +40,7 @@ from tokenbank.ledger.operations import (
     VoidHold,
 )
 from tokenbank.ledger.repository import grants as grant_repo
+from tokenbank.ledger.repository import scheduled as scheduled_repo
 from tokenbank.ledger.repository import writes as repo
 from tokenbank.ledger.results import (
     LedgerResult,
@@ -80,11 +81,16 @@ def _kernel_operations(operations: Sequence[Operation]) -> list[tuple[int, FastO
     slow_users: set[str] = set()
     fast: list[tuple[int, FastOperation]] = []
     for position, op in enumerate(operations):
-        if isinstance(op, FAST_TYPES) and op.user_id not in slow_users:
+        if _for_kernel(op) and op.user_id not in slow_users:
             fast.append((position, op))
         elif op.user_key is not None:
             slow_users.add(op.user_key)
     return fast
+
+
+def _for_kernel(op: Operation) -> TypeGuard[FastOperation]:
+    # A credit with an effective date may be scheduled for later: per operation.
+    return isinstance(op, FAST_TYPES) and getattr(op, "effective_at", None) is None
 
 
 # Refusals that no expired hold or grant can explain.
@@ -203,6 +209,19 @@ class LedgerWriter:
                 await handlers.expire_grants(conn, user_id, now)
         return len(due)
 
+    async def apply_scheduled_credits(self, *, limit: int = SWEEP_BATCH_LIMIT) -> int:
+        """Apply the scheduled credits whose time has come, for up to ``limit`` wallets
+        (one transaction each); how many wallets were looked at."""
+        now = self._clock()
+        async with self._engine.connect() as conn:
+            due = await scheduled_repo.users_with_due(conn, now, limit)
+        for user_id in due:
+            async with write_transaction(self._engine) as conn:
+                wallet = await repo.wallet_by_user(conn, user_id)
+                if wallet is not None:
+                    await handlers.apply_scheduled_credits(conn, wallet, now)
+        return len(due)
+
     async def _apply_one(self, conn: AsyncConnection, op: Operation, now: datetime) -> LedgerResult:
         result = await self._attempt(conn, op, now)
         if result.success or not _time_may_explain(op, result):
@@ -274,7 +293,17 @@ class LedgerWriter:
         if isinstance(op, CaptureHold):
             # The hold itself remembers its capture (a capture of 0 leaves no transaction).
             return await handlers.capture_hold(conn, op, now)
-        return await _replayed_transaction(conn, op.idempotency_scope, key)
+        return await _replayed_credit_debit_or_refund(conn, op, key)
+
+
+async def _replayed_credit_debit_or_refund(
+    conn: AsyncConnection, op: Operation, key: str
+) -> OperationResult | None:
+    found = await _replayed_transaction(conn, op.idempotency_scope, key)
+    if found is None and isinstance(op, Credit) and op.effective_at is not None:
+        # A scheduled credit's transaction (once applied) carries no key: its row does.
+        return await scheduled.replay(conn, op.idempotency_scope, key)
+    return found
 
 
 async def _replayed_transaction(

@@ -52,7 +52,7 @@ FEATURE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@~-]{0,127}$")
 MAX_FEATURE_NAME_LENGTH = 200
 MAX_PROFIT_PERCENT = Decimal(1_000)
 MAX_FEATURES_PER_PLAN = 1_000
-# Seed 002's subscription tiers and their monthly allocations.
+# The embedded API's subscription tiers and their monthly allocations.
 DEFAULT_PLANS = (
     ("Gift", 100, "Seed tier: 100 tokens a month"),
     ("Professional", 2_000, "Seed tier: 2,000 tokens a month"),
@@ -263,7 +263,7 @@ class PlanService:
         rollover_cap_tokens: int | None = None,
     ) -> PlanView:
         """Create a plan. ``allocation_policy`` says what a renewal does with what is
-        left of the previous allocation (decision 14); ``rollover_cap_tokens`` caps
+        left of the previous allocation (decision 16); ``rollover_cap_tokens`` caps
         what ``rollover`` carries over (None: one allocation)."""
         now = self._clock()
         values = {
@@ -330,7 +330,7 @@ class PlanService:
             return await self._plan(conn, name)
 
     async def seed_default_plans(self) -> list[PlanView]:
-        """Create seed 002's tiers that do not exist yet (Gift 100, Professional 2,000,
+        """Create the embedded API's tiers that do not exist yet (Gift 100, Professional 2,000,
         Business 10,000 tokens a month; allocations expire at period end); plans
         that exist are left as they are. The plans created."""
         created = []

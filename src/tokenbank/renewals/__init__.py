@@ -1,4 +1,4 @@
-"""Plan renewals: a plan's monthly allocation, granted once per period (decision 14)."""
+"""Plan renewals: a plan's monthly allocation, granted once per period (decision 16)."""
 
 from tokenbank.renewals.results import (
     RenewalBatchResult,

@@ -1,4 +1,4 @@
-"""What the renewal service answers (seed 002's MonthlyRenewalService, in Python naming)."""
+"""What the renewal service answers (the embedded API's MonthlyRenewalService)."""
 
 from __future__ import annotations
 

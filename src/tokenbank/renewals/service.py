@@ -1,4 +1,4 @@
-"""Monthly plan renewals (seed 002's ``MonthlyRenewalService``, decision 14).
+"""Monthly plan renewals (the embedded API's ``MonthlyRenewalService``, decision 16).
 
 A wallet on a plan with a monthly allocation gets that allocation once per period
 (:mod:`tokenbank.renewals.periods`). A renewal, in one database transaction: locks the
@@ -28,9 +28,9 @@ from tokenbank.ledger import handlers
 from tokenbank.ledger.grant_effects import live_grant, load
 from tokenbank.ledger.grants import PROMOTIONAL, LiveGrant
 from tokenbank.ledger.operations import Credit
+from tokenbank.ledger.repository import renewals as repo
 from tokenbank.plans.repository import plan_row
 from tokenbank.renewals import policy
-from tokenbank.renewals import repository as repo
 from tokenbank.renewals.periods import Period, period_at
 from tokenbank.renewals.results import (
     RenewalBatchResult,

@@ -31,6 +31,7 @@ from tokenbank.api.schemas import (
     DATE_EXAMPLE,
     ApiModel,
     Description,
+    EffectiveAt,
     ExpiresAt,
     GrantCategory,
     GrantPriority,
@@ -61,7 +62,13 @@ from tokenbank.config import (
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.grants import DEFAULT_GRANT_PRIORITY
 from tokenbank.ledger.operations import HOLD_ID_PATTERN
-from tokenbank.ledger.results import GrantView, HoldResult, HoldView, LedgerEntryView
+from tokenbank.ledger.results import (
+    GrantView,
+    HoldResult,
+    HoldView,
+    LedgerEntryView,
+    ScheduledCreditView,
+)
 from tokenbank.ledger.service import TokenService
 
 router = APIRouter(
@@ -97,7 +104,8 @@ HoldTtl = Annotated[StrictInt, Field(ge=1, le=MAX_HOLD_TTL_SECONDS)]
 class CreditRequest(Model):
     """A credit makes one grant: ``category`` defaults by ``operationType`` (purchases
     and recharges are paid, the rest promotional), ``priority`` to 50 (lower is spent
-    first), ``expiresAt`` to never."""
+    first), ``expiresAt`` to never. With ``effectiveAt`` in the future it is
+    scheduled: nothing changes until then."""
 
     userId: UserId  # noqa: N815
     amount: Tokens
@@ -108,6 +116,7 @@ class CreditRequest(Model):
     category: GrantCategory | None = None
     priority: GrantPriority = DEFAULT_GRANT_PRIORITY
     expiresAt: ExpiresAt = None  # noqa: N815
+    effectiveAt: EffectiveAt = None  # noqa: N815
 
 
 class HoldRequest(Model):
@@ -193,7 +202,9 @@ async def credit(request: Request, body: CreditRequest, principal: CreditKey) ->
     """Add tokens to a wallet; ``operationType`` defaults to ``admin_grant``.
 
     Answers ``{"data": {balance, ledgerEntryId, transactionId, replayed}}``; 404 for
-    an unknown user, 403 for a closed wallet.
+    an unknown user, 403 for a closed wallet. A scheduled credit (``effectiveAt``
+    later than now) answers the balance as it is, null ids, and ``scheduled:
+    {scheduledCreditId, effectiveAt}``.
     """
     tokens = get_services(request).tokens
     result = await tokens.credit(
@@ -207,8 +218,15 @@ async def credit(request: Request, body: CreditRequest, principal: CreditKey) ->
         category=body.category,
         priority=body.priority,
         expires_at=body.expiresAt,
+        effective_at=body.effectiveAt,
     )
-    return {"data": operation_data(settled(request, result))}
+    data = operation_data(settled(request, result))
+    if result.scheduled_credit_id is not None:
+        data["scheduled"] = {
+            "scheduledCreditId": result.scheduled_credit_id,
+            "effectiveAt": iso_utc_or_none(result.effective_at),
+        }
+    return {"data": data}
 
 
 # --- holds (two-phase spending) ----------------------------------------------------------
@@ -515,9 +533,32 @@ async def grants(
 ) -> dict[str, Any]:
     """``{"data": [{grantId, source, category, priority, amount, remaining, expiresAt,
     createdAt, status}]}``, newest first; ``status`` is ``active``, ``spent`` or
-    ``expired``. Debits consume grants by priority, then earliest expiry, then
+    ``expired``. Credits scheduled for later come first (on the first page), with
+    ``status`` ``scheduled``, ``grantId`` null, ``scheduledCreditId`` and
+    ``effectiveAt``. Debits consume grants by priority, then earliest expiry, then
     promotional before paid, then oldest."""
-    found = await get_services(request).tokens.get_grants(user_id, limit=limit, offset=offset)
-    if found is None:
+    tokens = get_services(request).tokens
+    found = await tokens.get_grants(user_id, limit=limit, offset=offset)
+    waiting = await tokens.get_scheduled_credits(user_id, limit=limit) if offset == 0 else []
+    if found is None or waiting is None:
         raise wallet_not_found()
-    return {"data": [grant_data(grant) for grant in found]}
+    return {
+        "data": [scheduled_data(credit) for credit in waiting]
+        + [grant_data(grant) for grant in found]
+    }
+
+
+def scheduled_data(credit: ScheduledCreditView) -> dict[str, Any]:
+    return {
+        "grantId": None,
+        "scheduledCreditId": credit.scheduled_credit_id,
+        "source": credit.source,
+        "category": credit.category,
+        "priority": credit.priority,
+        "amount": credit.amount_tokens,
+        "remaining": 0,
+        "effectiveAt": iso_utc(credit.effective_at),
+        "expiresAt": iso_utc_or_none(credit.expires_at),
+        "createdAt": iso_utc(credit.created_at),
+        "status": "scheduled",
+    }

@@ -8,7 +8,9 @@ entries chain: every balance_before is the previous entry's balance_after. And f
 grants (decision 13): each remainder is within its amount and equals its amount plus
 its movements, a wallet's grants add up to its balance (0 while overdrawn), each
 transaction moved its grants by what it moved the non-negative balance, and no
-return gives back more than its consumption took.
+return gives back more than its consumption took. A scheduled credit, once applied,
+names a credit of its wallet and amount, and each plan renewal names the grant of its
+allocation (decision 16).
 """
 
 from __future__ import annotations
@@ -95,6 +97,18 @@ CHECKS: dict[str, str] = {
         SELECT c.id, -c.amount_tokens, SUM(r.amount_tokens) FROM grant_movements c
         JOIN grant_movements r ON r.returns_movement_id = c.id
         GROUP BY c.id, c.amount_tokens HAVING SUM(r.amount_tokens) > -c.amount_tokens""",
+    "scheduled credit applied by something other than its credit": """
+        SELECT s.id, s.transaction_id FROM scheduled_credits s
+        WHERE s.transaction_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM ledger_transactions t
+            JOIN ledger_entries e ON e.transaction_id = t.id AND e.wallet_id = s.wallet_id
+            WHERE t.id = s.transaction_id AND t.kind = 'credit'
+              AND e.amount_tokens = s.amount_tokens)""",
+    "renewal without its allocation": """
+        SELECT r.wallet_id, r.period_start FROM plan_renewals r
+        WHERE NOT EXISTS (SELECT 1 FROM grants g
+            WHERE g.transaction_id = r.transaction_id AND g.wallet_id = r.wallet_id
+              AND g.source = 'renewal' AND g.amount_tokens = r.granted_tokens)""",
 }
 
 

@@ -13,12 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tokenbank.db.models import Plan
 from tokenbank.db.rows import AnyRow
 from tokenbank.ledger.grants import PAID, PROMOTIONAL
+from tokenbank.ledger.repository import scheduled
 from tokenbank.ledger.repository.tables import entries, grants, holds, transactions, wallets
 from tokenbank.ledger.results import (
     BalanceInfo,
     GrantView,
     HoldView,
     LedgerEntryView,
+    ScheduledCreditView,
     UserStatistics,
 )
 
@@ -287,3 +289,23 @@ async def hold_id_by_key(conn: AsyncConnection, scope: str, key: str) -> str | N
     )
     found = (await conn.execute(statement)).scalar()
     return None if found is None else str(found)
+
+
+async def waiting_scheduled_credits(
+    conn: AsyncConnection, wallet: AnyRow, *, limit: int
+) -> list[ScheduledCreditView]:
+    rows = await scheduled.waiting_for_wallets(conn, [wallet.id], limit)
+    return [
+        ScheduledCreditView(
+            scheduled_credit_id=int(row.id),
+            user_id=wallet.user_id,
+            source=row.operation_type,
+            category=row.category,
+            priority=int(row.priority),
+            amount_tokens=int(row.amount_tokens),
+            effective_at=row.effective_at,
+            expires_at=row.expires_at,
+            created_at=row.created_at,
+        )
+        for row in rows
+    ]

@@ -14,6 +14,8 @@ from tokenbank.db.models import (
     LedgerEntry,
     LedgerTransaction,
     OperationCost,
+    PlanRenewal,
+    ScheduledCredit,
     Wallet,
 )
 
@@ -25,3 +27,5 @@ costs = cast(Table, OperationCost.__table__)
 idempotency_keys = cast(Table, IdempotencyKey.__table__)
 grants = cast(Table, Grant.__table__)
 grant_movements = cast(Table, GrantMovement.__table__)
+plan_renewals = cast(Table, PlanRenewal.__table__)
+scheduled_credits = cast(Table, ScheduledCredit.__table__)

@@ -175,11 +175,15 @@ async def debit_wallet(
 async def overdraw_wallet(
     conn: AsyncConnection, user_id: str, amount_tokens: int, now: datetime
 ) -> AnyRow | None:
-    """Record usage that already happened, even past zero (decision 6, docs/architecture.md)."""
+    """Record usage that already happened, even past zero (decision 6, docs/architecture.md).
+
+    Its handler caught the wallet up first: a grant still due then holds only what
+    pending holds need, and the usage may take it (as a capture would).
+    """
     new_balance = wallets.c.balance_tokens - amount_tokens
     statement = (
         update(wallets)
-        .where(wallets.c.user_id == user_id, wallets.c.status != "closed", _no_grant_due(now))
+        .where(wallets.c.user_id == user_id, wallets.c.status != "closed")
         .values(
             balance_tokens=new_balance,
             spent_tokens=wallets.c.spent_tokens + amount_tokens,
@@ -392,8 +396,9 @@ HOLD_WITH_USER = (*holds.c, wallets.c.user_id)
 
 
 async def hold_by_id(conn: AsyncConnection, hold_id: str) -> AnyRow | None:
+    """The hold, its wallet's user and when the wallet's grants are next due."""
     statement = (
-        select(*HOLD_WITH_USER)
+        select(*HOLD_WITH_USER, wallets.c.next_grant_event_at)
         .join(wallets, wallets.c.id == holds.c.wallet_id)
         .where(holds.c.id == hold_id)
     )

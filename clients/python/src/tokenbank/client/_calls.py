@@ -148,6 +148,7 @@ def credit(
     category: str | None = None,
     priority: int | None = None,
     expires_at: datetime | None = None,
+    effective_at: datetime | None = None,
 ) -> Call[Receipt]:
     key = reference_id or new_key()
     body = _compact(
@@ -161,6 +162,7 @@ def credit(
             "category": category,
             "priority": priority,
             "expiresAt": _timestamp("expires_at", expires_at),
+            "effectiveAt": _timestamp("effective_at", effective_at),
         }
     )
     return Call("POST", f"{TOKENS_PATH}/credit", Receipt.parse, body=body, idempotency_key=key)

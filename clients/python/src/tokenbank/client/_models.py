@@ -92,9 +92,11 @@ class Balance:
 class Grant:
     """One grant of a wallet (``GET /api/tokens/grants/{userId}``): paid or promotional
     tokens, what remains of them, and when they expire (None: never). ``status`` is
-    ``active``, ``spent`` or ``expired``."""
+    ``active``, ``spent`` or ``expired``; a credit scheduled for later is listed first
+    with ``status`` ``scheduled``, no ``grant_id`` yet, its ``scheduled_credit_id``
+    and ``effective_at``."""
 
-    grant_id: int
+    grant_id: int | None
     source: str
     category: str
     priority: int
@@ -103,12 +105,14 @@ class Grant:
     expires_at: datetime | None
     created_at: datetime | None
     status: str
+    scheduled_credit_id: int | None = None
+    effective_at: datetime | None = None
 
     @classmethod
     def parse(cls, data: Any) -> Grant:
         data = _object(data)
         return cls(
-            grant_id=_int(data, "grantId"),
+            grant_id=_optional_int(data, "grantId"),
             source=_optional_str(data, "source") or "",
             category=_optional_str(data, "category") or "",
             priority=_int(data, "priority"),
@@ -117,6 +121,8 @@ class Grant:
             expires_at=_optional_time(data, "expiresAt"),
             created_at=_optional_time(data, "createdAt"),
             status=_optional_str(data, "status") or "",
+            scheduled_credit_id=_optional_int(data, "scheduledCreditId"),
+            effective_at=_optional_time(data, "effectiveAt"),
         )
 
     @staticmethod
@@ -138,15 +144,22 @@ class Receipt:
     ledger_entry_id: int | None
     transaction_id: str | None
     replayed: bool
+    # A credit scheduled for later: its id and when it takes effect (nothing moved yet).
+    scheduled_credit_id: int | None = None
+    effective_at: datetime | None = None
 
     @classmethod
     def parse(cls, data: Any) -> Receipt:
         data = _object(data)
+        scheduled = data.get("scheduled")
+        scheduled = scheduled if isinstance(scheduled, dict) else {}
         return cls(
             balance=_int(data, "balance"),
             ledger_entry_id=_optional_int(data, "ledgerEntryId"),
             transaction_id=_optional_str(data, "transactionId"),
             replayed=data.get("replayed") is True,
+            scheduled_credit_id=_optional_int(scheduled, "scheduledCreditId"),
+            effective_at=_optional_time(scheduled, "effectiveAt"),
         )
 
 

@@ -183,11 +183,13 @@ class TokenClient(ClientBase):
         category: str | None = None,
         priority: int | None = None,
         expires_at: datetime | None = None,
+        effective_at: datetime | None = None,
     ) -> Receipt:
         """Add tokens as one grant (``operation_type``: purchase, bonus, admin_grant (the
         service's default), renewal or auto_recharge; ``category``: paid or promotional;
-        ``priority``: 0-100, lower is spent first; ``expires_at``: None never expires).
-        Needs the ``credit`` scope."""
+        ``priority``: 0-100, lower is spent first; ``expires_at``: None never expires;
+        ``effective_at`` in the future schedules it: the receipt then carries
+        ``scheduled_credit_id``). Needs the ``credit`` scope."""
         return self._send(
             calls.credit(
                 user_id,
@@ -199,6 +201,7 @@ class TokenClient(ClientBase):
                 category=category,
                 priority=priority,
                 expires_at=expires_at,
+                effective_at=effective_at,
             )
         )
 

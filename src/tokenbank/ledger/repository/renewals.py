@@ -1,4 +1,5 @@
-"""All SQL of plan renewals: due wallets, the renewal record, a wallet's allocations."""
+"""The SQL of plan renewals (decision 16): due wallets, the renewal record, a wallet's
+earlier allocations. The renewal service (``tokenbank.renewals``) calls it."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenbank.db.models import Plan, PlanRenewal
+from tokenbank.db.models import Plan
 from tokenbank.db.rows import AnyRow
 from tokenbank.ledger.repository.tables import grants, wallets
+from tokenbank.ledger.repository.tables import plan_renewals as renewals
 
 plans = cast(Table, Plan.__table__)
-renewals = cast(Table, PlanRenewal.__table__)
 
 RENEWAL_SOURCE = "renewal"
 
