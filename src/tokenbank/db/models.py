@@ -14,7 +14,9 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
+    Computed,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -22,6 +24,7 @@ from sqlalchemy import (
     MetaData,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -244,6 +247,11 @@ class Grant(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     amount_tokens: Mapped[int] = mapped_column(BigInteger)
     remaining_tokens: Mapped[int] = mapped_column(BigInteger)
+    # Whether the grant has tokens left, kept by the database (stored on PostgreSQL,
+    # virtual on SQLite; migration 0007): the wallet index holds this, not the
+    # remainder, so a debit's change of a remainder is a HOT update on PostgreSQL
+    # and a wallet's spent grants are not read again. Never written.
+    live: Mapped[bool] = mapped_column(Boolean, Computed("remaining_tokens > 0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
@@ -268,7 +276,8 @@ class Grant(Base):
         CheckConstraint(
             "transaction_id IS NOT NULL OR source = 'migration'", name="made_by_a_transaction"
         ),
-        Index("ix_grants_wallet_id", "wallet_id", "remaining_tokens"),
+        # A wallet's live grants (``live = true``); not on the remainder (see ``live``).
+        Index("ix_grants_wallet_id", "wallet_id", "live"),
         Index("ix_grants_transaction_id", "transaction_id"),
     )
 
@@ -358,7 +367,14 @@ class GrantMovement(Base):
             name="return_names_its_consumption",
         ),
         Index("ix_grant_movements_transaction_id", "transaction_id"),
-        Index("ix_grant_movements_returns_movement_id", "returns_movement_id"),
+        # Returns only (migration 0007): most movements are consumptions, which need
+        # no entry here; a lookup by a consumption's id implies IS NOT NULL.
+        Index(
+            "ix_grant_movements_returns_movement_id",
+            "returns_movement_id",
+            postgresql_where=text("returns_movement_id IS NOT NULL"),
+            sqlite_where=text("returns_movement_id IS NOT NULL"),
+        ),
     )
 
 

@@ -129,8 +129,8 @@ async def apply_fast(
     conn: AsyncConnection, operations: list[tuple[int, FastOperation]], now: datetime
 ) -> tuple[dict[int, LedgerResult], list[int]]:
     """Settle what it can; the results by position, and the positions it left."""
-    rows = await repo.lock_wallets_with_grants(conn, sorted({op.user_id for _, op in operations}))
-    wallets = _wallets_with_grants(rows)
+    locked = await repo.lock_wallets_with_grants(conn, sorted({op.user_id for _, op in operations}))
+    wallets = _wallets_with_grants(locked)
     keys = sorted({_key(op) for _, op in operations if op.idempotency_key is not None})
     committed = await repo.registered_keys(conn, keys) if keys else {}
     batch = _Batch(
@@ -149,15 +149,12 @@ async def apply_fast(
     return batch.results, batch.deferred
 
 
-def _wallets_with_grants(rows: list[AnyRow]) -> dict[str, _Wallet]:
-    """The locked wallets by user id, each with its live grants, from the lock's rows."""
+def _wallets_with_grants(locked: list[tuple[AnyRow, list[repo.GrantTuple]]]) -> dict[str, _Wallet]:
+    """The locked wallets by user id, each with its live grants."""
     wallets: dict[str, _Wallet] = {}
-    for row in rows:
-        wallet = wallets.get(row.user_id)
-        if wallet is None:
-            wallet = wallets[row.user_id] = _Wallet.of(row)
-        if row.grant_id is not None:
-            wallet.grants.append(grant_effects.live_grant(row, grant_id=int(row.grant_id)))
+    for row, grants in locked:
+        wallet = wallets[row.user_id] = _Wallet.of(row)
+        wallet.grants = [LiveGrant(*grant) for grant in grants]
     return wallets
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.rows import AnyRow
@@ -32,7 +32,7 @@ _LIVE_GRANTS = (
     select(*LIVE_GRANT_COLUMNS)
     .where(
         grants.c.wallet_id.in_(bindparam("wallet_ids", expanding=True)),
-        grants.c.remaining_tokens > 0,
+        grants.c.live == true(),
     )
     .order_by(grants.c.wallet_id, grants.c.id)
 )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, case, func, select
+from sqlalchemy import Select, Table, and_, bindparam, case, func, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.models import Plan
@@ -57,7 +57,7 @@ _WALLET_WITH_GRANTS = (
         grants.c.expires_at,
         grants.c.remaining_tokens,
     )
-    .outerjoin(grants, and_(grants.c.wallet_id == wallets.c.id, grants.c.remaining_tokens > 0))
+    .outerjoin(grants, and_(grants.c.wallet_id == wallets.c.id, grants.c.live == true()))
     .where(wallets.c.user_id == bindparam("user_id"))
 )
 
