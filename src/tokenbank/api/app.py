@@ -57,15 +57,11 @@ different request is refused with 409.
 
 
 async def _sweep_holds(services: Services, interval_seconds: float) -> None:
-    """Release expired holds, apply scheduled credits that came due and expire expired
-    grants now and then; every worker may run it: each is idempotent (a spend also
-    catches its own wallet up first)."""
+    """``TokenService.sweep`` now and then; every worker may run it."""
     while True:
         await asyncio.sleep(interval_seconds)
         try:
-            await services.tokens.release_expired_holds()
-            await services.tokens.apply_scheduled_credits()
-            await services.tokens.expire_grants()
+            await services.tokens.sweep()
         except Exception:
             logger.exception("sweep failed; retrying next interval")
 

@@ -57,6 +57,17 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({quoted})"
 
 
+def _grant_term_checks() -> tuple[CheckConstraint, CheckConstraint]:
+    """A grant's terms, as grants and scheduled credits both hold them."""
+    return (
+        CheckConstraint(_in("category", GRANT_CATEGORIES), name="category_known"),
+        CheckConstraint(
+            f"priority >= {MIN_GRANT_PRIORITY} AND priority <= {MAX_GRANT_PRIORITY}",
+            name="priority_in_range",
+        ),
+    )
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -263,11 +274,7 @@ class Grant(Base):
             deferrable=True,
             initially="DEFERRED",
         ),
-        CheckConstraint(_in("category", GRANT_CATEGORIES), name="category_known"),
-        CheckConstraint(
-            f"priority >= {MIN_GRANT_PRIORITY} AND priority <= {MAX_GRANT_PRIORITY}",
-            name="priority_in_range",
-        ),
+        *_grant_term_checks(),
         CheckConstraint("amount_tokens > 0", name="amount_positive"),
         CheckConstraint(
             "remaining_tokens >= 0 AND remaining_tokens <= amount_tokens",
@@ -312,11 +319,7 @@ class ScheduledCredit(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        CheckConstraint(_in("category", GRANT_CATEGORIES), name="category_known"),
-        CheckConstraint(
-            f"priority >= {MIN_GRANT_PRIORITY} AND priority <= {MAX_GRANT_PRIORITY}",
-            name="priority_in_range",
-        ),
+        *_grant_term_checks(),
         CheckConstraint("amount_tokens > 0", name="amount_positive"),
         CheckConstraint(
             "expires_at IS NULL OR expires_at > effective_at", name="expires_after_effective"

@@ -82,15 +82,16 @@ class JobsWorker:
             logger.warning("renewal failed: %s", error)
         return totals
 
-    async def sweep(self) -> tuple[int, int]:
-        """Release expired holds, apply scheduled credits that came due, expire expired
-        grants: (holds, wallets whose grants were looked at)."""
-        holds = await self._service.release_expired_holds()
-        await self._service.apply_scheduled_credits()
-        wallets = await self._service.expire_grants()
-        if holds or wallets:
-            logger.info("sweep: %d holds released, %d wallets' grants expired", holds, wallets)
-        return holds, wallets
+    async def sweep(self) -> None:
+        """``TokenService.sweep``, logged when it found something."""
+        holds, scheduled, expired = await self._service.sweep()
+        if holds or scheduled or expired:
+            logger.info(
+                "sweep: %d holds released; wallets with credits due %d, with grants due %d",
+                holds,
+                scheduled,
+                expired,
+            )
 
     async def run_once(self) -> PassTotals:
         """Every job once, now (``tokenbank jobs run --once``)."""

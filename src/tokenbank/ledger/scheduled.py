@@ -10,6 +10,7 @@ applied once: the row names its credit, and a trigger lets that happen only once
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -83,14 +84,4 @@ async def replay(conn: AsyncConnection, scope: str, key: str) -> OperationResult
     if row is None:
         return None
     result = scheduled_result(row, int(row.id), row.effective_at, replayed=True)
-    if row.transaction_id is None:
-        return result
-    return OperationResult(
-        success=True,
-        new_balance=result.new_balance,
-        transaction_id=row.transaction_id,
-        user_id=row.user_id,
-        scheduled_credit_id=int(row.id),
-        effective_at=row.effective_at,
-        replayed=True,
-    )
+    return replace(result, transaction_id=row.transaction_id)  # None until applied

@@ -657,6 +657,16 @@ class TokenService:
         writer, _ = await self._parts()
         return len(await writer.release_expired_holds())
 
+    async def sweep(self) -> tuple[int, int, int]:
+        """What time did, written down for every wallet: expired holds released,
+        scheduled credits that came due applied, expired grants expired. (Holds
+        released, wallets with credits due, wallets with grants due.) ``serve`` and
+        ``jobs run`` run it now and then; each part is idempotent, and a spend catches
+        its own wallet up anyway."""
+        holds = await self.release_expired_holds()
+        scheduled = await self.apply_scheduled_credits()
+        return holds, scheduled, await self.expire_grants()
+
     # --- reading and proving the books -------------------------------------------------
 
     async def transaction_of_entry(self, ledger_entry_id: int) -> str | None:

@@ -172,14 +172,21 @@ def _terms(wallet: AnyRow, now: datetime) -> tuple[Period, int | None, datetime 
     return period, keep, policy.allocation_expiry(wallet.allocation_policy, anchor, period)
 
 
+async def _forfeit(
+    conn: AsyncConnection, wallet: AnyRow, keep: int | None, now: datetime
+) -> tuple[list[LiveGrant], list[tuple[LiveGrant, int]]]:
+    """The plan's earlier allocations, and what the policy takes from them."""
+    rows = await repo.live_allocations(conn, wallet.id, wallet.plan, now)
+    allocations = [live_grant(row) for row in rows]
+    spare = int(wallet.balance_tokens) - int(wallet.held_tokens)
+    return allocations, policy.plan_forfeit(allocations, keep, spare_tokens=spare)
+
+
 async def _preview(conn: AsyncConnection, user_id: str, now: datetime) -> RenewalResult:
     wallet = await _due_wallet(conn, user_id, now, lock=False)
     period, keep, expires_at = _terms(wallet, now)
-    allocations = [
-        live_grant(row) for row in await repo.live_allocations(conn, wallet.id, wallet.plan, now)
-    ]
-    spare = int(wallet.balance_tokens) - int(wallet.held_tokens)
-    forfeited = sum(take for _, take in policy.plan_forfeit(allocations, keep, spare_tokens=spare))
+    allocations, takes = await _forfeit(conn, wallet, keep, now)
+    forfeited = sum(take for _, take in takes)
     return _result(wallet, period, allocations, forfeited, expires_at, dry_run=True)
 
 
@@ -192,12 +199,8 @@ async def _renew_locked(conn: AsyncConnection, user_id: str, now: datetime) -> R
         await repo.mark_renewed(conn, wallet.id, renewed_at=now, due_at=period.end)
         raise RenewalRefused(ALREADY_RENEWED)
     await handlers.expire_grants(conn, user_id, now)
-    wallet = await _due_wallet(conn, user_id, now, lock=True)
-    allocations = [
-        live_grant(row) for row in await repo.live_allocations(conn, wallet.id, wallet.plan, now)
-    ]
-    spare = int(wallet.balance_tokens) - int(wallet.held_tokens)
-    takes = policy.plan_forfeit(allocations, keep, spare_tokens=spare)
+    wallet = await _due_wallet(conn, user_id, now, lock=True)  # its balance after expiry
+    allocations, takes = await _forfeit(conn, wallet, keep, now)
     if takes:
         description = f"Plan {wallet.plan} allocation beyond what the renewal keeps"
         grants = await load(conn, wallet.id)
