@@ -62,7 +62,7 @@ async def test_scheduled_credit_terms(engine: AsyncEngine) -> None:
         "created_at": NOW,
     }
     await accepted(engine, scheduled_credits, good)
-    bad = [
+    bad: list[dict[str, Any]] = [
         {"category": "gold"},
         {"priority": 101},
         {"amount_tokens": 0},
