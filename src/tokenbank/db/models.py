@@ -94,6 +94,12 @@ class Wallet(Base):
     plan_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When its plan's next allocation is due (None: not on a plan).
     renewal_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the wallet last bought tokens (a paid purchase or auto-recharge).
+    last_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Auto-recharge armed below this many available tokens (None: off). Kept by a
+    # trigger from auto_recharge_settings; read by the trigger that queues a
+    # recharge when a change takes the available tokens across it (decision 17).
+    recharge_below_tokens: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -570,3 +576,236 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     operation: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# --- payments (decision 17) ---------------------------------------------------------------
+
+PURCHASE_KINDS = ("pack", "amount", "subscription", "auto_recharge")
+PURCHASE_STATUSES = ("pending", "paid", "failed", "canceled")
+DISPUTE_STATUSES = ("open", "won", "lost")
+RECHARGE_STATUSES = ("queued", "processing", "succeeded", "failed")
+RECHARGES_IN_FLIGHT = "status IN ('queued', 'processing')"
+MAX_PRICE_CENTS = 100_000_000  # one million in a currency's main unit
+MAX_PURCHASE_TOKENS = 1_000_000_000_000
+
+
+def _currency_check() -> CheckConstraint:
+    return CheckConstraint(
+        "length(currency) = 3 AND currency = lower(currency)", name="currency_lowercase_iso"
+    )
+
+
+class TokenPack(Base):
+    """A pack of tokens sold at a price (seed defaults: Starter, Pro, Business, Enterprise)."""
+
+    __tablename__ = "token_packs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(String(500))
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    price_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3), default="usd")
+    stripe_price_id: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    popular: Mapped[bool] = mapped_column(Boolean, default=False)
+    sort_order: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(f"tokens > 0 AND tokens <= {MAX_PURCHASE_TOKENS}", name="tokens_in_range"),
+        CheckConstraint(
+            f"price_cents > 0 AND price_cents <= {MAX_PRICE_CENTS}", name="price_in_range"
+        ),
+        _currency_check(),
+    )
+
+
+class StripeCustomer(Base):
+    """The Stripe customer of a user, created once, when first needed."""
+
+    __tablename__ = "stripe_customers"
+
+    user_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("wallets.user_id"), primary_key=True
+    )
+    customer_id: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Purchase(Base):
+    """One attempt to buy tokens (or a plan) and what became of it.
+
+    Paid, it names the one ``purchase``/``auto_recharge`` credit it made. A refund or
+    a dispute takes back at most what is left of that credit's grant: the tokens it
+    took back, the ones it could not (spent: a loss) and the ones a dispute holds
+    never add up to more than the purchase's tokens.
+    """
+
+    __tablename__ = "purchases"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), ForeignKey("wallets.user_id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    pack_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("token_packs.id"))
+    plan: Mapped[str | None] = mapped_column(String(64), ForeignKey("plans.name"))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    stripe_checkout_session_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(255))
+    credit_transaction_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("ledger_transactions.id"), unique=True
+    )
+    failure_reason: Mapped[str | None] = mapped_column(String(500))
+    refunded_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    clawed_back_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    lost_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    dispute_status: Mapped[str | None] = mapped_column(String(16))
+    frozen_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", PURCHASE_KINDS), name="kind_known"),
+        CheckConstraint(_in("status", PURCHASE_STATUSES), name="status_known"),
+        CheckConstraint(
+            f"amount_cents > 0 AND amount_cents <= {MAX_PRICE_CENTS}", name="amount_in_range"
+        ),
+        _currency_check(),
+        CheckConstraint(
+            f"tokens >= 0 AND tokens <= {MAX_PURCHASE_TOKENS}"
+            " AND (tokens > 0 OR kind = 'subscription')",
+            name="tokens_in_range",
+        ),
+        CheckConstraint(
+            "(kind = 'subscription') = (plan IS NOT NULL)", name="plan_iff_subscription"
+        ),
+        CheckConstraint("(status = 'paid') = (paid_at IS NOT NULL)", name="paid_has_time"),
+        # Tokens come from one credit, made when it was paid (a subscription's come
+        # from its invoices instead).
+        CheckConstraint(
+            "credit_transaction_id IS NULL OR status = 'paid'", name="credit_only_when_paid"
+        ),
+        CheckConstraint(
+            "status <> 'paid' OR kind = 'subscription' OR credit_transaction_id IS NOT NULL",
+            name="paid_has_credit",
+        ),
+        CheckConstraint(
+            "refunded_cents >= 0 AND refunded_cents <= amount_cents", name="refund_within_amount"
+        ),
+        CheckConstraint(
+            "clawed_back_tokens >= 0 AND lost_tokens >= 0 AND frozen_tokens >= 0"
+            " AND clawed_back_tokens + lost_tokens + frozen_tokens <= tokens",
+            name="taken_back_within_tokens",
+        ),
+        CheckConstraint(
+            "dispute_status IS NULL OR " + _in("dispute_status", DISPUTE_STATUSES),
+            name="dispute_status_known",
+        ),
+        CheckConstraint(
+            "frozen_tokens = 0 OR dispute_status = 'open'", name="frozen_only_in_dispute"
+        ),
+        Index("ix_purchases_user_id_created_at", "user_id", "created_at"),
+        Index("ix_purchases_stripe_subscription_id", "stripe_subscription_id"),
+    )
+
+
+class StripeEvent(Base):
+    """Every Stripe event taken in, by its id: written in the same transaction as its
+    effect, so a repeated delivery finds it and changes nothing (decision 17)."""
+
+    __tablename__ = "stripe_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    # applied: it changed something; ignored: nothing to do (a type tokenbank does not
+    # handle, a purchase it did not sell, a state already reached).
+    outcome: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(String(500))
+    purchase_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("purchases.id"))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint("outcome IN ('applied', 'ignored')", name="outcome_known"),)
+
+
+class StripeSubscription(Base):
+    """A plan subscription bought through Stripe: its invoices grant the allocations."""
+
+    __tablename__ = "stripe_subscriptions"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), ForeignKey("wallets.user_id"))
+    plan: Mapped[str] = mapped_column(String(64), ForeignKey("plans.name"))
+    status: Mapped[str] = mapped_column(String(32))
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_stripe_subscriptions_user_id", "user_id"),)
+
+
+class AutoRechargeSetting(Base):
+    """A user's auto-recharge: when on, a fall of the available tokens below the
+    threshold queues one recharge of the pack (or amount) on the saved card."""
+
+    __tablename__ = "auto_recharge_settings"
+
+    user_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("wallets.user_id"), primary_key=True
+    )
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    threshold_tokens: Mapped[int] = mapped_column(BigInteger)
+    pack_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("token_packs.id"))
+    amount_cents: Mapped[int | None] = mapped_column(BigInteger)
+    payment_method_id: Mapped[str | None] = mapped_column(String(255))
+    # Why it was switched off by tokenbank (a declined card), for the user and admins.
+    disabled_reason: Mapped[str | None] = mapped_column(String(500))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(
+            f"threshold_tokens > 0 AND threshold_tokens <= {MAX_PURCHASE_TOKENS}",
+            name="threshold_in_range",
+        ),
+        CheckConstraint("(pack_id IS NULL) <> (amount_cents IS NULL)", name="pack_or_amount"),
+        CheckConstraint(
+            f"amount_cents IS NULL OR (amount_cents > 0 AND amount_cents <= {MAX_PRICE_CENTS})",
+            name="amount_in_range",
+        ),
+        CheckConstraint(
+            "NOT enabled OR payment_method_id IS NOT NULL", name="enabled_has_payment_method"
+        ),
+    )
+
+
+class Recharge(Base):
+    """The outbox of auto-recharges: queued by a trigger in the transaction of the
+    change that took the wallet below its threshold; at most one in flight per wallet."""
+
+    __tablename__ = "recharges"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    wallet_id: Mapped[int] = mapped_column(BigId, ForeignKey("wallets.id"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    available_tokens: Mapped[int] = mapped_column(BigInteger)
+    purchase_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("purchases.id"))
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", RECHARGE_STATUSES), name="status_known"),
+        Index(
+            "ix_recharges_one_in_flight",
+            "wallet_id",
+            unique=True,
+            postgresql_where=text(RECHARGES_IN_FLIGHT),
+            sqlite_where=text(RECHARGES_IN_FLIGHT),
+        ),
+        Index("ix_recharges_status", "status"),
+    )
