@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./tokenbank.db"
@@ -36,7 +36,11 @@ SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 class Settings(BaseSettings):
     """Deployment settings; each field reads ``TOKENBANK_<FIELD>``."""
 
-    model_config = SettingsConfigDict(env_prefix="TOKENBANK_", extra="ignore")
+    # populate_by_name: fields with environment aliases (Stripe's) still take their
+    # own name as a keyword, as every other field does.
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENBANK_", extra="ignore", populate_by_name=True
+    )
 
     database_url: str = DEFAULT_DATABASE_URL
     # FULL makes every commit durable across power loss; NORMAL in WAL mode may
@@ -88,6 +92,35 @@ class Settings(BaseSettings):
     renewal_batch_limit: int = Field(default=1_000, ge=1, le=100_000)
     # How often the jobs worker sweeps expired grants and holds.
     sweep_interval_seconds: float = Field(default=60.0, ge=1, le=86_400)
+
+    # --- payments (issue 12: Stripe, decision 17) -------------------------------------------
+    # The billing defaults' names (STRIPE_SECRET_KEY, VITE_STRIPE_PUBLISHABLE_KEY,
+    # STRIPE_WEBHOOK_SECRET) are read too. The secret key and the webhook secret are
+    # never logged and never answered; the publishable key is served to pages.
+    stripe_secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TOKENBANK_STRIPE_SECRET_KEY", "STRIPE_SECRET_KEY"),
+    )
+    stripe_publishable_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "TOKENBANK_STRIPE_PUBLISHABLE_KEY", "VITE_STRIPE_PUBLISHABLE_KEY"
+        ),
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TOKENBANK_STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET"),
+    )
+    # Another Stripe API server (tests: localstripe on loopback); None: Stripe's own.
+    stripe_api_base: str | None = None
+    # How old a webhook's signed timestamp may be (Stripe's SDK default: 300 s).
+    stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=86_400)
+    # The smallest custom-amount purchase (billing defaults: $5.00).
+    minimum_purchase_cents: int = Field(default=500, ge=1, le=100_000_000)
+    # What the currency of a custom amount is.
+    purchase_currency: str = Field(default="usd", pattern="^[a-z]{3}$")
+    # How many queued auto-recharges one pass of the jobs worker charges.
+    recharge_batch_limit: int = Field(default=100, ge=1, le=10_000)
 
     @field_validator("renewal_cron")
     @classmethod

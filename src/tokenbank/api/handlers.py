@@ -61,7 +61,9 @@ async def on_conflict(request: Request, error: IdempotencyConflict) -> JSONRespo
 
 
 async def on_domain(request: Request, error: TokenBankError) -> JSONResponse:
-    return error_response(request, error.status_code, str(error))
+    # A domain error may name its code (payments' do); the others answer without one.
+    code: str | None = getattr(error, "code", None)
+    return error_response(request, error.status_code, str(error), code)
 
 
 async def on_http(request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -404,7 +404,7 @@ class OperationCost(Base):
 
 # --- apps and API keys (issue: HTTP service) ---------------------------------------------
 
-API_SCOPES = ("read", "spend", "refund", "credit", "admin")
+API_SCOPES = ("read", "spend", "refund", "credit", "payments", "admin")
 
 
 class App(Base):
@@ -457,10 +457,13 @@ class Plan(Base):
     # Under ``rollover``: at most this much of the previous allocation carries over
     # (None: as much as one allocation).
     rollover_cap_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    # The Stripe price of a subscription to the plan (None: not sold through Stripe).
+    stripe_price_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (
+        Index("uq_plans_stripe_price_id", "stripe_price_id", unique=True),
         CheckConstraint(
             "monthly_allocation_tokens >= 0 AND monthly_allocation_tokens <= 1000000000000",
             name="allocation_in_range",

@@ -300,13 +300,16 @@ SQLITE_DOWN = [
 ]
 
 
-def _add_wallet_columns() -> None:
+def _add_columns() -> None:
     op.add_column("wallets", sa.Column("last_purchase_at", UTCDateTime(), nullable=True))
     op.add_column("wallets", sa.Column("recharge_below_tokens", sa.BigInteger(), nullable=True))
+    # A unique index rather than a constraint: SQLite adds one without rebuilding the table.
+    op.add_column("plans", sa.Column("stripe_price_id", sa.String(length=255), nullable=True))
+    op.create_index("uq_plans_stripe_price_id", "plans", ["stripe_price_id"], unique=True)
 
 
 def upgrade() -> None:
-    _add_wallet_columns()
+    _add_columns()
     _create_packs_and_customers()
     _create_purchases()
     _create_events_and_subscriptions()
@@ -328,5 +331,7 @@ def downgrade() -> None:
         "token_packs",
     ):
         op.drop_table(table)
+    op.drop_index("uq_plans_stripe_price_id", table_name="plans")
+    op.drop_column("plans", "stripe_price_id")
     op.drop_column("wallets", "recharge_below_tokens")
     op.drop_column("wallets", "last_purchase_at")
