@@ -22,6 +22,8 @@ from tokenbank.config import Settings, get_settings
 from tokenbank.db.models import API_SCOPES
 from tokenbank.ledger import routes as ledger_routes
 from tokenbank.ledger.service import TokenService
+from tokenbank.payments import routes as payments_routes
+from tokenbank.payments.service import PaymentService
 from tokenbank.plans import routes as plans_routes
 from tokenbank.plans.service import PlanService
 from tokenbank.pricing import routes as pricing_routes
@@ -104,6 +106,7 @@ def create_app(
             plans=plans,
             pricing=pricing,
             token_process=TokenProcess(tokens, plans, pricing),
+            payments=PaymentService(tokens, pricing=pricing),
             env_principal=env_principal,
         )
         app.state.services = services
@@ -150,6 +153,8 @@ def create_app(
         ledger_routes.router,
         pricing_routes.router,
         renewals_routes.router,
+        payments_routes.router,
+        payments_routes.admin,
     ):
         app.include_router(router)
     return app

@@ -65,7 +65,9 @@ DESCRIPTIONS: dict[int, str] = {
     415: "Content-Type must be application/json (code unsupported_media_type)",
     422: "Invalid request: malformed JSON, a missing or ill-typed field or parameter"
     " (code invalid_request, with details)",
-    503: "Database unavailable: try again shortly (code database_unavailable)",
+    502: "Stripe refused or could not be reached (code payment_provider_error)",
+    503: "Database unavailable: try again shortly (code database_unavailable); on payment"
+    " routes, Stripe keys not configured (code payments_not_configured)",
 }
 
 # Every route that takes a key: a refused key, or the database out of reach.

@@ -9,6 +9,7 @@ from fastapi import Request
 from tokenbank.apps.service import AppService, Principal
 from tokenbank.config import Settings
 from tokenbank.ledger.service import TokenService
+from tokenbank.payments.service import PaymentService
 from tokenbank.plans.service import PlanService
 from tokenbank.pricing.service import PricingService
 from tokenbank.process.service import TokenProcess
@@ -23,6 +24,8 @@ class Services:
     plans: PlanService
     pricing: PricingService
     token_process: TokenProcess
+    # Stripe: packs, checkout, the webhook, auto-recharge (issue 12, decision 17).
+    payments: PaymentService
     # The principal of TOKENBANK_API_KEY, when a single-app deployment sets one.
     env_principal: Principal | None = None
 

@@ -23,6 +23,8 @@ from tokenbank.cli import (
     holds,
     jobs,
     models,
+    packs,
+    payments,
     plans,
     renewals,
     serve,
@@ -55,6 +57,8 @@ app.add_typer(plans.app, name="plans")
 app.add_typer(models.app, name="models")
 app.add_typer(renewals.app, name="renewals")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(packs.app, name="packs")
+app.add_typer(payments.app, name="payments")
 
 
 def main() -> None:

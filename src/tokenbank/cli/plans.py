@@ -77,9 +77,14 @@ def plans_update(
     ] = None,
     policy: PolicyOption = None,
     rollover_cap: RolloverCapOption = None,
+    stripe_price_id: Annotated[
+        str | None,
+        typer.Option(help="The Stripe price of a subscription to the plan ('' removes it)."),
+    ] = None,
     database_url: DatabaseUrl = None,
 ) -> None:
-    """Change a plan's allocation or policy (each wallet's next renewal uses them)."""
+    """Change a plan's allocation, policy or Stripe price (each wallet's next renewal
+    uses them)."""
     changes: dict[str, Any] = {}
     if allocation is not None:
         changes["monthly_allocation_tokens"] = allocation
@@ -87,8 +92,13 @@ def plans_update(
         changes["allocation_policy"] = policy.value
     if rollover_cap is not None:
         changes["rollover_cap_tokens"] = rollover_cap
+    if stripe_price_id is not None:
+        changes["stripe_price_id"] = stripe_price_id or None
     if not changes:
-        fail("nothing to change: give --allocation, --policy or --rollover-cap", BAD_INPUT)
+        fail(
+            "nothing to change: give --allocation, --policy, --rollover-cap or --stripe-price-id",
+            BAD_INPUT,
+        )
     plan = run(with_plans(database_url, lambda plans: plans.update_plan(name, **changes)))
     typer.echo(f"plan updated: {describe_plan(plan)}")
 

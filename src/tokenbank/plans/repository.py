@@ -26,6 +26,11 @@ async def plan_row(conn: AsyncConnection, name: str) -> AnyRow | None:
     return (await conn.execute(select(plans).where(plans.c.name == name))).first()
 
 
+async def plan_by_stripe_price(conn: AsyncConnection, price_id: str) -> AnyRow | None:
+    query = select(plans).where(plans.c.stripe_price_id == price_id)
+    return (await conn.execute(query)).first()
+
+
 async def plan_rows(conn: AsyncConnection) -> list[AnyRow]:
     return list((await conn.execute(select(plans).order_by(plans.c.name))).all())
 

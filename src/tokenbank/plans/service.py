@@ -301,9 +301,11 @@ class PlanService:
         features: Sequence[str] | _Unset = UNSET,
         allocation_policy: str | _Unset = UNSET,
         rollover_cap_tokens: int | _Unset | None = UNSET,
+        stripe_price_id: str | _Unset | None = UNSET,
     ) -> PlanView:
         """Change the given fields; ``features`` replaces the plan's whole set. A new
-        allocation or policy applies from each wallet's next renewal."""
+        allocation or policy applies from each wallet's next renewal. A Stripe price
+        makes the plan a subscription sold through Checkout (decision 17)."""
         validate_plan_name(name)
         values: dict[str, Any] = {"updated_at": self._clock()}
         if description is not UNSET:
@@ -318,6 +320,11 @@ class PlanService:
             values["allocation_policy"] = validate_allocation_policy(allocation_policy)
         if rollover_cap_tokens is not UNSET:
             values["rollover_cap_tokens"] = _rollover_cap(rollover_cap_tokens)
+        if stripe_price_id is not UNSET:
+            validate_text(
+                stripe_price_id, field_name="stripe_price_id", max_length=255, required=False
+            )
+            values["stripe_price_id"] = stripe_price_id or None
         feature_ids = None if features is UNSET else _feature_ids(features)
         async with write_transaction(self._engine) as conn:
             if not await repo.update_plan(conn, name, values):

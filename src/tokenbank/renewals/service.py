@@ -131,7 +131,7 @@ class MonthlyRenewalService:
                 async with read_transaction(engine) as conn:
                     return await _preview(conn, user_id, now)
             async with write_transaction(engine) as conn:
-                result = await _renew_locked(conn, user_id, now)
+                result = await renew_locked(conn, user_id, now)
         except RenewalRefused as refused:
             return RenewalResult(success=False, user_id=user_id, error=str(refused))
         except IntegrityError:
@@ -190,7 +190,10 @@ async def _preview(conn: AsyncConnection, user_id: str, now: datetime) -> Renewa
     return _result(wallet, period, allocations, forfeited, expires_at, dry_run=True)
 
 
-async def _renew_locked(conn: AsyncConnection, user_id: str, now: datetime) -> RenewalResult:
+async def renew_locked(conn: AsyncConnection, user_id: str, now: datetime) -> RenewalResult:
+    """Renew a due wallet inside the caller's transaction (a paid Stripe invoice's, or
+    the service's own); RenewalRefused when it is not due. Run it in a savepoint: a
+    refusal may follow writes of its own."""
     wallet = await _due_wallet(conn, user_id, now, lock=True)
     period, keep, expires_at = _terms(wallet, now)
     if await repo.renewal_exists(conn, wallet.id, period.start):
