@@ -125,6 +125,7 @@ def create_app(
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
+            await services.payments.aclose()
             if token_service is None:
                 await tokens.close()
 

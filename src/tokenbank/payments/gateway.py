@@ -32,6 +32,18 @@ class CardDeclined(Exception):
         self.payment_intent_id = payment_intent_id
 
 
+class _HTTPXClient(stripe.HTTPXClient):
+    """The SDK's httpx client, sending its form-encoded body as ``content``: httpx 0.28
+    deprecates a text body passed as ``data`` (a DeprecationWarning on every call)."""
+
+    def _get_request_args_kwargs(self, method: str, url: str, headers: Any, post_data: Any) -> Any:
+        args, kwargs = super()._get_request_args_kwargs(method, url, headers, post_data)
+        body = kwargs.pop("data", None)
+        if body:
+            kwargs["content"] = body
+        return [args, kwargs]
+
+
 def _params(params: dict[str, Any]) -> Any:
     # The SDK types its parameters as TypedDicts; tokenbank builds them as dicts.
     return params
@@ -52,6 +64,7 @@ class StripeGateway:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._client: stripe.StripeClient | None = None
+        self._http: _HTTPXClient | None = None
 
     @property
     def publishable_key(self) -> str | None:
@@ -65,13 +78,20 @@ class StripeGateway:
                     "payments are not configured: set TOKENBANK_STRIPE_SECRET_KEY"
                 )
             base = self._settings.stripe_api_base
+            self._http = _HTTPXClient()
             self._client = stripe.StripeClient(
                 secret.get_secret_value(),
                 base_addresses={"api": base} if base else None,
-                http_client=stripe.HTTPXClient(),
+                http_client=self._http,
                 max_network_retries=NETWORK_RETRIES,
             )
         return self._client
+
+    async def aclose(self) -> None:
+        """Close the connections to Stripe (the service's shutdown)."""
+        if self._http is not None:
+            await self._http.close_async()
+            self._http, self._client = None, None
 
     async def _call(self, what: str, call: Any) -> dict[str, Any]:
         try:

@@ -108,6 +108,9 @@ class PaymentService:
         self.settings = tokens.settings
         self.gateway = gateway or StripeGateway(tokens.settings)
 
+    async def aclose(self) -> None:
+        await self.gateway.aclose()
+
     async def _engine(self) -> AsyncEngine:
         return await self._tokens.engine()
 
