@@ -90,7 +90,7 @@ class StripeGateway:
     async def aclose(self) -> None:
         """Close the connections to Stripe (the service's shutdown)."""
         if self._http is not None:
-            await self._http.close_async()
+            await self._http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
             self._http, self._client = None, None
 
     async def _call(self, what: str, call: Any) -> dict[str, Any]:
