@@ -180,8 +180,15 @@ class PaymentService:
 
     # --- customers and purchases ---------------------------------------------------------
 
+    async def _require_wallet(self, user_id: str) -> None:
+        validate_user_id(user_id)
+        async with read_transaction(await self._engine()) as conn:
+            if await wallet_marks.wallet_of_user(conn, user_id) is None:
+                raise CustomerWalletNotFound(f"no wallet for user {user_id!r}")
+
     async def ensure_customer(self, user_id: str) -> str:
         """The user's Stripe customer, created the first time it is needed."""
+        await self._require_wallet(user_id)
         engine = await self._engine()
         async with read_transaction(engine) as conn:
             known = await repo.customer_id(conn, user_id)
