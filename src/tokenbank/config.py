@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     # How often the jobs worker sweeps expired grants and holds.
     sweep_interval_seconds: float = Field(default=60.0, ge=1, le=86_400)
 
-    # --- payments (issue 12: Stripe, decision 17) -------------------------------------------
+    # --- payments (issue 12: Stripe, decision 14) -------------------------------------------
     # The billing defaults' names (STRIPE_SECRET_KEY, VITE_STRIPE_PUBLISHABLE_KEY,
     # STRIPE_WEBHOOK_SECRET) are read too. The secret key and the webhook secret are
     # never logged and never answered; the publishable key is served to pages.

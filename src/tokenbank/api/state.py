@@ -24,7 +24,7 @@ class Services:
     plans: PlanService
     pricing: PricingService
     token_process: TokenProcess
-    # Stripe: packs, checkout, the webhook, auto-recharge (issue 12, decision 17).
+    # Stripe: packs, checkout, the webhook, auto-recharge (issue 12, decision 14).
     payments: PaymentService
     # The principal of TOKENBANK_API_KEY, when a single-app deployment sets one.
     env_principal: Principal | None = None

@@ -1,4 +1,4 @@
-"""``tokenbank packs``: the token packs on sale (decision 17)."""
+"""``tokenbank packs``: the token packs on sale (decision 14)."""
 
 from __future__ import annotations
 

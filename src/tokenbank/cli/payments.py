@@ -1,4 +1,4 @@
-"""``tokenbank payments``: putting right what a lost webhook left undone (decision 17)."""
+"""``tokenbank payments``: putting right what a lost webhook left undone (decision 14)."""
 
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ class Wallet(Base):
     last_purchase_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Auto-recharge armed below this many available tokens (None: off). Kept by a
     # trigger from auto_recharge_settings; read by the trigger that queues a
-    # recharge when a change takes the available tokens across it (decision 17).
+    # recharge when a change takes the available tokens across it (decision 14).
     recharge_below_tokens: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -581,7 +581,7 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-# --- payments (decision 17) ---------------------------------------------------------------
+# --- payments (decision 14) ---------------------------------------------------------------
 
 PURCHASE_KINDS = ("pack", "amount", "subscription", "auto_recharge")
 PURCHASE_STATUSES = ("pending", "paid", "failed", "canceled")
@@ -720,7 +720,7 @@ class Purchase(Base):
 
 class StripeEvent(Base):
     """Every Stripe event taken in, by its id: written in the same transaction as its
-    effect, so a repeated delivery finds it and changes nothing (decision 17)."""
+    effect, so a repeated delivery finds it and changes nothing (decision 14)."""
 
     __tablename__ = "stripe_events"
 

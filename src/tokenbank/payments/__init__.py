@@ -1,1 +1,1 @@
-"""Money in: token packs, purchases through Stripe, its webhook, auto-recharge (decision 17)."""
+"""Money in: token packs, purchases through Stripe, its webhook, auto-recharge (decision 14)."""

@@ -1,4 +1,4 @@
-"""What each Stripe event does, inside the transaction that records it (decision 17).
+"""What each Stripe event does, inside the transaction that records it (decision 14).
 
 Each handler finds the purchase an event is about (by tokenbank's metadata, else by
 the PaymentIntent id), locks it, and moves it forward; a state already reached is

@@ -2,7 +2,7 @@
 
 The functions taking a connection run inside the caller's transaction (the webhook's,
 reconcile's, the recharge worker's), so that the purchase, its credit and the Stripe
-event that caused them commit together or not at all (decision 17).
+event that caused them commit together or not at all (decision 14).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Payments over HTTP: the packs on sale, buying (Checkout, PaymentIntents), purchases,
-Stripe's webhook, and the packs' admin routes (decision 17)."""
+Stripe's webhook, and the packs' admin routes (decision 14)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """PaymentService: selling packs, amounts and plans through Stripe, and taking in
-what Stripe says happened (decision 17)."""
+what Stripe says happened (decision 14)."""
 
 from __future__ import annotations
 

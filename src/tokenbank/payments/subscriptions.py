@@ -1,4 +1,4 @@
-"""Plans bought as Stripe subscriptions (decision 17).
+"""Plans bought as Stripe subscriptions (decision 14).
 
 Checkout in ``subscription`` mode puts the wallet on the plan. Each paid invoice
 renews the plan's allocation at once, through the renewal of decision 16 (once per

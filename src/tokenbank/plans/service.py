@@ -305,7 +305,7 @@ class PlanService:
     ) -> PlanView:
         """Change the given fields; ``features`` replaces the plan's whole set. A new
         allocation or policy applies from each wallet's next renewal. A Stripe price
-        makes the plan a subscription sold through Checkout (decision 17)."""
+        makes the plan a subscription sold through Checkout (decision 14)."""
         validate_plan_name(name)
         values: dict[str, Any] = {"updated_at": self._clock()}
         if description is not UNSET:

@@ -6,7 +6,7 @@ Create Date: 2026-11-29
 
 Packs are what tokenbank sells; a purchase is one attempt to buy and what became of
 it; ``stripe_events`` holds every Stripe event taken in, by id, written with its
-effect (decision 17, docs/architecture.md). Auto-recharge: a user's settings, and
+effect (decision 14, docs/architecture.md). Auto-recharge: a user's settings, and
 ``recharges``, the outbox a trigger on ``wallets`` fills in the very transaction
 whose change took the available tokens below the threshold (at most one recharge in
 flight per wallet, by a partial unique index). A second trigger keeps the wallet's
