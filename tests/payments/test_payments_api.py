@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import stripe
 
 from tests.api.conftest import Api
+from tests.payments.conftest import WEBHOOK_SECRET
 from tests.payments.support import (
     PUBLISHABLE_KEY,
     SECRET_KEY,
@@ -19,6 +21,7 @@ from tests.payments.support import (
     signed,
     stripe_settings,
 )
+from tests.security.conftest import table_rows
 from tokenbank import ManualClock, TokenService
 from tokenbank.api.app import create_app
 from tokenbank.api.state import Services
@@ -176,3 +179,35 @@ async def test_admins_create_edit_and_take_packs_off_sale(api: Api) -> None:
         headers=api.headers("payments"),
     )
     assert refused.status_code == 400
+
+
+async def test_the_stripe_secrets_are_never_logged_stored_or_answered(
+    api: Api, stripe_client: stripe.StripeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every logger at DEBUG, the SDK's and httpx's included, over a purchase and its
+    # webhook (and a refused one).
+    caplog.set_level(logging.DEBUG)
+    for name in ("stripe", "httpx", "httpcore", "sqlalchemy.engine", "tokenbank"):
+        caplog.set_level(logging.DEBUG, logger=name)
+    body = {"userId": "alice", "packId": "pro"}
+    answer = await api.client.post(
+        "/api/payments/intents", json=body, headers=api.headers("payments")
+    )
+    intent = pay_intent(stripe_client, answer.json()["data"]["paymentIntentId"])
+    payload, header = signed(event("payment_intent.succeeded", intent))
+    hooks = [
+        await api.client.post(
+            "/api/stripe/webhook",
+            content=payload,
+            headers={"Stripe-Signature": sig, "Content-Type": "application/json"},
+        )
+        for sig in (header, "t=1,v1=bad")
+    ]
+    assert [hook.status_code for hook in hooks] == [200, 400]
+    rows = await table_rows(await api.tokens.engine())
+    logged = [f"{r.name} {r.getMessage()} {r.args!r}" for r in caplog.records]
+    assert any(r.name.startswith("stripe") or r.name.startswith("httpx") for r in caplog.records)
+    answers = [answer.text, *(hook.text for hook in hooks), repr(api.services.settings)]
+    for secret in (SECRET_KEY, WEBHOOK_SECRET):
+        for text in (repr(rows), *logged, *answers):
+            assert secret not in text
