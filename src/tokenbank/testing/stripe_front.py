@@ -23,6 +23,7 @@ front posts a signed ``checkout.session.completed`` itself, synchronously, befor
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import html
@@ -464,7 +465,9 @@ class StripeFront:
     ``invoice.created``, ``payment_intent.succeeded``, ``invoice.payment_succeeded``,
     ``customer.subscription.created``) from its own process about a second after the
     payment, so they arrive *after* ``checkout.session.completed``.  Completions run one
-    at a time; answering API calls and the pay page never waits for them.
+    at a time; API calls and showing the pay page never wait for them.  From a
+    coroutine whose event loop also serves the webhook (an app run in-process), use
+    `complete_async`: the blocking `complete` would stall the loop that must answer.
 
     Unlike real Stripe: sessions live in this object's memory (not in localstripe, so
     ``flush`` leaves them, and ``/v1/events`` does not list the front's events); a
@@ -487,6 +490,7 @@ class StripeFront:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
+        self._listener: socket.socket | None = None
         self._sessions: list[requests.Session] = []
 
     # ----------------------------------------------------------------- properties
@@ -514,7 +518,8 @@ class StripeFront:
             checkout = self._state.sessions.get(session_id)
             if checkout is None:
                 raise UnknownSession(session_id)
-            return json.loads(json.dumps(checkout.public))  # type: ignore[no-any-return]
+            copied: dict[str, Any] = json.loads(json.dumps(checkout.public))
+            return copied
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -525,11 +530,11 @@ class StripeFront:
         if not self._localstripe.running:
             raise RuntimeError("StripeFront needs a running LocalStripe")
         self._backend = self._localstripe.client()
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind((HOST, 0))
-        listener.listen(128)
-        self._port = int(listener.getsockname()[1])
+        self._listener = listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            listener.bind((HOST, 0))
+            listener.listen(128)
+            self._port = int(listener.getsockname()[1])
             self._serve(listener)
         except BaseException:
             self.stop()
@@ -547,6 +552,9 @@ class StripeFront:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.join(timeout=_STOP_TIMEOUT_S)
+        listener, self._listener = self._listener, None
+        if listener is not None:  # uvicorn closes it on shutdown, not if it never started
+            listener.close()
         self._port = None
         self._backend = None  # its session belongs to the LocalStripe, which closes it
 
@@ -617,6 +625,12 @@ class StripeFront:
                     checkout.busy = False
             changes.update({"status": "complete", "payment_status": "paid", "url": None})
             return self._finish(checkout, changes, "checkout.session.completed")
+
+    async def complete_async(
+        self, session_id: str, *, card: str = "pm_card_visa"
+    ) -> dict[str, Any]:
+        """`complete` in a worker thread, so this event loop keeps serving meanwhile."""
+        return await asyncio.to_thread(self.complete, session_id, card=card)
 
     def expire(self, session_id: str) -> dict[str, Any]:
         """Expire an open session now and post ``checkout.session.expired``."""
@@ -855,7 +869,9 @@ class StripeFront:
         if not isinstance(item, dict):
             raise _StripeError(400, f"Invalid {param}", param=param)
         unknown = sorted(set(item) - {"price", "price_data", "quantity"})
-        if unknown or ("price" in item) == ("price_data" in item):
+        if unknown:
+            raise _StripeError(400, f"Received unknown parameter: {param}[{unknown[0]}]")
+        if ("price" in item) == ("price_data" in item):
             raise _StripeError(400, f"{param} needs one of `price` or `price_data`", param=param)
         quantity = _positive_int(item.get("quantity", "1"), f"{param}[quantity]")
         if "price_data" in item:
