@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.rows import AnyRow
+from tokenbank.payments import recharge, subscriptions
 from tokenbank.payments import repository as repo
-from tokenbank.payments import subscriptions
 from tokenbank.payments.purchases import PURCHASE_KEY, Outcome, check_sale, fail, fulfil
 
 Handler = Callable[[AsyncConnection, dict[str, Any], datetime], Awaitable[Outcome]]
@@ -60,7 +60,9 @@ async def payment_intent_failed(
         return Outcome.ignored("not a tokenbank purchase")
     error = intent.get("last_payment_error")
     reason = error.get("message") if isinstance(error, dict) else None
-    return await fail(conn, purchase, str(reason or "the payment failed"), now)
+    failure = str(reason or "the payment failed")
+    await recharge.payment_failed(conn, purchase, failure, now)  # a recharge's: turned off
+    return await fail(conn, purchase, failure, now)
 
 
 async def checkout_session_completed(
@@ -104,7 +106,11 @@ HANDLERS: dict[str, Handler] = {
     "checkout.session.async_payment_succeeded": checkout_session_completed,
     "checkout.session.expired": checkout_session_expired,
     "invoice.paid": subscriptions.invoice_paid,
+    # Stripe sends both for a paid invoice (localstripe only this one): the renewal
+    # they lead to happens once per period, so either, or both, renew once.
+    "invoice.payment_succeeded": subscriptions.invoice_paid,
     "customer.subscription.deleted": subscriptions.subscription_deleted,
+    "setup_intent.succeeded": recharge.setup_intent_succeeded,
 }
 
 

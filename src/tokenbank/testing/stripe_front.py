@@ -782,6 +782,7 @@ class StripeFront:
             Route("/v1/checkout/sessions", self._create_session, methods=["POST"]),
             Route("/v1/checkout/sessions/{id}", self._retrieve_session, methods=["GET"]),
             Route("/v1/prices/{id}", self._retrieve_price, methods=["GET"]),
+            Route("/v1/payment_intents", self._list_intents, methods=["GET"]),
             Route("/v1/{path:path}", self._forward, methods=_METHODS),
             Route("/pay/{id}", self._pay_page, methods=["GET"]),
             Route("/pay/{id}", self._pay_submit, methods=["POST"]),
@@ -923,6 +924,21 @@ class StripeFront:
             media_type=answer.headers.get("content-type"),
         )
 
+    async def _list_intents(self, request: Request) -> Response:
+        """PaymentIntents, with Stripe's ``created[gte|gt|lte|lt]`` filters, which
+        localstripe refuses: they are applied here to what it lists."""
+        query = urllib.parse.parse_qsl(request.url.query)
+        bounds = {key[8:-1]: int(value) for key, value in query if key.startswith("created[")}
+        rest = urllib.parse.urlencode([(k, v) for k, v in query if not k.startswith("created")])
+        answer = await self._backend_request(
+            "GET", request.url.path, query=rest, headers=_forwarded_headers(request)
+        )
+        if answer.status_code != 200 or not bounds:
+            return Response(answer.content, answer.status_code, media_type="application/json")
+        listing = answer.json()
+        listing["data"] = [i for i in listing["data"] if _within(i["created"], bounds)]
+        return JSONResponse(listing)
+
     async def _backend_get(self, request: Request, path: str) -> httpx.Response:
         headers = {"authorization": request.headers.get("authorization", "")}
         return await self._backend_request("GET", path, headers=headers)
@@ -982,6 +998,16 @@ class StripeFront:
 
 
 _METHODS = ["GET", "POST", "DELETE", "PUT", "PATCH"]
+
+
+def _within(created: int, bounds: dict[str, int]) -> bool:
+    checks = {
+        "gte": created >= bounds.get("gte", created),
+        "gt": created > bounds["gt"] if "gt" in bounds else True,
+        "lte": created <= bounds.get("lte", created),
+        "lt": created < bounds["lt"] if "lt" in bounds else True,
+    }
+    return all(checks.values())
 
 
 def _authorize(request: Request) -> None:
