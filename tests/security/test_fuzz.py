@@ -28,7 +28,9 @@ from schemathesis.python import asgi as schemathesis_asgi
 from tests.conftest import _create_pg_database
 from tokenbank.api.app import create_app
 from tokenbank.config import Settings
+from tokenbank.testing.localstripe import LocalStripe
 from tokenbank.testing.postgres import PostgresServer
+from tokenbank.testing.stripe_front import StripeFront
 
 ADMIN_KEY = "tb_fuzz-admin-key-0123456789abcdefghijklmnopqrstuvwxyz"
 MAX_EXAMPLES = int(os.environ.get("TOKENBANK_FUZZ_EXAMPLES", "10"))
@@ -76,15 +78,25 @@ def _database_url(engine: str, request: pytest.FixtureRequest, directory: Path) 
     return server.async_url("fuzz")
 
 
+@pytest.fixture(scope="module")
+def stripe_api_base() -> Iterator[str]:
+    """Payments call Stripe: here a localstripe behind the test front (Checkout)."""
+    with LocalStripe() as localstripe, StripeFront(localstripe) as front:
+        yield front.api_base
+
+
 @pytest.fixture(scope="module", params=ENGINES)
 def fuzz_app(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, stripe_api_base: str
 ) -> Iterator[Any]:
     url = _database_url(str(request.param), request, tmp_path_factory.mktemp("fuzz"))
     settings = Settings(
         database_url=url,
         api_key=SecretStr(ADMIN_KEY),  # every scope
         hold_sweep_interval_seconds=0,
+        stripe_secret_key=SecretStr("sk_test_fuzz"),
+        stripe_webhook_secret=SecretStr("whsec_fuzz"),
+        stripe_api_base=stripe_api_base,
     )
     # The app builds its own services in its lifespan, on Schemathesis's event loop.
     app = create_app(settings)

@@ -172,8 +172,8 @@ async def get_purchase(
 
 @router.post(
     "/stripe/webhook",
-    summary="Stripe's events, signed (seed: POST /api/stripe/webhook)",
-    responses=errors(400, 503),
+    summary="Stripe's signed events (the billing defaults' webhook URL)",
+    responses=errors(WITH_BODY, 503),
 )
 async def stripe_webhook(request: Request) -> dict[str, Any]:
     # The raw body: the signature is over the exact bytes Stripe sent.
