@@ -478,7 +478,15 @@ class StripeFront:
     themselves (`expire` does it); the pay page redirects only to loopback URLs.
     """
 
-    def __init__(self, localstripe: LocalStripe, *, start_timeout: float = _START_TIMEOUT_S):
+    def __init__(
+        self,
+        localstripe: LocalStripe,
+        *,
+        start_timeout: float = _START_TIMEOUT_S,
+        port: int = 0,
+    ):
+        # port 0: a free one (tests); a fixed one for `python -m tokenbank.testing.stripe_sandbox`.
+        self._requested_port = port
         self._localstripe = localstripe
         self._start_timeout = start_timeout
         self._state = _State()
@@ -532,7 +540,7 @@ class StripeFront:
         self._backend = self._localstripe.client()
         self._listener = listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            listener.bind((HOST, 0))
+            listener.bind((HOST, self._requested_port))
             listener.listen(128)
             self._port = int(listener.getsockname()[1])
             self._serve(listener)
