@@ -407,8 +407,8 @@ def test_the_rule_takes_within_the_amount_the_remainders_and_the_spare_tokens() 
     assert plan_clawback(grants, 100, spare_tokens=-20) == []
 
 
-# A clawback of grant A that also takes from grant B, written with the database's
-# check of clawbacks switched off: the audit still finds it.
+# A clawback of purchase A (or of a debit) that takes from purchase B's grant, written
+# with the database's check of clawbacks switched off: the audit still finds it.
 SWITCH_OFF = {
     "sqlite": "DROP TRIGGER ledger_transactions_clawback_of_one_credit",
     "postgresql": "ALTER TABLE ledger_transactions DISABLE TRIGGER ledger_transactions_valid",
@@ -424,12 +424,17 @@ BAD_CLAWBACK = [
     " VALUES (:t, :other, 'clawback', -10, CURRENT_TIMESTAMP)",
     "INSERT INTO ledger_transactions (id, wallet_id, kind, operation_type, idempotency_scope,"
     " clawback_of_id, created_at)"
-    " VALUES (:t, :w, 'clawback', 'clawback', '', :credit, CURRENT_TIMESTAMP)",
+    " VALUES (:t, :w, 'clawback', 'clawback', '', :named, CURRENT_TIMESTAMP)",
 ]
+OUTSIDE = "clawback movement outside its credit's grants"
+NOT_A_CREDIT = "clawback of something other than a credit of its wallet"
 
 
+@pytest.mark.parametrize(
+    ("named", "problems"), [("purchase A", [OUTSIDE]), ("a debit", [NOT_A_CREDIT, OUTSIDE])]
+)
 async def test_the_audit_finds_a_clawback_of_another_grant(
-    service: TokenService, engine_name: str
+    service: TokenService, engine_name: str, named: str, problems: list[str]
 ) -> None:
     await service.open_wallet("tess")
     purchase = await credited(service, "tess", 100, operation_type="purchase")
@@ -437,15 +442,20 @@ async def test_the_audit_finds_a_clawback_of_another_grant(
     other = await newest_grant(service, "tess")
     good = await service.claw_back("tess", credit_transaction_id=purchase, amount=1)
     assert good.clawed_tokens == 1
-    await credited(service, "tess", 1, operation_type="bonus")  # balance 200 again
+    debit = await service.debit("tess", amount=1)
+    await credited(service, "tess", 2, operation_type="bonus")  # balance 200 again
     await books_ok(service)
 
     async with write_transaction(await service.engine()) as conn:
         wallet_id = (await conn.execute(text("SELECT id FROM wallets"))).scalar_one()
         await conn.execute(text(SWITCH_OFF[engine_name]))
-        values = {"w": wallet_id, "other": other, "credit": purchase}
-        values["t"] = handlers.new_transaction_id()
+        values = {
+            "w": wallet_id,
+            "other": other,
+            "named": purchase if named == "purchase A" else debit.transaction_id,
+            "t": handlers.new_transaction_id(),
+        }
         for statement in BAD_CLAWBACK:
             await conn.execute(text(statement), values)
     report = await service.audit()
-    assert list(report.problems) == ["clawback movement outside its credit's grants"]
+    assert list(report.problems) == problems
