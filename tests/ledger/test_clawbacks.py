@@ -273,6 +273,28 @@ async def test_concurrent_retries_take_once(bank: TokenService) -> None:
     await books_ok(bank)
 
 
+async def test_one_key_for_two_wallets_at_once_claws_back_once(bank: TokenService) -> None:
+    """Two wallets lock apart, so their requests may race to the key: one takes, the
+    other is a conflict (the key's unique index decides, in a savepoint)."""
+    purchases = {}
+    for user_id in ("uma", "vic"):
+        await bank.open_wallet(user_id)
+        purchases[user_id] = await credited(bank, user_id, 100, operation_type="purchase")
+    results = await asyncio.gather(
+        *(
+            bank.claw_back(user_id, credit_transaction_id=purchase, amount=40, idempotency_key="k")
+            for user_id, purchase in purchases.items()
+        ),
+        return_exceptions=True,
+    )
+    taken = [r for r in results if isinstance(r, ClawbackResult)]
+    assert [type(r) for r in results if not isinstance(r, ClawbackResult)] == [IdempotencyConflict]
+    assert [clawed(r) for r in taken] == [(True, 40, 0, 60)]
+    balances = [await balance_of(bank, user_id) for user_id in purchases]
+    assert sorted(balances) == [(60, 0), (100, 0)]
+    await books_ok(bank)
+
+
 async def test_refusals_name_what_is_missing_and_write_nothing(bank: TokenService) -> None:
     await bank.open_wallet("lu")
     await bank.open_wallet("max")
