@@ -628,10 +628,11 @@ async def _write_clawback(conn: AsyncConnection, op: ClawBack, now: datetime) ->
         op.amount_tokens,
         spare_tokens=wallet.balance_tokens - wallet.held_tokens,
     )
-    clawed = sum(take for _, take in takes)
-    result = _clawed(op, None, clawed, int(wallet.balance_tokens))
-    if takes:
-        result = await _record_clawback(conn, op, wallet, grants, takes, now)
+    result = (
+        await _record_clawback(conn, op, wallet, grants, takes, now)
+        if takes
+        else _clawed(op, None, 0, int(wallet.balance_tokens))
+    )
     if op.idempotency_key is not None:
         # Taking nothing is an answer too: a retry must not take what a hold frees later.
         await repo.record_keys(conn, [key_row(op, CLAWBACK, now)])
