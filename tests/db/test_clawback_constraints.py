@@ -1,4 +1,4 @@
-"""The database holds a clawback to the one credit it claws back (migration 0008,
+"""The database holds a clawback to the one credit it claws back (migration 0009,
 decision 13), even when the Python layer is bypassed.
 
 The method of tests/db/test_grant_constraints.py (whose helpers this module uses):

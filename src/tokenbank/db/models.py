@@ -152,7 +152,7 @@ class LedgerTransaction(Base):
     hold_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("holds.id"), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # The credit a clawback takes back from: it may take from that credit's grants only
-    # (decision 13; the header trigger of migration 0008).
+    # (decision 13; the header trigger of migration 0009).
     clawback_of_id: Mapped[str | None] = mapped_column(
         String(36), ForeignKey("ledger_transactions.id")
     )

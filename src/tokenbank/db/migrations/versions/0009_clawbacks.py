@@ -1,7 +1,7 @@
 """clawbacks: take back what is left of one credit's grant
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-02
 
 When a purchase is refunded or disputed, its tokens that were not spent leave the
@@ -33,8 +33,8 @@ import sqlalchemy as sa
 from alembic import op
 
 # A plain constant: the revision may be renumbered when branches merge.
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
