@@ -109,7 +109,7 @@ def _edit_sqlite_ddl(table: str, replacements: list[tuple[str, str]]) -> None:
     ddl = str(bind.exec_driver_sql(query, (table,)).scalar_one())
     for old, new in replacements:
         if ddl.count(old) != 1:  # pragma: no cover
-            raise RuntimeError(f"{table}'s DDL is not the one 0008 expects: {old!r}")
+            raise RuntimeError(f"{table}'s DDL is not the one 0009 expects: {old!r}")
         ddl = ddl.replace(old, new)
     version = bind.exec_driver_sql("PRAGMA schema_version").scalar_one()
     bind.exec_driver_sql("PRAGMA writable_schema=ON")
@@ -301,7 +301,7 @@ def _refuse_if_clawbacks() -> None:
     found = int(op.get_bind().exec_driver_sql(query).scalar_one())
     if found:
         raise RuntimeError(
-            f"cannot downgrade below 0008: the ledger holds {found} clawback transactions"
+            f"cannot downgrade 0009: the ledger holds {found} clawback transactions"
         )
 
 
