@@ -180,6 +180,7 @@ async def test_admin_refuses_bad_input_with_a_clear_400_or_422(api: Api) -> None
         ("PATCH", "/settings", {"tokenMultiplier": "0"}, 400, "token_multiplier"),
         ("PATCH", "/settings", {"tokensPerUsd": 0}, 422, "tokensPerUsd"),
         ("PUT", "/costs/purchase", {"tokens": 5}, 400, "reserved"),
+        ("PUT", "/costs/clawback", {"tokens": 5}, 400, "reserved"),
         ("PUT", "/users/u1/status", {"status": "frozen"}, 400, "status"),
     ]
     for method, path, body, status, hint in cases:

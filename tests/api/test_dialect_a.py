@@ -1190,6 +1190,12 @@ async def test_bad_input_is_refused_and_changes_nothing(api: Api) -> None:
                     {**deduct, "operationType": "bonus"},
                 ),
                 Bad(
+                    "operationType clawback",
+                    400,
+                    "invalid_input",
+                    {**deduct, "operationType": "clawback"},
+                ),
+                Bad(
                     "operationType unknown",
                     400,
                     "invalid_input",

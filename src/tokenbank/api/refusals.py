@@ -17,6 +17,7 @@ REFUSAL_STATUS: dict[ErrorCode, int] = {
     ErrorCode.DEBIT_NOT_FOUND: 404,
     ErrorCode.REFUND_EXCEEDS_DEBIT: 409,
     ErrorCode.REFUND_EXCEEDS_SPENT: 409,
+    ErrorCode.CREDIT_NOT_FOUND: 404,
     ErrorCode.IDEMPOTENCY_CONFLICT: 409,
 }
 

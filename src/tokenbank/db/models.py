@@ -40,14 +40,20 @@ NAMING_CONVENTION = {
 
 WALLET_STATUSES = ("active", "suspended", "closed")
 SUSPENSION_REASONS = ("overdraft", "admin")
-TRANSACTION_KINDS = ("credit", "debit", "refund", "expiry")
+TRANSACTION_KINDS = ("credit", "debit", "refund", "expiry", "clawback")
 HOLD_STATUSES = ("pending", "captured", "voided", "expired")
-SYSTEM_ACCOUNTS = ("tokens_sold", "tokens_granted", "tokens_consumed", "tokens_expired")
+SYSTEM_ACCOUNTS = (
+    "tokens_sold",
+    "tokens_granted",
+    "tokens_consumed",
+    "tokens_expired",
+    "tokens_clawed_back",
+)
 GRANT_CATEGORIES = ("paid", "promotional")
 MIN_GRANT_PRIORITY = 0
 MAX_GRANT_PRIORITY = 100
 # How a grant's remainder changes after it is granted (docs/architecture.md, decision 13).
-GRANT_MOVEMENT_KINDS = ("consume", "capture", "return", "expire", "settle")
+GRANT_MOVEMENT_KINDS = ("consume", "capture", "return", "expire", "settle", "clawback")
 # What a renewal does with what is left of the previous allocation (decision 16).
 ALLOCATION_POLICIES = ("expire", "rollover", "keep")
 
@@ -151,15 +157,30 @@ class LedgerTransaction(Base):
     )
     hold_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("holds.id"), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The credit a clawback takes back from: it may take from that credit's grants only
+    # (decision 13; the header trigger of migration 0009).
+    clawback_of_id: Mapped[str | None] = mapped_column(
+        String(36), ForeignKey("ledger_transactions.id")
+    )
 
     __table_args__ = (
         CheckConstraint(_in("kind", TRANSACTION_KINDS), name="kind_known"),
         CheckConstraint("refund_of_id IS NULL OR kind = 'refund'", name="refund_link_on_refund"),
+        CheckConstraint(
+            "(kind = 'clawback') = (clawback_of_id IS NOT NULL)", name="clawback_names_its_credit"
+        ),
         UniqueConstraint(
             "idempotency_scope", "idempotency_key", name="uq_ledger_transactions_idempotency"
         ),
         Index("ix_ledger_transactions_wallet_created", "wallet_id", "created_at"),
         Index("ix_ledger_transactions_refund_of", "refund_of_id"),
+        # Clawbacks only: every other header would add an entry of NULL.
+        Index(
+            "ix_ledger_transactions_clawback_of",
+            "clawback_of_id",
+            postgresql_where=text("clawback_of_id IS NOT NULL"),
+            sqlite_where=text("clawback_of_id IS NOT NULL"),
+        ),
     )
 
 
@@ -343,7 +364,9 @@ class GrantMovement(Base):
 
     ``consume`` (a debit) and ``capture`` (a settled hold) take tokens, ``return`` (a
     refund) gives back what one earlier consumption took, ``expire`` takes what an
-    expired grant still holds, ``settle`` pays an overdraft from a new grant.
+    expired grant still holds, ``settle`` pays an overdraft from a new grant,
+    ``clawback`` takes back what is left of the grant of one credit (a refunded or
+    disputed purchase).
     """
 
     __tablename__ = "grant_movements"

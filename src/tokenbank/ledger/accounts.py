@@ -12,6 +12,7 @@ TOKENS_SOLD: Final = "tokens_sold"
 TOKENS_GRANTED: Final = "tokens_granted"
 TOKENS_CONSUMED: Final = "tokens_consumed"
 TOKENS_EXPIRED: Final = "tokens_expired"
+TOKENS_CLAWED_BACK: Final = "tokens_clawed_back"
 
 # Credits add tokens to a wallet; the source decides the system account.
 CREDIT_SOURCES: Final[dict[str, str]] = {
@@ -28,7 +29,10 @@ USAGE: Final = "usage"
 REFUND: Final = "refund"
 # Expired grants leave the wallet as transactions of this kind and operation type.
 EXPIRY: Final = "expiry"
-RESERVED_OPERATION_TYPES: Final = frozenset({*CREDIT_OPERATION_TYPES, REFUND, EXPIRY})
+# What is left of a refunded or disputed purchase leaves as a transaction of this kind
+# and operation type, towards TOKENS_CLAWED_BACK (decision 13).
+CLAWBACK: Final = "clawback"
+RESERVED_OPERATION_TYPES: Final = frozenset({*CREDIT_OPERATION_TYPES, REFUND, EXPIRY, CLAWBACK})
 
 
 def credit_source_account(operation_type: str) -> str:

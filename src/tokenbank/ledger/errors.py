@@ -24,6 +24,7 @@ class ErrorCode(StrEnum):
     DEBIT_NOT_FOUND = "debit_not_found"
     REFUND_EXCEEDS_DEBIT = "refund_exceeds_debit"
     REFUND_EXCEEDS_SPENT = "refund_exceeds_spent"
+    CREDIT_NOT_FOUND = "credit_not_found"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
 
 
@@ -38,5 +39,6 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.DEBIT_NOT_FOUND: "The debit to refund was not found for this user",
     ErrorCode.REFUND_EXCEEDS_DEBIT: "Refund exceeds what remains of the debit",
     ErrorCode.REFUND_EXCEEDS_SPENT: "Refund exceeds what the user has spent",
+    ErrorCode.CREDIT_NOT_FOUND: "The credit to claw back was not found for this user",
     ErrorCode.IDEMPOTENCY_CONFLICT: IDEMPOTENCY_CONFLICT_MESSAGE,
 }

@@ -240,6 +240,17 @@ async def expire(
     await _apply(conn, takes, kind="expire", transaction_id=transaction_id, now=now)
 
 
+async def claw_back(
+    conn: AsyncConnection,
+    takes: list[tuple[LiveGrant, int]],
+    *,
+    transaction_id: str,
+    now: datetime,
+) -> None:
+    """The movements of a clawback transaction (its wallet update is the caller's)."""
+    await _apply(conn, takes, kind="clawback", transaction_id=transaction_id, now=now)
+
+
 async def _apply(
     conn: AsyncConnection,
     takes: list[tuple[LiveGrant, int]],

@@ -18,6 +18,11 @@ takes the balance below what is held. What an expired grant keeps that way backs
 holds; a capture takes it first, and it leaves as soon as the wallet has other tokens
 to back its holds (after a credit, a void, a capture or a hold's own expiry).
 
+Clawback: when a purchase is refunded or disputed, what is left of its credit's grant
+leaves as a ``clawback`` transaction, and nothing of any other grant; like expiry it
+never takes what pending holds need. What it cannot take (spent, or held) is the
+caller's loss to report.
+
 This module is the rules alone, on plain values; the handlers and the batch kernel
 apply them and ``repository/`` holds their SQL.
 """
@@ -101,6 +106,22 @@ def plan_expiry(
     left = max(spare_tokens, 0)
     due = sorted((g for g in grants if g.remaining > 0 and g.expired(now)), key=consumption_key)
     for grant in due:
+        take = min(grant.remaining, left)
+        if take > 0:
+            takes.append((grant, take))
+            left -= take
+    return takes
+
+
+def plan_clawback(
+    grants: Iterable[LiveGrant], amount_tokens: int, *, spare_tokens: int
+) -> list[tuple[LiveGrant, int]]:
+    """What a clawback takes from ``grants`` (those of the one credit it claws back),
+    oldest first: at most ``amount_tokens`` in all, and within the spare tokens
+    (balance minus held) so that pending holds stay backed."""
+    takes: list[tuple[LiveGrant, int]] = []
+    left = min(amount_tokens, max(spare_tokens, 0))
+    for grant in sorted(grants, key=lambda g: g.id):
         take = min(grant.remaining, left)
         if take > 0:
             takes.append((grant, take))

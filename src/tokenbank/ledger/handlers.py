@@ -12,22 +12,27 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.rows import AnyRow
 from tokenbank.ledger import grant_effects, scheduled
 from tokenbank.ledger import grants as grant_rules
 from tokenbank.ledger.accounts import (
+    CLAWBACK,
     EXPIRY,
     REFUND,
+    TOKENS_CLAWED_BACK,
     TOKENS_CONSUMED,
     TOKENS_EXPIRED,
     credit_source_account,
 )
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.grants import LiveGrant
+from tokenbank.ledger.idempotency import key_row
 from tokenbank.ledger.operations import (
     CaptureHold,
+    ClawBack,
     Credit,
     Debit,
     LedgerOperation,
@@ -40,9 +45,11 @@ from tokenbank.ledger.repository import grants as grant_repo
 from tokenbank.ledger.repository import scheduled as scheduled_repo
 from tokenbank.ledger.repository import writes as repo
 from tokenbank.ledger.results import (
+    ClawbackResult,
     HoldResult,
     OperationResult,
     WalletResult,
+    refused_clawback,
     refused_hold,
     refused_operation,
 )
@@ -517,28 +524,52 @@ async def write_expiry(
     """Take ``takes`` out of the wallet's grants as one ``expiry`` transaction;
     ``grants`` are all its live grants (to know when to look again)."""
     transaction_id = new_transaction_id()
-    expired_tokens = sum(take for _, take in takes)
+    await _take_unspent(
+        conn,
+        wallet,
+        grants,
+        takes,
+        system_account=TOKENS_EXPIRED,
+        header=expiry_header(transaction_id, wallet.id, now, description=description),
+        grant_effect=lambda transaction_id: grant_effects.expire(
+            conn, takes, transaction_id=transaction_id, now=now
+        ),
+        now=now,
+    )
+
+
+async def _take_unspent(
+    conn: AsyncConnection,
+    wallet: AnyRow,
+    grants: list[LiveGrant],
+    takes: list[tuple[LiveGrant, int]],
+    *,
+    system_account: str,
+    header: dict[str, Any],
+    grant_effect: GrantEffect,
+    now: datetime,
+) -> int:
+    """Write a transaction that takes tokens the wallet did not spend out of its
+    grants (an expiry, a clawback): the wallet, the entries, the grants, the header.
+    ``grants`` are all its live grants (to know when to look again). The balance after."""
+    tokens = sum(take for _, take in takes)
     taken = {grant.id: take for grant, take in takes}
     left = [replace(grant, remaining=grant.remaining - taken.get(grant.id, 0)) for grant in grants]
-    updated = await repo.expire_from_wallet(
-        conn,
-        wallet.id,
-        expired_tokens,
-        next_event_at=grant_rules.next_event_at(left),
-        now=now,
+    updated = await repo.remove_from_wallet(
+        conn, wallet.id, tokens, next_event_at=grant_rules.next_event_at(left), now=now
     )
     await repo.insert_entries(
         conn,
-        transaction_id=transaction_id,
+        transaction_id=header["id"],
         wallet_id=wallet.id,
-        amount_tokens=-expired_tokens,
+        amount_tokens=-tokens,
         balance_after=updated.balance_tokens,
-        system_account=TOKENS_EXPIRED,
+        system_account=system_account,
         now=now,
     )
-    await grant_effects.expire(conn, takes, transaction_id=transaction_id, now=now)
-    header = expiry_header(transaction_id, wallet.id, now, description=description)
+    await grant_effect(header["id"])
     await repo.insert_transaction(conn, header)
+    return int(updated.balance_tokens)
 
 
 def expiry_header(
@@ -556,6 +587,122 @@ def expiry_header(
         "request_hash": None,
         "created_at": now,
     }
+
+
+async def claw_back(conn: AsyncConnection, op: ClawBack, now: datetime) -> ClawbackResult:
+    """Take back what is left of one credit's grant, within what the wallet's pending
+    holds leave spare (decision 13); taking nothing writes no transaction.
+
+    It runs in its caller's transaction (the writer's, or the payments code's), so it
+    keeps its idempotency key itself: requests on one wallet queue on its lock, then
+    the second finds the first's key; a race on a key from another wallet ends in a
+    savepoint, and is answered as a conflict.
+    """
+    locked = (await repo.lock_wallets(conn, [op.user_id])).get(op.user_id)
+    earlier = await _clawback_replay(conn, op)
+    if earlier is not None:
+        return earlier
+    if locked is None:
+        return refused_clawback(ErrorCode.WALLET_NOT_FOUND, user_id=op.user_id)
+    if await repo.credit_wallet_id(conn, op.credit_transaction_id) != locked.id:
+        return refused_clawback(ErrorCode.CREDIT_NOT_FOUND, user_id=op.user_id)
+    # Time's effects first: expired holds free tokens; an expired grant's remainder
+    # leaves as expiry, not as a clawback.
+    await catch_up(conn, op.user_id, now)
+    try:
+        async with conn.begin_nested():
+            return await _write_clawback(conn, op, now)
+    except IntegrityError:
+        earlier = await _clawback_replay(conn, op)
+        if earlier is None:
+            raise
+        return earlier
+
+
+async def _write_clawback(conn: AsyncConnection, op: ClawBack, now: datetime) -> ClawbackResult:
+    wallet = (await repo.lock_wallets(conn, [op.user_id]))[op.user_id]
+    grants = await grant_effects.load(conn, wallet.id)
+    of_credit = await grant_repo.grant_ids_of(conn, op.credit_transaction_id)
+    takes = grant_rules.plan_clawback(
+        [grant for grant in grants if grant.id in of_credit],
+        op.amount_tokens,
+        spare_tokens=wallet.balance_tokens - wallet.held_tokens,
+    )
+    result = (
+        await _record_clawback(conn, op, wallet, grants, takes, now)
+        if takes
+        else _clawed(op, None, 0, int(wallet.balance_tokens))
+    )
+    if op.idempotency_key is not None:
+        # Taking nothing is an answer too: a retry must not take what a hold frees later.
+        await repo.record_keys(conn, [key_row(op, CLAWBACK, now)])
+    return result
+
+
+async def _record_clawback(
+    conn: AsyncConnection,
+    op: ClawBack,
+    wallet: AnyRow,
+    grants: list[LiveGrant],
+    takes: list[tuple[LiveGrant, int]],
+    now: datetime,
+) -> ClawbackResult:
+    header = transaction_header(
+        op,
+        transaction_id=new_transaction_id(),
+        wallet_id=wallet.id,
+        kind=CLAWBACK,
+        operation_type=CLAWBACK,
+        now=now,
+        clawback_of_id=op.credit_transaction_id,
+    )
+    balance = await _take_unspent(
+        conn,
+        wallet,
+        grants,
+        takes,
+        system_account=TOKENS_CLAWED_BACK,
+        header=header,
+        grant_effect=lambda transaction_id: grant_effects.claw_back(
+            conn, takes, transaction_id=transaction_id, now=now
+        ),
+        now=now,
+    )
+    return _clawed(op, header["id"], sum(take for _, take in takes), balance)
+
+
+def _clawed(
+    op: ClawBack, transaction_id: str | None, clawed_tokens: int, balance: int, **fields: Any
+) -> ClawbackResult:
+    return ClawbackResult(
+        success=True,
+        user_id=op.user_id,
+        transaction_id=transaction_id,
+        clawed_tokens=clawed_tokens,
+        not_clawed_tokens=op.amount_tokens - clawed_tokens,
+        balance_after=balance,
+        **fields,
+    )
+
+
+async def _clawback_replay(conn: AsyncConnection, op: ClawBack) -> ClawbackResult | None:
+    """The first answer to the clawback's key, if a request with it committed; a
+    conflict if that request was another."""
+    if op.idempotency_key is None:
+        return None
+    registered = await repo.registered_key(conn, op.idempotency_scope, op.idempotency_key)
+    if registered is None:
+        return None
+    if registered.request_hash != op.request_hash():
+        return refused_clawback(ErrorCode.IDEMPOTENCY_CONFLICT, user_id=op.user_id)
+    found = await repo.clawback_by_key(conn, op.idempotency_scope, op.idempotency_key)
+    if found is not None:
+        clawed = -int(found.amount_tokens)
+        return _clawed(op, found.id, clawed, int(found.balance_after), replayed=True)
+    # It took nothing and left no transaction: the balance is today's.
+    wallet = await repo.wallet_by_user(conn, op.user_id)
+    balance = int(wallet.balance_tokens) if wallet is not None else 0
+    return _clawed(op, None, 0, balance, replayed=True)
 
 
 async def _explain_refusal(

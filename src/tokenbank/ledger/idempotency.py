@@ -14,6 +14,8 @@ from tokenbank.ledger.operations import (
     Refund,
 )
 
+# The requests whose keys the writer claims and replays. A clawback is not among them:
+# it runs in its callers' own transactions too, so its handler keeps its key itself.
 KEYED_OPERATIONS: dict[type, str] = {
     Credit: "credit",
     Debit: "debit",

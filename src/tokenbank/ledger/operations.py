@@ -252,6 +252,34 @@ class PlaceHold(LedgerOperation):
         return self.user_id
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClawBack(LedgerOperation):
+    """Take back what is left of one credit's grant (decision 13, docs/architecture.md).
+
+    At most ``amount_tokens``, from the grant ``credit_transaction_id`` made and from
+    no other, and never what the wallet's pending holds need; what cannot be taken is
+    the caller's to report (a refunded purchase's tokens already spent).
+    """
+
+    user_id: str
+    credit_transaction_id: str
+    amount_tokens: int
+
+    def __post_init__(self) -> None:
+        validate_user_id(self.user_id)
+        if not TRANSACTION_ID_PATTERN.fullmatch(str(self.credit_transaction_id)):
+            raise InvalidInput("credit_transaction_id", "must be a transaction id")
+        validate_amount(self.amount_tokens)
+        validate_common(self)
+
+    def request_hash(self) -> str:
+        return fingerprint("clawback", self.user_id, self.credit_transaction_id, self.amount_tokens)
+
+    @property
+    def user_key(self) -> str:
+        return self.user_id
+
+
 def validate_grant_terms(category: object, priority: object, expires_at: object) -> None:
     if category is not None and category not in GRANT_CATEGORIES:
         raise InvalidInput("category", f"must be one of: {', '.join(GRANT_CATEGORIES)}")
@@ -308,4 +336,4 @@ class VoidHold(LedgerOperation):
         return fingerprint("void", self.hold_id)
 
 
-Operation = OpenWallet | Credit | Debit | Refund | PlaceHold | CaptureHold | VoidHold
+Operation = OpenWallet | Credit | Debit | Refund | ClawBack | PlaceHold | CaptureHold | VoidHold

@@ -68,7 +68,32 @@ class WalletResult:
     replayed: bool = False
 
 
-LedgerResult = OperationResult | HoldResult | WalletResult
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClawbackResult:
+    """The outcome of a clawback (decision 13): what it took back from the credit's
+    grant, and what it could not (spent already, or needed by pending holds).
+
+    ``transaction_id`` is None when nothing was taken. ``balance_after`` is the
+    wallet's balance after the clawback; a replay of one that took nothing answers
+    the balance at the replay.
+    """
+
+    success: bool
+    user_id: str | None = None
+    transaction_id: str | None = None
+    clawed_tokens: int = 0
+    not_clawed_tokens: int = 0
+    balance_after: int | None = None
+    error: str | None = None
+    error_code: ErrorCode | None = None
+    replayed: bool = False
+
+
+LedgerResult = OperationResult | HoldResult | WalletResult | ClawbackResult
+
+
+def refused_clawback(code: ErrorCode, **fields: Any) -> ClawbackResult:
+    return ClawbackResult(success=False, error=ERROR_MESSAGES[code], error_code=code, **fields)
 
 
 def refused_operation(code: ErrorCode, **fields: Any) -> OperationResult:

@@ -39,6 +39,7 @@ from tokenbank.ledger.grants import DEFAULT_GRANT_PRIORITY
 from tokenbank.ledger.group_commit import GroupCommitter
 from tokenbank.ledger.operations import (
     CaptureHold,
+    ClawBack,
     Credit,
     Debit,
     OpenWallet,
@@ -56,6 +57,7 @@ from tokenbank.ledger.results import (
     Affordability,
     AuditReport,
     BalanceInfo,
+    ClawbackResult,
     GrantView,
     HoldResult,
     HoldView,
@@ -94,6 +96,7 @@ OPERATION_NAMES: dict[type, str] = {
     Credit: "credit",
     Debit: "debit",
     Refund: "refund",
+    ClawBack: "claw_back",
     PlaceHold: "hold",
     CaptureHold: "capture",
     VoidHold: "void",
@@ -493,6 +496,35 @@ class TokenService:
             idempotency_scope=idempotency_scope,
         )
         return await self._operation(op)
+
+    async def claw_back(
+        self,
+        user_id: str,
+        *,
+        credit_transaction_id: str,
+        amount: int,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        idempotency_scope: str = "",
+    ) -> ClawbackResult:
+        """Take back at most ``amount`` of what is left of the grant that the credit
+        ``credit_transaction_id`` made (a refunded or disputed purchase), and nothing
+        from any other grant or of what pending holds need (decision 13). The answer
+        says what was taken (``clawed_tokens``, a ``clawback`` transaction unless 0)
+        and what was not (``not_clawed_tokens``: the caller's loss to report)."""
+        op = ClawBack(
+            user_id=user_id,
+            credit_transaction_id=credit_transaction_id,
+            amount_tokens=amount,
+            description=description,
+            metadata=metadata,
+            idempotency_key=idempotency_key,
+            idempotency_scope=idempotency_scope,
+        )
+        result = await self._apply(op)
+        assert isinstance(result, ClawbackResult)
+        return result
 
     async def _operation(self, op: Credit | Debit | Refund) -> OperationResult:
         result = await self._apply(op)

@@ -31,6 +31,7 @@ from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.idempotency import KEYED_OPERATIONS, key_row
 from tokenbank.ledger.operations import (
     CaptureHold,
+    ClawBack,
     Credit,
     Debit,
     OpenWallet,
@@ -59,6 +60,8 @@ HANDLERS: dict[type, Handler] = {
     Credit: handlers.credit,
     Debit: handlers.debit,
     Refund: handlers.refund,
+    # Never the batch kernel's (not a FAST_TYPE); its handler keeps its own key.
+    ClawBack: handlers.claw_back,
     PlaceHold: handlers.place_hold,
     CaptureHold: handlers.capture_hold,
     VoidHold: handlers.void_hold,

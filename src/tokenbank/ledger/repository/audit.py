@@ -7,10 +7,11 @@ held and spent amounts equal what its entries and holds say, and each wallet's
 entries chain: every balance_before is the previous entry's balance_after. And for
 grants (decision 13): each remainder is within its amount and equals its amount plus
 its movements, a wallet's grants add up to its balance (0 while overdrawn), each
-transaction moved its grants by what it moved the non-negative balance, and no
-return gives back more than its consumption took. A scheduled credit, once applied,
-names a credit of its wallet and amount, and each plan renewal names the grant of its
-allocation (decision 16).
+transaction moved its grants by what it moved the non-negative balance, no return
+gives back more than its consumption took, and a clawback names a credit of its
+wallet and takes only from that credit's grants (no other transaction has a clawback
+movement). A scheduled credit, once applied, names a credit of its wallet and amount,
+and each plan renewal names the grant of its allocation (decision 16).
 """
 
 from __future__ import annotations
@@ -97,6 +98,19 @@ CHECKS: dict[str, str] = {
         SELECT c.id, -c.amount_tokens, SUM(r.amount_tokens) FROM grant_movements c
         JOIN grant_movements r ON r.returns_movement_id = c.id
         GROUP BY c.id, c.amount_tokens HAVING SUM(r.amount_tokens) > -c.amount_tokens""",
+    "clawback of something other than a credit of its wallet": """
+        SELECT t.id, t.clawback_of_id, c.kind FROM ledger_transactions t
+        LEFT JOIN ledger_transactions c ON c.id = t.clawback_of_id
+        WHERE t.kind = 'clawback'
+          AND (c.id IS NULL OR c.kind <> 'credit' OR c.wallet_id <> t.wallet_id)""",
+    "clawback movement outside its credit's grants": """
+        SELECT t.id, t.kind, m.id, m.kind, g.transaction_id FROM grant_movements m
+        JOIN ledger_transactions t ON t.id = m.transaction_id
+        LEFT JOIN grants g ON g.id = m.grant_id
+        WHERE (t.kind = 'clawback' OR m.kind = 'clawback')
+          AND (t.kind <> 'clawback' OR m.kind <> 'clawback' OR g.id IS NULL
+               OR g.transaction_id IS NULL OR g.transaction_id <> t.clawback_of_id
+               OR g.wallet_id <> t.wallet_id)""",
     "scheduled credit applied by something other than its credit": """
         SELECT s.id, s.transaction_id FROM scheduled_credits s
         WHERE s.transaction_id IS NOT NULL AND NOT EXISTS (

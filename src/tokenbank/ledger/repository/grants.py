@@ -48,6 +48,12 @@ async def live_grants(conn: AsyncConnection, wallet_ids: Sequence[int]) -> list[
     return list((await conn.execute(_LIVE_GRANTS, {"wallet_ids": list(wallet_ids)})).all())
 
 
+async def grant_ids_of(conn: AsyncConnection, transaction_id: str) -> set[int]:
+    """The grants one transaction made (a credit makes one)."""
+    statement = select(grants.c.id).where(grants.c.transaction_id == transaction_id)
+    return {int(grant_id) for grant_id in (await conn.execute(statement)).scalars()}
+
+
 async def insert_grant(conn: AsyncConnection, values: dict[str, Any]) -> int:
     statement = insert(grants).returning(grants.c.id)
     return int((await conn.execute(statement, values)).scalar_one())

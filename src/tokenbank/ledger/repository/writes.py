@@ -238,7 +238,7 @@ async def settle_hold(
     return (await conn.execute(statement)).one()
 
 
-async def expire_from_wallet(
+async def remove_from_wallet(
     conn: AsyncConnection,
     wallet_id: int,
     amount_tokens: int,
@@ -246,7 +246,8 @@ async def expire_from_wallet(
     next_event_at: datetime | None,
     now: datetime,
 ) -> AnyRow:
-    """Take expired tokens out of a wallet; never below what it holds (a CHECK)."""
+    """Take tokens the wallet did not spend out of it (expired, clawed back): its
+    balance only, never below what it holds (a CHECK)."""
     statement = (
         update(wallets)
         .where(wallets.c.id == wallet_id)
@@ -354,6 +355,21 @@ async def transaction_by_key(conn: AsyncConnection, scope: str, key: str) -> Any
     return (await conn.execute(statement)).first()
 
 
+async def clawback_by_key(conn: AsyncConnection, scope: str, key: str) -> AnyRow | None:
+    """A keyed clawback's transaction: its id, what it took and the balance after."""
+    statement = (
+        select(transactions.c.id, entries.c.amount_tokens, entries.c.balance_after)
+        .join(entries, entries.c.transaction_id == transactions.c.id)
+        .where(
+            transactions.c.idempotency_scope == scope,
+            transactions.c.idempotency_key == key,
+            transactions.c.kind == "clawback",
+            entries.c.wallet_id.is_not(None),
+        )
+    )
+    return (await conn.execute(statement)).first()
+
+
 async def transaction_by_hold(conn: AsyncConnection, hold_id: str) -> AnyRow | None:
     statement = (
         select(transactions.c.id, entries.c.id.label("entry_id"), entries.c.balance_after)
@@ -373,6 +389,15 @@ async def debit_for_refund(conn: AsyncConnection, transaction_id: str) -> AnyRow
         .where(transactions.c.id == transaction_id, transactions.c.kind == "debit")
     )
     return (await conn.execute(statement)).first()
+
+
+async def credit_wallet_id(conn: AsyncConnection, transaction_id: str) -> int | None:
+    """The wallet of the credit a clawback names; None if no such credit."""
+    statement = select(transactions.c.wallet_id).where(
+        transactions.c.id == transaction_id, transactions.c.kind == "credit"
+    )
+    wallet_id = (await conn.execute(statement)).scalar()
+    return int(wallet_id) if wallet_id is not None else None
 
 
 async def refunded_tokens(conn: AsyncConnection, transaction_id: str) -> int:
