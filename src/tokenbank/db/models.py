@@ -734,7 +734,8 @@ class Purchase(Base):
             name="dispute_status_known",
         ),
         CheckConstraint(
-            "frozen_tokens = 0 OR dispute_status = 'open'", name="frozen_only_in_dispute"
+            "frozen_tokens = 0 OR (dispute_status IS NOT NULL AND dispute_status = 'open')",
+            name="frozen_only_in_dispute",
         ),
         Index("ix_purchases_user_id_created_at", "user_id", "created_at"),
         Index("ix_purchases_stripe_subscription_id", "stripe_subscription_id"),

@@ -54,6 +54,12 @@ async def grant_ids_of(conn: AsyncConnection, transaction_id: str) -> set[int]:
     return {int(grant_id) for grant_id in (await conn.execute(statement)).scalars()}
 
 
+async def grant_of_credit(conn: AsyncConnection, transaction_id: str) -> AnyRow | None:
+    """The grant a credit made (its terms: category, priority, expiry)."""
+    query = select(grants).where(grants.c.transaction_id == transaction_id)
+    return (await conn.execute(query)).first()
+
+
 async def insert_grant(conn: AsyncConnection, values: dict[str, Any]) -> int:
     statement = insert(grants).returning(grants.c.id)
     return int((await conn.execute(statement, values)).scalar_one())
