@@ -52,17 +52,16 @@ PACK = {
 
 async def test_pack_terms(engine: AsyncEngine) -> None:
     await accepted(engine, packs, {**PACK, "id": "ok"})
-    for n, bad in enumerate(
-        [
-            {"tokens": 0},
-            {"price_cents": 0},
-            {"price_cents": 10**9},
-            {"currency": "USD"},
-            {"currency": "us"},
-            {"id": "ok"},
-        ]
-    ):
-        await refused(engine, packs, {**PACK, "id": f"bad{n}", **bad})
+    bad: list[dict[str, Any]] = [
+        {"tokens": 0},
+        {"price_cents": 0},
+        {"price_cents": 10**9},
+        {"currency": "USD"},
+        {"currency": "us"},
+        {"id": "ok"},  # taken
+    ]
+    for n, changes in enumerate(bad):
+        await refused(engine, packs, {**PACK, "id": f"bad{n}", **changes})
 
 
 def purchase(purchase_id: str, **changes: Any) -> dict[str, Any]:
