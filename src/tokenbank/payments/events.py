@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.rows import AnyRow
-from tokenbank.payments import recharge, subscriptions
+from tokenbank.payments import recharge, reversals, subscriptions
 from tokenbank.payments import repository as repo
 from tokenbank.payments.purchases import PURCHASE_KEY, Outcome, check_sale, fail, fulfil
 
@@ -110,6 +110,9 @@ HANDLERS: dict[str, Handler] = {
     # they lead to happens once per period, so either, or both, renew once.
     "invoice.payment_succeeded": subscriptions.invoice_paid,
     "customer.subscription.deleted": subscriptions.subscription_deleted,
+    "charge.refunded": reversals.charge_refunded,
+    "charge.dispute.created": reversals.dispute_created,
+    "charge.dispute.closed": reversals.dispute_closed,
     "setup_intent.succeeded": recharge.setup_intent_succeeded,
 }
 

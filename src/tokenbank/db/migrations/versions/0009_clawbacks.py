@@ -300,9 +300,7 @@ def _refuse_if_clawbacks() -> None:
     query = "SELECT COUNT(*) FROM ledger_transactions WHERE kind = 'clawback'"
     found = int(op.get_bind().exec_driver_sql(query).scalar_one())
     if found:
-        raise RuntimeError(
-            f"cannot downgrade 0009: the ledger holds {found} clawback transactions"
-        )
+        raise RuntimeError(f"cannot downgrade 0009: the ledger holds {found} clawback transactions")
 
 
 def upgrade() -> None:
