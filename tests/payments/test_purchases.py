@@ -21,6 +21,7 @@ from tests.payments.support import (
 )
 from tokenbank.db.models import LedgerTransaction, StripeEvent
 from tokenbank.errors import InvalidInput
+from tokenbank.ledger.repository import purchases as wallet_marks
 from tokenbank.ledger.service import TokenService
 from tokenbank.payments.errors import BadWebhook, PackNotFound, SaleMismatch
 from tokenbank.payments.service import PaymentService
@@ -81,6 +82,9 @@ async def test_a_pack_paid_in_the_page_is_credited_once_as_a_paid_grant(
     assert (purchase.status, purchase.stripe_payment_intent_id) == ("paid", intent["id"])
     assert purchase.credit_transaction_id is not None
     assert await purchase_transactions(service) == 1
+    async with (await service.engine()).connect() as conn:
+        wallet = await wallet_marks.wallet_of_user(conn, "alice")
+    assert wallet is not None and wallet.last_purchase_at == service.clock()
     assert (await service.audit()).ok
 
 
