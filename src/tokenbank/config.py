@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     purchase_currency: str = Field(default="usd", pattern="^[a-z]{3}$")
     # How many queued auto-recharges one pass of the jobs worker charges.
     recharge_batch_limit: int = Field(default=100, ge=1, le=10_000)
+    # How often `tokenbank jobs run` charges queued auto-recharges (with a Stripe key):
+    # a wallet that crossed its threshold waits at most about this long.
+    recharge_interval_seconds: float = Field(default=10.0, ge=1, le=86_400)
 
     @field_validator("renewal_cron")
     @classmethod

@@ -22,6 +22,7 @@ from tokenbank.config import Settings, get_settings
 from tokenbank.db.models import API_SCOPES
 from tokenbank.ledger import routes as ledger_routes
 from tokenbank.ledger.service import TokenService
+from tokenbank.payments import recharge_routes
 from tokenbank.payments import routes as payments_routes
 from tokenbank.payments.service import PaymentService
 from tokenbank.plans import routes as plans_routes
@@ -156,6 +157,7 @@ def create_app(
         renewals_routes.router,
         payments_routes.router,
         payments_routes.admin,
+        recharge_routes.router,
     ):
         app.include_router(router)
     return app

@@ -11,6 +11,7 @@ from tokenbank.cli._common import DatabaseUrl, group, run, with_service
 from tokenbank.cli._errors import BAD_INPUT, fail
 from tokenbank.config import get_settings
 from tokenbank.ledger.service import TokenService
+from tokenbank.payments.recharge import RechargeRun, RechargeService, summary
 from tokenbank.payments.service import PaymentService, Reconciled
 from tokenbank.pricing.service import PricingService
 
@@ -50,3 +51,39 @@ def payments_reconcile(
         typer.echo(f"{item.payment_intent_id} ({item.purchase_id}): {item.outcome}, {item.detail}")
     credited = sum(1 for item in fixed if item.outcome == "applied")
     typer.echo(f"{credited} purchase(s) credited; {len(fixed) - credited} refused")
+
+
+@app.command("recharge-now")
+def payments_recharge_now(
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=10_000,
+            help="Charge at most this many queued recharges (default:"
+            " TOKENBANK_RECHARGE_BATCH_LIMIT).",
+        ),
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Run one pass of the auto-recharge worker now: charge the queued recharges on the
+    saved cards; print what became of each."""
+
+    async def act(service: TokenService) -> list[RechargeRun]:
+        settings = get_settings()
+        pricing = PricingService(await service.engine(), settings=settings)
+        payments = PaymentService(service, pricing=pricing)
+        try:
+            recharges = RechargeService(payments, service)
+            return await recharges.run_recharges(limit or settings.recharge_batch_limit)
+        finally:
+            await payments.aclose()
+
+    runs = run(with_service(database_url, act))
+    for item in runs:
+        purchase = f", purchase {item.purchase_id}" if item.purchase_id else ""
+        typer.echo(
+            f"recharge {item.recharge_id} ({item.user_id or '?'}): {item.status}{purchase}:"
+            f" {item.detail}"
+        )
+    typer.echo(summary(runs))

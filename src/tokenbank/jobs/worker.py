@@ -6,11 +6,15 @@
   dates are in the database);
 - **sweeps** every ``TOKENBANK_SWEEP_INTERVAL_SECONDS``: expired holds released,
   scheduled credits that came due applied, expired grants expired (a spend catches
-  its wallet up anyway; the sweep makes the books say so on time).
+  its wallet up anyway; the sweep makes the books say so on time);
+- **auto-recharges** every ``TOKENBANK_RECHARGE_INTERVAL_SECONDS``, when a Stripe
+  secret key is configured: up to ``TOKENBANK_RECHARGE_BATCH_LIMIT`` queued recharges
+  charged per pass (``payments/recharge.py``).
 
 Several workers may run at once, on one or several machines: a renewal locks its
 wallet and is recorded under (wallet, period), so each period is renewed once; the
-sweeps lock the wallets they change. APScheduler keeps the schedule (a cron parser
+sweeps lock the wallets they change; a recharge is claimed by one worker (``SKIP
+LOCKED``) and charged under a key of its own. APScheduler keeps the schedule (a cron parser
 written here would get some expression wrong).
 """
 
@@ -26,6 +30,9 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from tokenbank.ledger.service import TokenService
+from tokenbank.payments.recharge import RechargeRun, RechargeService, summary
+from tokenbank.payments.service import PaymentService
+from tokenbank.pricing.service import PricingService
 from tokenbank.renewals.results import RenewalBatchResult
 from tokenbank.renewals.service import MonthlyRenewalService
 
@@ -60,6 +67,10 @@ class JobsWorker:
         self._batch_limit = settings.renewal_batch_limit
         self._cron = settings.renewal_cron
         self._sweep_seconds = settings.sweep_interval_seconds
+        self._recharge_seconds = settings.recharge_interval_seconds
+        self._recharge_limit = settings.recharge_batch_limit
+        # Auto-recharges charge a card: without a Stripe key there is nothing to run.
+        self.recharges_enabled = settings.stripe_secret_key is not None
 
     async def renew_due(self) -> PassTotals:
         """Renew every user due now, batch after batch (a user that fails is retried
@@ -93,9 +104,31 @@ class JobsWorker:
                 expired,
             )
 
+    async def recharge(self) -> list[RechargeRun]:
+        """One pass of auto-recharges, logged when it found something."""
+        service = self._service
+        pricing = PricingService(
+            await service.engine(), settings=service.settings, clock=service.clock
+        )
+        # A PaymentService per pass: its Stripe connection opens only when a recharge is
+        # due, and is closed when the pass ends.
+        payments = PaymentService(service, pricing=pricing)
+        try:
+            runs = await RechargeService(payments, service).run_recharges(self._recharge_limit)
+        finally:
+            await payments.aclose()
+        if runs:
+            logger.info("auto-recharge: %s", summary(runs))
+        for run in runs:
+            if run.status != "succeeded":
+                logger.warning("recharge %d (%s): %s", run.recharge_id, run.status, run.detail)
+        return runs
+
     async def run_once(self) -> PassTotals:
         """Every job once, now (``tokenbank jobs run --once``)."""
         await self.sweep()
+        if self.recharges_enabled:
+            await self.recharge()
         return await self.renew_due()
 
     async def run_forever(self, stop: asyncio.Event) -> None:
@@ -117,6 +150,14 @@ class JobsWorker:
             max_instances=1,
             coalesce=True,
         )
+        if self.recharges_enabled:
+            scheduler.add_job(
+                self._logged(self.recharge),
+                IntervalTrigger(seconds=self._recharge_seconds),
+                id="recharges",
+                max_instances=1,
+                coalesce=True,
+            )
         scheduler.start()
         try:
             await self._logged(self.run_once)()

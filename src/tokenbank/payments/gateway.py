@@ -173,6 +173,23 @@ class StripeGateway:
             "save a card", self.client().v1.setup_intents.create_async(_params(params))
         )
 
+    async def attach_payment_method(self, payment_method_id: str, customer: str) -> dict[str, Any]:
+        """Keep a card on the customer for off-session charges (a SetupIntent attaches its
+        card on Stripe, not on localstripe; attaching to the same customer again is
+        accepted). CardDeclined when the card is refused, unknown or another customer's."""
+        try:
+            return _plain(
+                await self.client().v1.payment_methods.attach_async(
+                    payment_method_id, _params({"customer": customer})
+                )
+            )
+        except (stripe.CardError, stripe.InvalidRequestError) as error:
+            raise CardDeclined(error.user_message or str(error), None) from None
+        except stripe.StripeError as error:
+            raise PaymentProviderError(
+                f"Stripe refused to save the card: {error.user_message or error}"
+            ) from None
+
     async def succeeded_payment_intents(self, created_since: int) -> list[dict[str, Any]]:
         """Every PaymentIntent created since then (a Unix time) that succeeded."""
         found: list[dict[str, Any]] = []
