@@ -9,7 +9,7 @@ from the searches of ``test_secrets``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,12 +26,16 @@ from tokenbank.api.state import Services
 from tokenbank.apps.keys import generate_key
 from tokenbank.config import Settings
 from tokenbank.db.models import API_SCOPES
+from tokenbank.testing.localstripe import LocalStripe
+from tokenbank.testing.stripe_front import StripeFront
 
 PUBLIC_URL = "https://tokens.example.test"
 # Secrets of the deployment itself, distinctive enough to search for.
 ENV_API_KEY = generate_key()
 JWT_SECRET = "jwt-secret-" + generate_key()[3:]
 ROTATION_GRACE_SECONDS = 60
+STRIPE_SECRET_KEY = "sk_test_" + generate_key()[3:]
+STRIPE_WEBHOOK_SECRET = "whsec_" + generate_key()[3:]
 
 
 @dataclass
@@ -54,7 +58,12 @@ class Secured:
 
     def secrets(self) -> dict[str, str]:
         """Every secret this deployment knows, by name."""
-        return {**{f"key:{name}": key for name, key in self.keys.items()}, "jwt": JWT_SECRET}
+        return {
+            **{f"key:{name}": key for name, key in self.keys.items()},
+            "jwt": JWT_SECRET,
+            "stripe": STRIPE_SECRET_KEY,
+            "stripe-webhook": STRIPE_WEBHOOK_SECRET,
+        }
 
 
 async def table_rows(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
@@ -90,8 +99,17 @@ async def issue_keys(services: Services, clock: ManualClock) -> dict[str, str]:
     return keys
 
 
+@pytest.fixture(scope="session")
+def stripe_api_base() -> Iterator[str]:
+    """Payments call Stripe: a localstripe behind the test front (Checkout, prices)."""
+    with LocalStripe() as localstripe, StripeFront(localstripe) as front:
+        yield front.api_base
+
+
 @pytest.fixture
-async def secured(database_url: str, clock: ManualClock) -> AsyncIterator[Secured]:
+async def secured(
+    database_url: str, clock: ManualClock, stripe_api_base: str
+) -> AsyncIterator[Secured]:
     settings = Settings(
         database_url=database_url,
         public_url=PUBLIC_URL,
@@ -99,6 +117,9 @@ async def secured(database_url: str, clock: ManualClock) -> AsyncIterator[Secure
         hold_sweep_interval_seconds=0,
         api_key=SecretStr(ENV_API_KEY),
         jwt_secret=SecretStr(JWT_SECRET),
+        stripe_secret_key=SecretStr(STRIPE_SECRET_KEY),
+        stripe_webhook_secret=SecretStr(STRIPE_WEBHOOK_SECRET),
+        stripe_api_base=stripe_api_base,
     )
     service = TokenService(database_url, settings=settings, clock=clock, auto_migrate=False)
     app = create_app(settings, token_service=service, clock=clock)

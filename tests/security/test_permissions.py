@@ -59,6 +59,7 @@ class World:
         await services.plans.create_plan(PLAN, features=[FEATURE])
         await services.plans.set_user_plan(ALICE, PLAN)
         await services.tokens.set_operation_cost(COST, 10)
+        await (await services.payments.packs()).seed_defaults()
 
     async def hold(self) -> str:
         result = await self.s.tokens.hold(ALICE, 5, ttl_seconds=3600)
@@ -195,6 +196,32 @@ async def _delete_model(world: World) -> Request:
         model, input_tokens_per_unit=1, output_tokens_per_unit=2
     )
     return f"/api/admin/models/{model}", None
+
+
+async def _checkout(world: World) -> Request:
+    body = {
+        "userId": ALICE,
+        "packId": "starter",
+        "successUrl": "http://127.0.0.1:9/ok",
+        "cancelUrl": "http://127.0.0.1:9/no",
+    }
+    return "/api/checkout", body
+
+
+async def _purchase(world: World) -> Request:
+    order = await world.s.services.payments.order(pack_id="starter", amount_cents=None)
+    created = await world.s.services.payments.create_payment_intent(ALICE, order)
+    return f"/api/payments/purchases/{created.purchase_id}", None
+
+
+async def _new_pack(world: World) -> Request:
+    body = {"packId": world.name("pack"), "name": "P", "tokens": 10, "priceCents": 100}
+    return "/api/admin/packs", body
+
+
+async def _auto_recharge(world: World) -> Request:
+    body = {"enabled": False, "thresholdTokens": 1_000, "packId": "starter"}
+    return f"/api/users/{await world.user()}/auto-recharge", body
 
 
 PERIOD = "?startDate=2025-01-01T00:00:00Z&endDate=2030-01-01T00:00:00Z"
@@ -338,6 +365,43 @@ ENDPOINTS = [
         200,
         fixed("/api/admin/renewals/run", {"dryRun": True}),
     ),
+    # Payments (decision 14): buying needs the payments scope; the packs are read.
+    Endpoint("GET", "/api/packs", "read", 200, fixed("/api/packs")),
+    Endpoint("POST", "/api/checkout", "payments", 200, _checkout),
+    Endpoint(
+        "POST",
+        "/api/payments/intents",
+        "payments",
+        200,
+        fixed("/api/payments/intents", {"userId": ALICE, "amountCents": 500}),
+    ),
+    Endpoint("GET", "/api/payments/purchases", "payments", 200, fixed("/api/payments/purchases")),
+    Endpoint("GET", "/api/payments/purchases/{purchaseId}", "payments", 200, _purchase),
+    Endpoint(
+        "GET",
+        "/api/users/{userId}/auto-recharge",
+        "payments",
+        200,
+        fixed(f"/api/users/{ALICE}/auto-recharge"),
+    ),
+    Endpoint("PUT", "/api/users/{userId}/auto-recharge", "payments", 200, _auto_recharge),
+    Endpoint(
+        "POST",
+        "/api/users/{userId}/auto-recharge/setup-intent",
+        "payments",
+        200,
+        fixed(f"/api/users/{ALICE}/auto-recharge/setup-intent"),
+    ),
+    Endpoint("GET", "/api/admin/packs", "admin", 200, fixed("/api/admin/packs")),
+    Endpoint("POST", "/api/admin/packs", "admin", 201, _new_pack),
+    Endpoint(
+        "PATCH",
+        "/api/admin/packs/{packId}",
+        "admin",
+        200,
+        fixed("/api/admin/packs/pro", {"popular": True}),
+    ),
+    Endpoint("DELETE", "/api/admin/packs/{packId}", "admin", 200, fixed("/api/admin/packs/pro")),
 ]
 
 # Answer without a key: liveness and the API's own documentation.
@@ -346,6 +410,8 @@ PUBLIC = {
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
 }
+# Stripe's webhook: no key, a signature instead (decision 14).
+SIGNED = {("POST", "/api/stripe/webhook")}
 # Credentials refused with 401, in both headers: name -> headers.
 UNAUTHORIZED = ("none", "wrong", "malformed", "too-long", "revoked", "expired")
 # Keys with every scope, which every endpoint accepts.
@@ -397,7 +463,7 @@ def test_the_matrix_covers_every_endpoint() -> None:
     }
     in_matrix = {(e.method, e.path) for e in ENDPOINTS}
     assert len(in_matrix) == len(ENDPOINTS)
-    assert documented - PUBLIC == in_matrix
+    assert documented - PUBLIC - SIGNED == in_matrix
     # Every route the app serves is in the document or public.
     served = {
         (method, str(route.path).replace("{model:path}", "{model}"))
@@ -405,7 +471,7 @@ def test_the_matrix_covers_every_endpoint() -> None:
         for method in (route.methods or ())
         if method != "HEAD"
     }
-    assert served - PUBLIC == in_matrix
+    assert served - PUBLIC - SIGNED == in_matrix
 
 
 def _routes(app: Any) -> list[Any]:
@@ -418,6 +484,16 @@ async def test_public_endpoints_need_no_key(secured: Secured) -> None:
     for method, path in sorted(PUBLIC):
         response = await secured.client.request(method, path)
         assert response.status_code == 200, (path, response.text[:200])
+
+
+async def test_the_webhook_answers_to_its_signature_not_a_key(secured: Secured) -> None:
+    for method, path in SIGNED:
+        for headers in ({}, {"Authorization": f"Bearer {secured.keys['all']}"}):
+            response = await secured.client.request(
+                method, path, content=b"{}", headers={**headers, "Content-Type": "application/json"}
+            )
+            assert response.status_code == 400, response.text
+            assert response.json()["code"] == "invalid_webhook"
 
 
 async def test_permission_matrix(secured: Secured) -> None:

@@ -23,7 +23,14 @@ import pytest
 import uvicorn
 from sqlalchemy.engine import make_url
 
-from tests.security.conftest import ENV_API_KEY, JWT_SECRET, Secured, table_rows
+from tests.security.conftest import (
+    ENV_API_KEY,
+    JWT_SECRET,
+    STRIPE_SECRET_KEY,
+    STRIPE_WEBHOOK_SECRET,
+    Secured,
+    table_rows,
+)
 from tests.support.server import free_port
 from tokenbank.apps.keys import DISPLAY_PREFIX_LENGTH, generate_key
 
@@ -48,6 +55,7 @@ LOGGERS = (
     "uvicorn.access",
     "uvicorn.asgi",
     "asyncio",
+    "stripe",
 )
 
 
@@ -163,6 +171,15 @@ async def _exercise(client: httpx.AsyncClient, keys: dict[str, str]) -> None:
         headers=_bearer(anyone),
     )
     await client.post("/api/token-process/end", json={"user_id": anyone}, headers=_bearer(anyone))
+    # Payments call Stripe with its secret key; the webhook checks its secret.
+    await client.post(
+        "/api/payments/intents",
+        json={"userId": "alice", "amountCents": 500},
+        headers=_bearer(anyone),
+    )
+    await client.post(
+        "/api/stripe/webhook", content=b"{}", headers={"Stripe-Signature": "t=1,v1=x"}
+    )
     # A key in the wrong header, or in a malformed Authorization header.
     await client.get("/api/ping", headers={"Authorization": f"Basic {anyone}"})
     await client.get("/api/ping", headers={"Authorization": f"Bearer {anyone} extra"})
@@ -233,6 +250,10 @@ async def test_no_secret_in_database_logs_or_answers(
 
     secrets = {f"key:{name}": key for name, key in keys.items()}
     secrets |= {"TOKENBANK_API_KEY": ENV_API_KEY, "TOKENBANK_JWT_SECRET": JWT_SECRET}
+    secrets |= {
+        "TOKENBANK_STRIPE_SECRET_KEY": STRIPE_SECRET_KEY,
+        "TOKENBANK_STRIPE_WEBHOOK_SECRET": STRIPE_WEBHOOK_SECRET,
+    }
 
     # The database: every row of every table; on SQLite the raw files too.
     rows = await table_rows(await secured.engine())
@@ -256,7 +277,15 @@ async def test_no_secret_in_database_logs_or_answers(
 
     # The settings never show their secrets.
     shown = [repr(secured.settings), str(secured.settings.model_dump())]
-    assert not _leaks(shown, {"env": ENV_API_KEY, "jwt": JWT_SECRET})
+    assert not _leaks(
+        shown,
+        {
+            "env": ENV_API_KEY,
+            "jwt": JWT_SECRET,
+            "stripe": STRIPE_SECRET_KEY,
+            "webhook": STRIPE_WEBHOOK_SECRET,
+        },
+    )
 
 
 def test_key_format_and_storage() -> None:

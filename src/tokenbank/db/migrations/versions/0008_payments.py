@@ -109,7 +109,9 @@ def _purchase_checks() -> list[sa.CheckConstraint]:
         " AND frozen_tokens >= 0 AND clawed_back_tokens + lost_tokens + frozen_tokens <= tokens",
         "dispute_status_known": "dispute_status IS NULL OR dispute_status IN"
         " ('open', 'won', 'lost')",
-        "frozen_only_in_dispute": "frozen_tokens = 0 OR (dispute_status IS NOT NULL AND dispute_status = 'open')",
+        # IS NOT NULL: a CHECK passes when its condition is NULL (no dispute at all).
+        "frozen_only_in_dispute": "frozen_tokens = 0"
+        " OR (dispute_status IS NOT NULL AND dispute_status = 'open')",
     }
     return [_check(condition, "purchases", name) for name, condition in rules.items()]
 
