@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ from tokenbank.api.app import create_app
 from tokenbank.api.state import Services
 from tokenbank.cli import app as cli
 from tokenbank.config import Settings, get_settings
+from tokenbank.db.engine import write_transaction
 from tokenbank.db.models import (
     API_SCOPES,
     AutoRechargeSetting,
@@ -45,7 +47,7 @@ from tokenbank.ledger.operations import Debit
 from tokenbank.payments import repository as repo
 from tokenbank.payments.errors import CustomerWalletNotFound, PackNotFound
 from tokenbank.payments.purchases import new_purchase_id, purchase_values
-from tokenbank.payments.recharge import NO_LONGER_NEEDED, RechargeService
+from tokenbank.payments.recharge import NO_LONGER_NEEDED, STALE_CLAIM, RechargeService
 from tokenbank.payments.service import PaymentService
 from tokenbank.testing.localstripe import LocalStripe
 
@@ -400,6 +402,23 @@ async def test_a_worker_stopped_mid_pass_puts_what_it_claimed_back(
     assert [run.status for run in runs] == ["succeeded", "succeeded"]
     assert runs[0].purchase_id == rows[0].purchase_id  # the same charge, sent again
     assert await auto_recharge_credits(bank.tokens) == 2
+
+
+async def test_a_claim_left_by_a_killed_worker_is_charged_by_a_later_pass(
+    bank: Bank, clock: ManualClock
+) -> None:
+    await arm(bank)
+    await bank.tokens.debit(USER, amount=15_000)
+    async with write_transaction(await bank.tokens.engine()) as conn:
+        # What a worker killed outright leaves: its claim, never finished.
+        (claimed,) = await repo.claim_recharges(conn, 10, bank.tokens.clock())
+    runs = await bank.recharges.run_recharges(10)
+    assert runs == []  # a fresh claim may still be in its worker's hands
+    clock.advance(STALE_CLAIM + timedelta(seconds=1))
+    runs = await bank.recharges.run_recharges(10)
+    assert [(run.recharge_id, run.status) for run in runs] == [(claimed.id, "succeeded")]
+    assert await auto_recharge_credits(bank.tokens) == 1
+    assert (await bank.tokens.audit()).ok
 
 
 @pytest.mark.parametrize("change", ["topped up", "disabled", "suspended"])

@@ -26,7 +26,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -61,6 +61,9 @@ MAX_PAYMENT_METHOD_ID_LENGTH = 255
 PLACEHOLDER_THRESHOLD_TOKENS = 10_000
 PLACEHOLDER_AMOUNT_CENTS = 500
 NO_LONGER_NEEDED = "no longer needed"
+# A claim older than this belongs to a worker that died mid-charge (a charge takes
+# seconds): the next pass queues it again.
+STALE_CLAIM = timedelta(minutes=15)
 
 
 class Payments(Protocol):
@@ -366,8 +369,10 @@ class RechargeService:
         """One pass: claim up to ``limit`` queued recharges and charge each once."""
         # No Stripe key: refuse before claiming anything (PaymentsNotConfigured).
         self._payments.gateway.client()
+        now = self._now()
         async with write_transaction(await self._engine()) as conn:
-            claimed = await repo.claim_recharges(conn, limit, self._now())
+            await repo.requeue_stale_recharges(conn, now - STALE_CLAIM, now)
+            claimed = await repo.claim_recharges(conn, limit, now)
         runs: list[RechargeRun] = []
         try:
             for recharge in claimed:

@@ -219,6 +219,20 @@ def _in_flight() -> Any:
     return recharges.c.status.in_(("queued", "processing"))
 
 
+async def requeue_stale_recharges(
+    conn: AsyncConnection, older_than: datetime, now: datetime
+) -> int:
+    """Queue again the recharges a worker claimed and never finished (it was killed):
+    their charge is retried under the same idempotency key, so Stripe answers a charge
+    that went through instead of making a second one."""
+    result = await conn.execute(
+        update(recharges)
+        .where(recharges.c.status == "processing", recharges.c.updated_at < older_than)
+        .values(status="queued", error="its worker stopped", updated_at=now)
+    )
+    return int(result.rowcount)
+
+
 async def claim_recharges(conn: AsyncConnection, limit: int, now: datetime) -> list[AnyRow]:
     """Take up to ``limit`` queued recharges for this worker (processing).
 
