@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenbank import TokenService
+from tests.db.rows import accepted, engine_with_ann, refused
 from tokenbank.db.engine import write_transaction
 from tokenbank.payments.repository import events, packs, purchases
 
@@ -21,20 +21,8 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    async with TokenService(database_url, welcome_bonus_tokens=0, auto_migrate=False) as bank:
-        await bank.open_wallet("ann")
-        yield await bank.engine()
-
-
-async def accepted(engine: AsyncEngine, table: Any, row: dict[str, Any]) -> None:
-    async with write_transaction(engine) as conn:
-        await conn.execute(insert(table).values(row))
-
-
-async def refused(engine: AsyncEngine, table: Any, row: dict[str, Any]) -> None:
-    with pytest.raises(IntegrityError):
-        async with write_transaction(engine) as conn:
-            await conn.execute(insert(table).values(row))
+    async for engine in engine_with_ann(database_url):
+        yield engine
 
 
 PACK = {

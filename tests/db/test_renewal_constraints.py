@@ -8,12 +8,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokenbank import TokenService
-from tokenbank.db.engine import write_transaction
+from tests.db.rows import accepted, engine_with_ann, refused
 from tokenbank.ledger.repository.tables import scheduled_credits, wallets
 from tokenbank.plans.repository import plans
 
@@ -22,20 +19,8 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    async with TokenService(database_url, welcome_bonus_tokens=0, auto_migrate=False) as bank:
-        await bank.open_wallet("ann")
-        yield await bank.engine()
-
-
-async def accepted(engine: AsyncEngine, table: Any, row: dict[str, Any]) -> None:
-    async with write_transaction(engine) as conn:
-        await conn.execute(insert(table).values(row))
-
-
-async def refused(engine: AsyncEngine, table: Any, row: dict[str, Any]) -> None:
-    with pytest.raises(IntegrityError):
-        async with write_transaction(engine) as conn:
-            await conn.execute(insert(table).values(row))
+    async for engine in engine_with_ann(database_url):
+        yield engine
 
 
 async def test_plan_policy_and_cap(engine: AsyncEngine) -> None:

@@ -8,15 +8,20 @@ those; a test that needs an empty store calls ``localstripe.flush()`` itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 import stripe
 
+from tests.api.conftest import Api
+from tests.payments.support import WEBHOOK_SECRET, stripe_settings
+from tokenbank import ManualClock, TokenService
+from tokenbank.api.app import create_app
+from tokenbank.api.state import Services
+from tokenbank.db.models import API_SCOPES
 from tokenbank.testing.localstripe import LocalStripe, WebhookReceiver
 from tokenbank.testing.stripe_front import StripeFront
-
-WEBHOOK_SECRET = "whsec_tokenbank_test_secret"
 
 
 @pytest.fixture(scope="session")
@@ -67,3 +72,34 @@ def front_webhook_receiver(stripe_front: StripeFront) -> Iterator[WebhookReceive
             yield receiver
         finally:
             stripe_front.remove_webhook()
+
+
+@pytest.fixture
+async def api(
+    database_url: str, clock: ManualClock, localstripe: LocalStripe
+) -> AsyncIterator[Api]:
+    """The app on each engine with Stripe at the session's localstripe: a key for
+    every scope and one with all ("all"), the default packs, alice's wallet. The books
+    must pass the audit after the test."""
+    settings = stripe_settings(localstripe.api_base).model_copy(
+        update={
+            "database_url": database_url,
+            "welcome_bonus_tokens": 0,
+            "hold_sweep_interval_seconds": 0,
+        }
+    )
+    service = TokenService(database_url, settings=settings, clock=clock, auto_migrate=False)
+    app = create_app(settings, token_service=service, clock=clock)
+    async with app.router.lifespan_context(app):
+        services: Services = app.state.services
+        keys: dict[str, str] = {}
+        _, keys["all"] = await services.apps.create_app("shop", scopes=list(API_SCOPES))
+        for scope in API_SCOPES:
+            _, keys[scope] = await services.apps.create_app(f"only-{scope}", scopes=[scope])
+        await (await services.payments.packs()).seed_defaults()
+        await service.open_wallet("alice")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tokenbank.test") as c:
+            yield Api(client=c, services=services, clock=clock, keys=keys)
+        assert (await service.audit()).ok
+    await service.close()

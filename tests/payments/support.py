@@ -10,16 +10,24 @@ from typing import Any
 
 import stripe
 from pydantic import SecretStr
+from sqlalchemy import func, select
 
-from tests.payments.conftest import WEBHOOK_SECRET
 from tokenbank.config import Settings
 from tokenbank.ledger.service import TokenService
 from tokenbank.payments.gateway import StripeGateway
 from tokenbank.payments.service import PaymentService
 from tokenbank.pricing.service import PricingService
 
+WEBHOOK_SECRET = "whsec_tokenbank_test_secret"
 SECRET_KEY = "sk_test_tokenbank"
 PUBLISHABLE_KEY = "pk_test_tokenbank"
+
+
+async def count(tokens: TokenService, model: Any, *conditions: Any) -> int:
+    """How many rows of a model's table match."""
+    async with (await tokens.engine()).connect() as conn:
+        query = select(func.count()).select_from(model.__table__).where(*conditions)
+        return int((await conn.execute(query)).scalar_one())
 
 
 def stripe_settings(api_base: str) -> Settings:

@@ -12,10 +12,16 @@ from typing import Any
 import pytest
 import stripe
 import uvicorn
-from sqlalchemy import func, select
 
-from tests.payments.conftest import WEBHOOK_SECRET
-from tests.payments.support import event, pay_intent, payment_service, signed, stripe_settings
+from tests.payments.support import (
+    WEBHOOK_SECRET,
+    count,
+    event,
+    pay_intent,
+    payment_service,
+    signed,
+    stripe_settings,
+)
 from tests.support.server import free_port
 from tokenbank import ManualClock
 from tokenbank.api.app import create_app
@@ -43,12 +49,6 @@ async def payments(
 async def deliver(payments: PaymentService, event_type: str, obj: dict[str, Any]) -> str:
     body, header = signed(event(event_type, obj))
     return (await payments.take_webhook(body, header)).outcome
-
-
-async def count(service: TokenService, model: Any, *where: Any) -> int:
-    async with (await service.engine()).connect() as conn:
-        query = select(func.count()).select_from(model.__table__).where(*where)
-        return int((await conn.execute(query)).scalar_one())
 
 
 async def purchases_credited(service: TokenService) -> int:

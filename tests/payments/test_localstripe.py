@@ -27,9 +27,8 @@ from pathlib import Path
 import pytest
 import stripe
 
+from tests.payments.support import WEBHOOK_SECRET
 from tokenbank.testing.localstripe import LocalStripe, ReceivedWebhook, WebhookReceiver
-
-from .conftest import WEBHOOK_SECRET
 
 VISA = "4242424242424242"
 DECLINES_CHARGES = "4000000000000341"

@@ -4,56 +4,21 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 import stripe
 
 from tests.api.conftest import Api
-from tests.payments.conftest import WEBHOOK_SECRET
 from tests.payments.support import (
     PUBLISHABLE_KEY,
     SECRET_KEY,
+    WEBHOOK_SECRET,
     event,
     pay_intent,
     signed,
-    stripe_settings,
 )
 from tests.security.conftest import table_rows
-from tokenbank import ManualClock, TokenService
-from tokenbank.api.app import create_app
-from tokenbank.api.state import Services
-from tokenbank.db.models import API_SCOPES
-from tokenbank.testing.localstripe import LocalStripe
-
-
-@pytest.fixture
-async def api(
-    database_url: str, clock: ManualClock, localstripe: LocalStripe
-) -> AsyncIterator[Api]:
-    settings = stripe_settings(localstripe.api_base).model_copy(
-        update={
-            "database_url": database_url,
-            "welcome_bonus_tokens": 0,
-            "hold_sweep_interval_seconds": 0,
-        }
-    )
-    service = TokenService(database_url, settings=settings, clock=clock, auto_migrate=False)
-    app = create_app(settings, token_service=service, clock=clock)
-    async with app.router.lifespan_context(app):
-        services: Services = app.state.services
-        keys: dict[str, str] = {}
-        _, keys["all"] = await services.apps.create_app("shop", scopes=list(API_SCOPES))
-        for scope in ("read", "payments", "admin", "spend"):
-            _, keys[scope] = await services.apps.create_app(f"only-{scope}", scopes=[scope])
-        await (await services.payments.packs()).seed_defaults()
-        await service.open_wallet("alice")
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://tokenbank.test") as c:
-            yield Api(client=c, services=services, clock=clock, keys=keys)
-    await service.close()
 
 
 async def purchases(api: Api) -> list[dict[str, Any]]:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import stripe
-from sqlalchemy import func, select
 
 from tests.payments.support import (
     checkout_completed,
+    count,
     event,
     pay_intent,
     payment_service,
@@ -53,12 +53,6 @@ async def buy(
 async def deliver(payments: PaymentService, payload: dict[str, Any]) -> str:
     body, header = signed(payload)
     return (await payments.take_webhook(body, header)).outcome
-
-
-async def count(service: TokenService, model: Any, *conditions: Any) -> int:
-    async with (await service.engine()).connect() as conn:
-        query = select(func.count()).select_from(model.__table__).where(*conditions)
-        return int((await conn.execute(query)).scalar_one())
 
 
 async def purchase_transactions(service: TokenService) -> int:

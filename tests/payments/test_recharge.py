@@ -13,29 +13,26 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 import stripe
-from sqlalchemy import func, select
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from tests.api.conftest import Api
 from tests.payments.support import (
     PUBLISHABLE_KEY,
     SECRET_KEY,
+    count,
     event,
     payment_service,
     signed,
     stripe_settings,
 )
 from tokenbank import ManualClock, TokenService
-from tokenbank.api.app import create_app
-from tokenbank.api.state import Services
 from tokenbank.cli import app as cli
-from tokenbank.config import Settings, get_settings
+from tokenbank.config import get_settings
 from tokenbank.db.engine import write_transaction
 from tokenbank.db.models import (
-    API_SCOPES,
     AutoRechargeSetting,
     LedgerTransaction,
     Purchase,
@@ -112,12 +109,6 @@ async def arm(bank: Bank, number: str = VISA, user_id: str = USER) -> str:
     )
     assert (settings.enabled, settings.payment_method_id) == (True, method)
     return method
-
-
-async def count(tokens: TokenService, model: Any, *conditions: Any) -> int:
-    async with (await tokens.engine()).connect() as conn:
-        query = select(func.count()).select_from(model.__table__).where(*conditions)
-        return int((await conn.execute(query)).scalar_one())
 
 
 async def recharges(tokens: TokenService) -> list[Any]:
@@ -546,34 +537,6 @@ async def test_bad_terms_are_refused_and_write_nothing(bank: Bank) -> None:
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def api(
-    database_url: str, clock: ManualClock, localstripe: LocalStripe
-) -> AsyncIterator[Api]:
-    settings = stripe_settings(localstripe.api_base).model_copy(
-        update={
-            "database_url": database_url,
-            "welcome_bonus_tokens": 0,
-            "hold_sweep_interval_seconds": 0,
-        }
-    )
-    assert isinstance(settings, Settings)
-    service = TokenService(database_url, settings=settings, clock=clock, auto_migrate=False)
-    app = create_app(settings, token_service=service, clock=clock)
-    async with app.router.lifespan_context(app):
-        services: Services = app.state.services
-        keys: dict[str, str] = {}
-        for scope in API_SCOPES:
-            _, keys[scope] = await services.apps.create_app(f"only-{scope}", scopes=[scope])
-        await (await services.payments.packs()).seed_defaults()
-        await service.open_wallet(USER)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://tokenbank.test") as c:
-            yield Api(client=c, services=services, clock=clock, keys=keys)
-        assert (await service.audit()).ok
-    await service.close()
 
 
 def auto_recharge_url(user_id: str = USER) -> str:

@@ -11,6 +11,7 @@ import requests
 import stripe
 from pydantic import SecretStr
 
+from tests.payments.support import WEBHOOK_SECRET
 from tokenbank.config import Settings
 from tokenbank.payments.gateway import StripeGateway
 from tokenbank.payments.purchases import Order
@@ -23,8 +24,6 @@ from tokenbank.testing.stripe_front import (
     UnknownSession,
     decode_form,
 )
-
-from .conftest import WEBHOOK_SECRET
 
 SUCCESS = "http://127.0.0.1:9/done?session={CHECKOUT_SESSION_ID}"
 CANCEL = "http://127.0.0.1:9/cancelled"

@@ -132,22 +132,27 @@ async def fulfil(
     if not result.success or result.transaction_id is None:
         # A closed wallet refuses credits: the money is Stripe's to refund.
         return Outcome.ignored(f"the wallet refused the credit: {result.error}", purchase.id)
-    await repo.update_purchase(
+    await mark_paid(
         conn,
-        purchase.id,
-        {
-            "status": "paid",
-            "paid_at": now,
-            "updated_at": now,
-            "failure_reason": None,
-            "credit_transaction_id": result.transaction_id,
-            "stripe_payment_intent_id": payment_intent_id or purchase.stripe_payment_intent_id,
-        },
+        purchase,
+        now,
+        credit_transaction_id=result.transaction_id,
+        stripe_payment_intent_id=payment_intent_id or purchase.stripe_payment_intent_id,
     )
-    await wallet_marks.mark_purchase(conn, purchase.user_id, now)
     return Outcome.applied(
         f"credited {purchase.tokens} tokens", purchase.id, user_id=purchase.user_id
     )
+
+
+async def mark_paid(conn: AsyncConnection, purchase: AnyRow, now: datetime, **values: Any) -> None:
+    """A purchase is paid (with what ``values`` add: its credit, its Stripe ids), and
+    its wallet remembers when it last bought."""
+    await repo.update_purchase(
+        conn,
+        purchase.id,
+        {"status": "paid", "paid_at": now, "updated_at": now, "failure_reason": None, **values},
+    )
+    await wallet_marks.mark_purchase(conn, purchase.user_id, now)
 
 
 def _description(purchase: AnyRow) -> str:

@@ -19,7 +19,7 @@ from tokenbank.db.rows import AnyRow
 from tokenbank.ledger.repository import purchases as wallet_marks
 from tokenbank.ledger.repository import writes as ledger_writes
 from tokenbank.payments import repository as repo
-from tokenbank.payments.purchases import Outcome, check_sale
+from tokenbank.payments.purchases import Outcome, check_sale, mark_paid
 from tokenbank.plans import repository as plans_repo
 from tokenbank.renewals.service import RenewalRefused, renew_locked
 
@@ -67,17 +67,7 @@ async def checkout_completed(
         return Outcome.ignored("already subscribed", purchase.id)
     check_sale(purchase, session.get("amount_total"), session.get("currency"))
     await _join(conn, subscription_id, purchase.user_id, purchase.plan, now)
-    await repo.update_purchase(
-        conn,
-        purchase.id,
-        {
-            "status": "paid",
-            "paid_at": now,
-            "updated_at": now,
-            "stripe_subscription_id": subscription_id,
-        },
-    )
-    await wallet_marks.mark_purchase(conn, purchase.user_id, now)
+    await mark_paid(conn, purchase, now, stripe_subscription_id=subscription_id)
     return Outcome.applied(f"subscribed to {purchase.plan}", purchase.id, user_id=purchase.user_id)
 
 

@@ -19,27 +19,25 @@ async def mark_purchase(conn: AsyncConnection, user_id: str, now: datetime) -> N
     )
 
 
+# What payments read of a wallet: who, its state, what it may spend, its purchases.
+_PAYMENT_VIEW = (
+    wallets.c.id,
+    wallets.c.user_id,
+    wallets.c.status,
+    (wallets.c.balance_tokens - wallets.c.held_tokens).label("available_tokens"),
+    wallets.c.recharge_below_tokens,
+    wallets.c.last_purchase_at,
+    wallets.c.plan,
+)
+
+
 async def wallet_for_recharge(conn: AsyncConnection, wallet_id: int) -> AnyRow | None:
     """A wallet's user, state and available tokens, by its id."""
-    query = select(
-        wallets.c.id,
-        wallets.c.user_id,
-        wallets.c.status,
-        (wallets.c.balance_tokens - wallets.c.held_tokens).label("available_tokens"),
-        wallets.c.recharge_below_tokens,
-    ).where(wallets.c.id == wallet_id)
+    query = select(*_PAYMENT_VIEW).where(wallets.c.id == wallet_id)
     return (await conn.execute(query)).first()
 
 
 async def wallet_of_user(conn: AsyncConnection, user_id: str) -> AnyRow | None:
     """The same, by user id."""
-    query = select(
-        wallets.c.id,
-        wallets.c.user_id,
-        wallets.c.status,
-        (wallets.c.balance_tokens - wallets.c.held_tokens).label("available_tokens"),
-        wallets.c.recharge_below_tokens,
-        wallets.c.last_purchase_at,
-        wallets.c.plan,
-    ).where(wallets.c.user_id == user_id)
+    query = select(*_PAYMENT_VIEW).where(wallets.c.user_id == user_id)
     return (await conn.execute(query)).first()
