@@ -836,3 +836,83 @@ class Recharge(Base):
         ),
         Index("ix_recharges_status", "status"),
     )
+
+
+# --- people: accounts, sessions, sign-in attempts, the admin audit log (decision 17) -----
+
+ACCOUNT_ROLES = ("superadmin", "admin", "user")
+
+
+class Account(Base):
+    """A person who signs in: email and an Argon2 hash, a role, and (for users) the
+    wallet they own."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Stored lowercased: one account per address however it is typed.
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="user")
+    user_id: Mapped[str | None] = mapped_column(
+        String(128), ForeignKey("wallets.user_id"), unique=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("role", ACCOUNT_ROLES), name="role_known"),
+        CheckConstraint("email = lower(email) AND email LIKE '%_@_%'", name="email_normal"),
+    )
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie holds a random token; the row holds only its
+    SHA-256, so the table cannot be replayed. Revocable and expiring."""
+
+    __tablename__ = "web_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(BigId, ForeignKey("accounts.id"))
+    # The synchronizer token every form and state-changing request of this session
+    # must carry (CSRF).
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("length(token_hash) = 64", name="hash_length"),
+        CheckConstraint("expires_at > created_at", name="expires_after_creation"),
+        Index("ix_web_sessions_account_id", "account_id"),
+    )
+
+
+class SignInAttempts(Base):
+    """Failed sign-ins per email (by its SHA-256, known or not): slowed, then locked."""
+
+    __tablename__ = "sign_in_attempts"
+
+    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint("failures >= 0", name="failures_not_negative"),)
+
+
+class AdminAuditEntry(Base):
+    """Every change an admin makes, with what it was before and after."""
+
+    __tablename__ = "admin_audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Who: an account's email, or "cli" for the command line.
+    actor: Mapped[str] = mapped_column(String(254))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str | None] = mapped_column(String(255))
+    before: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_admin_audit_log_created_at", "created_at"),)
