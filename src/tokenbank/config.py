@@ -125,6 +125,27 @@ class Settings(BaseSettings):
     # a wallet that crossed its threshold waits at most about this long.
     recharge_interval_seconds: float = Field(default=10.0, ge=1, le=86_400)
 
+    # --- people (issue 13: accounts, sign-in, pages; decision 17) ------------------------
+    # Self sign-up at /signup (a new wallet and its welcome bonus, once).
+    signup_enabled: bool = True
+    session_ttl_hours: int = Field(default=24 * 7, ge=1, le=24 * 90)
+    # Secure: the session cookie only over HTTPS (turn on behind TLS).
+    cookie_secure: bool = False
+    # Option A (shared sign-in across subdomains): e.g. ".example.com"; None: this host.
+    cookie_domain: str | None = None
+    # Sign-ins: slowed from this many failures in a row, locked after that many.
+    sign_in_slow_after_failures: int = Field(default=3, ge=1, le=100)
+    sign_in_slowdown_seconds: float = Field(default=1.0, ge=0, le=5)
+    sign_in_lock_after_failures: int = Field(default=10, ge=2, le=1_000)
+    sign_in_lock_minutes: int = Field(default=15, ge=1, le=24 * 60)
+    # Option B: the lifetime of the JWT POST /auth/token gives a signed-in user.
+    user_jwt_ttl_seconds: int = Field(default=3_600, ge=60, le=86_400)
+    # Alerts on the user's pages (the billing defaults: 1,000 and 100 tokens).
+    low_balance_tokens: int = Field(default=1_000, ge=0, le=MAX_AMOUNT_TOKENS)
+    critical_balance_tokens: int = Field(default=100, ge=0, le=MAX_AMOUNT_TOKENS)
+    # Origins allowed to embed the balance widget (CORS), comma-separated.
+    widget_origins: str = ""
+
     @field_validator("renewal_cron")
     @classmethod
     def _known_cron(cls, value: str) -> str:

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from tokenbank.accounts.service import AccountService
 from tokenbank.api.docs import install_docs
 from tokenbank.api.handlers import install_error_handlers
 from tokenbank.api.limits import RequestLimitsMiddleware
@@ -31,6 +32,7 @@ from tokenbank.pricing import routes as pricing_routes
 from tokenbank.pricing.service import PricingService
 from tokenbank.process.service import TokenProcess
 from tokenbank.renewals import routes as renewals_routes
+from tokenbank.web.install import install_pages
 
 logger = logging.getLogger("tokenbank.api")
 
@@ -108,6 +110,7 @@ def create_app(
             pricing=pricing,
             token_process=TokenProcess(tokens, plans, pricing),
             payments=PaymentService(tokens, pricing=pricing),
+            accounts=AccountService(engine, settings=settings, clock=clock),
             env_principal=env_principal,
         )
         app.state.services = services
@@ -142,6 +145,7 @@ def create_app(
         swagger_ui_oauth2_redirect_url=None,
     )
     install_docs(app)
+    install_pages(app)
     install_error_handlers(app)
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_request_body_bytes)
     for router in (

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from tokenbank.accounts.service import AccountService
 from tokenbank.apps.service import AppService, Principal
 from tokenbank.config import Settings
 from tokenbank.ledger.service import TokenService
@@ -26,6 +27,8 @@ class Services:
     token_process: TokenProcess
     # Stripe: packs, checkout, the webhook, auto-recharge (issue 12, decision 14).
     payments: PaymentService
+    # People: accounts, sessions and the admin audit log (issue 13, decision 17).
+    accounts: AccountService
     # The principal of TOKENBANK_API_KEY, when a single-app deployment sets one.
     env_principal: Principal | None = None
 

@@ -1,0 +1,1 @@
+"""People: accounts, passwords, sessions and sign-in limits (decision 17)."""
