@@ -52,6 +52,7 @@ sync-client: install
 test: install lint typecheck
 	./scripts/ensure-postgres.sh
 	./scripts/ensure-wrk.sh || echo "wrk unavailable: tests/bench will be skipped"
+	./scripts/ensure-chromium.sh || echo "chromium unavailable: tests/web will be skipped"
 	$(BIN)/python -m pytest
 
 # Every benchmark case in one run (~10-15 min); prints the table, writes
