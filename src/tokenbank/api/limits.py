@@ -14,6 +14,8 @@ from tokenbank.api.errors import error_body
 
 METHODS_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
 JSON_CONTENT_TYPE = b"application/json"
+# The pages' forms post these; the API (under /api/) takes JSON only.
+FORM_CONTENT_TYPES = frozenset({b"application/x-www-form-urlencoded", b"multipart/form-data"})
 
 
 class RequestLimitsMiddleware:
@@ -35,7 +37,7 @@ class RequestLimitsMiddleware:
             await self._refuse(scope, send, 413, self._too_large())
             return
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if body and content_type != JSON_CONTENT_TYPE:
+        if body and not _accepted(scope["path"], content_type):
             await self._refuse(scope, send, 415, "Content-Type must be application/json")
             return
         await self.app(scope, _replay(body, receive), send)
@@ -72,6 +74,12 @@ class RequestLimitsMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _accepted(path: str, content_type: bytes) -> bool:
+    if content_type == JSON_CONTENT_TYPE:
+        return True
+    return content_type in FORM_CONTENT_TYPES and not path.startswith("/api/")
 
 
 def _replay(body: bytes, original: Receive) -> Receive:

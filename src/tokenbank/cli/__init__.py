@@ -14,6 +14,7 @@ from __future__ import annotations
 import typer
 
 from tokenbank.cli import (
+    accounts,
     apps,
     audit,
     costs,
@@ -58,6 +59,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(renewals.app, name="renewals")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(packs.app, name="packs")
+app.add_typer(accounts.app, name="accounts")
 app.add_typer(payments.app, name="payments")
 
 
