@@ -8,11 +8,12 @@ from typing import cast
 from sqlalchemy import Table, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenbank.db.models import ApiKey, App
+from tokenbank.db.models import ApiKey, App, AppOrigin
 from tokenbank.db.rows import AnyRow
 
 apps = cast(Table, App.__table__)
 api_keys = cast(Table, ApiKey.__table__)
+origins = cast(Table, AppOrigin.__table__)
 
 
 async def app_by_slug(conn: AsyncConnection, slug: str) -> AnyRow | None:
@@ -91,3 +92,29 @@ async def list_apps(conn: AsyncConnection) -> list[AnyRow]:
 async def keys_of(conn: AsyncConnection, app_id: int) -> list[AnyRow]:
     statement = select(api_keys).where(api_keys.c.app_id == app_id).order_by(api_keys.c.id)
     return list((await conn.execute(statement)).all())
+
+
+async def add_origin(conn: AsyncConnection, app_id: int, origin: str, now: datetime) -> bool:
+    if await origin_registered(conn, origin, app_id=app_id):
+        return False
+    await conn.execute(insert(origins).values(app_id=app_id, origin=origin, created_at=now))
+    return True
+
+
+async def remove_origin(conn: AsyncConnection, app_id: int, origin: str) -> bool:
+    statement = origins.delete().where(origins.c.app_id == app_id, origins.c.origin == origin)
+    return bool((await conn.execute(statement)).rowcount)
+
+
+async def origin_registered(
+    conn: AsyncConnection, origin: str, *, app_id: int | None = None
+) -> bool:
+    query = select(origins.c.origin).where(origins.c.origin == origin)
+    if app_id is not None:
+        query = query.where(origins.c.app_id == app_id)
+    return (await conn.execute(query.limit(1))).first() is not None
+
+
+async def origins_of(conn: AsyncConnection, app_id: int) -> list[str]:
+    query = select(origins.c.origin).where(origins.c.app_id == app_id).order_by(origins.c.origin)
+    return list((await conn.execute(query)).scalars())

@@ -80,6 +80,19 @@ def parse_duration_seconds(text: str) -> int:
     return int(match.group(1)) * DURATION_UNITS_SECONDS[match.group(2)]
 
 
+ORIGIN = re.compile(r"^https?://[a-z0-9.-]+(:[0-9]{1,5})?$")
+
+
+def normalize_origin(value: object) -> str:
+    """scheme://host[:port], lowercased, without a path (what a browser's Origin says)."""
+    if not isinstance(value, str):
+        raise InvalidInput("origin", "scheme://host[:port], e.g. https://app.example.com")
+    origin = value.strip().lower().rstrip("/")
+    if len(origin) > 255 or not ORIGIN.match(origin):
+        raise InvalidInput("origin", "scheme://host[:port], e.g. https://app.example.com")
+    return origin
+
+
 class AppService:
     def __init__(self, engine: AsyncEngine, *, clock: Clock = system_clock) -> None:
         self._engine = engine
@@ -138,6 +151,36 @@ class AppService:
             revoked = await repo.revoke_keys(conn, chosen, now)
         self._cache.clear()
         return revoked
+
+    # --- origins that may embed the balance widget (decision 17) ---------------------------
+
+    async def add_origin(self, slug: str, origin: str) -> str:
+        """Let pages of ``origin`` (scheme://host[:port]) embed the widget; the origin as
+        stored."""
+        normal = normalize_origin(origin)
+        async with write_transaction(self._engine) as conn:
+            app = await self._app(conn, slug)
+            await repo.add_origin(conn, app.id, normal, self._clock())
+        return normal
+
+    async def remove_origin(self, slug: str, origin: str) -> bool:
+        normal = normalize_origin(origin)
+        async with write_transaction(self._engine) as conn:
+            app = await self._app(conn, slug)
+            return await repo.remove_origin(conn, app.id, normal)
+
+    async def origins(self, slug: str) -> list[str]:
+        async with read_transaction(self._engine) as conn:
+            return await repo.origins_of(conn, (await self._app(conn, slug)).id)
+
+    async def origin_allowed(self, origin: str) -> bool:
+        """Whether some app registered this exact origin."""
+        try:
+            normal = normalize_origin(origin)
+        except InvalidInput:
+            return False
+        async with read_transaction(self._engine) as conn:
+            return await repo.origin_registered(conn, normal)
 
     async def list_apps(self) -> list[AppInfo]:
         now = self._clock()

@@ -14,7 +14,9 @@ app = group("Registered apps and their API keys.")
 
 ScopeOption = Annotated[
     list[str] | None,
-    typer.Option("--scope", help="read, spend, refund, credit or admin; repeat for several."),
+    typer.Option(
+        "--scope", help="read, spend, refund, credit, payments or admin; repeat for several."
+    ),
 ]
 
 
@@ -79,3 +81,24 @@ def apps_revoke_key(
     if revoked == 0:
         fail(f"no live key to revoke for {slug!r}")
     typer.echo(f"revoked {revoked} key(s) of {slug}")
+
+
+@app.command("add-origin")
+def apps_add_origin(slug: str, origin: str, database_url: DatabaseUrl = None) -> None:
+    """Let the app's pages at ORIGIN (https://host[:port]) embed the balance widget."""
+    stored = run(with_apps(database_url, lambda s: s.add_origin(slug, origin)))
+    typer.echo(f"app {slug}: widget allowed from {stored}")
+
+
+@app.command("remove-origin")
+def apps_remove_origin(slug: str, origin: str, database_url: DatabaseUrl = None) -> None:
+    """Stop the widget answering pages at ORIGIN."""
+    removed = run(with_apps(database_url, lambda s: s.remove_origin(slug, origin)))
+    typer.echo(f"app {slug}: {origin} {'removed' if removed else 'was not registered'}")
+
+
+@app.command("origins")
+def apps_origins(slug: str, database_url: DatabaseUrl = None) -> None:
+    """The origins that may embed the balance widget for this app."""
+    found = run(with_apps(database_url, lambda s: s.origins(slug)))
+    typer.echo("\n".join(found) if found else f"app {slug}: no origins")

@@ -441,6 +441,19 @@ class App(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class AppOrigin(Base):
+    """A web origin an app registered: its pages may embed the balance widget (CORS)."""
+
+    __tablename__ = "app_origins"
+
+    app_id: Mapped[int] = mapped_column(BigId, ForeignKey("apps.id"), primary_key=True)
+    # scheme://host[:port], lowercased, no path.
+    origin: Mapped[str] = mapped_column(String(255), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_app_origins_origin", "origin"),)
+
+
 class ApiKey(Base):
     """An app's key: only its SHA-256 hash is stored (decision 12, docs/architecture.md)."""
 
