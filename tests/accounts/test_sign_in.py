@@ -59,7 +59,7 @@ async def test_failures_are_slowed_before_the_lock(site: Site) -> None:
     settings = site.services.settings.model_copy(update={"sign_in_slowdown_seconds": 1.0})
     people._settings = settings
     rows = [type("Row", (), {"failures": n})() for n in (1, 2, 3, 4, 9)]
-    assert [people._slowdown_seconds(row) for row in rows] == [0.0, 0.0, 1.0, 2.0, 5.0]  # noqa: SLF001
+    assert [people._slowdown_seconds(row) for row in rows] == [0.0, 0.0, 1.0, 2.0, 5.0]
 
 
 async def test_forms_without_their_csrf_token_are_refused(site: Site) -> None:
