@@ -48,7 +48,7 @@ def test_private_modules_stay_private() -> None:
 
 
 def test_integration_modules_list_their_names() -> None:
-    assert set(fastapi.__all__) == {"Charges", "TokenBank", "jwt_user_id"}
+    assert set(fastapi.__all__) == {"Charges", "TokenBank", "jwt_user_id", "session_user_id"}
     assert set(asgi.__all__) == {"RequireTokensMiddleware", "jwt_user_id"}
     for module in (fastapi, asgi):
         for name in module.__all__:

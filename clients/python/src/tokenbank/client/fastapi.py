@@ -39,17 +39,19 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, cast
 
+import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from tokenbank.client._async.client import AsyncReservation, AsyncTokenClient
 from tokenbank.client._calls import new_key
+from tokenbank.client._config import USER_AGENT, resolve_connection
 from tokenbank.client._errors import InvalidTokenError, TokenServiceError
 from tokenbank.client._jwt import DEFAULT_LEEWAY_SECONDS, bearer_token, verify_jwt
 from tokenbank.client._models import Charge
 from tokenbank.client._refusals import UNAUTHORIZED, refusal_answer
 
-__all__ = ["Charges", "TokenBank", "jwt_user_id"]
+__all__ = ["Charges", "TokenBank", "jwt_user_id", "session_user_id"]
 
 logger = logging.getLogger("tokenbank.client")
 
@@ -347,3 +349,41 @@ def jwt_user_id(
         return str(claims["sub"])
 
     return user_id_from_token
+
+
+SESSION_COOKIE = "tb_session"
+SESSION_TIMEOUT_SECONDS = 5.0
+
+
+def session_user_id(
+    base_url: str | None = None,
+    api_key: str | None = None,
+    *,
+    cookie_name: str = SESSION_COOKIE,
+) -> Callable[..., Any]:
+    """A ``user_id`` dependency for option A (shared sign-in across subdomains): the
+    request's tokenbank session cookie is forwarded to ``GET /api/session`` with the
+    app's key; the signed-in user's id, or 401 when there is no live session.
+
+    ``base_url`` and ``api_key`` default to ``TOKEN_SERVICE_URL`` and
+    ``TOKEN_SERVICE_API_KEY``, read when a request comes.
+    """
+
+    async def user_id_from_session(request: Request) -> str:
+        cookie = request.cookies.get(cookie_name)
+        if not cookie:
+            raise _refuse(request, 401, {"error": UNAUTHORIZED})
+        connection = resolve_connection(base_url, api_key)
+        headers = {
+            "Authorization": f"Bearer {connection.api_key}",
+            "Cookie": f"{cookie_name}={cookie}",
+            "User-Agent": USER_AGENT,
+        }
+        async with httpx.AsyncClient(timeout=SESSION_TIMEOUT_SECONDS) as http:
+            answer = await http.get(f"{connection.base_url}/api/session", headers=headers)
+        user_id = answer.json().get("data", {}).get("userId") if answer.status_code == 200 else None
+        if not isinstance(user_id, str) or not user_id:
+            raise _refuse(request, 401, {"error": UNAUTHORIZED})
+        return user_id
+
+    return user_id_from_session
