@@ -43,6 +43,7 @@ from playwright.async_api import (
     Browser,
     ConsoleMessage,
     Page,
+    Request,
     Route,
     WebError,
     WebSocketRoute,
@@ -56,6 +57,7 @@ from tokenbank.testing.localstripe import LocalStripe
 from tokenbank.testing.stripe_front import StripeFront
 
 CHROMIUM = Path("/usr/bin/chromium")
+DOCUMENT_STATUS_MESSAGE = "Failed to load resource: the server responded with a status of 4"
 # No sandbox: the tests run as root, where chromium refuses to start with one. No
 # background networking: no update checks or field trials trying to leave the machine.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking"]
@@ -123,6 +125,14 @@ class PageWatch:
 
     blocked: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Pages (documents) the browser navigated to: a 4xx page is an answer a test
+    # checks (a refused sign-in, a CSRF refusal), and chromium logs it as a console
+    # error; a 4xx of a script or stylesheet stays a failure.
+    documents: set[str] = field(default_factory=set)
+
+    def on_request(self, request: Request) -> None:
+        if request.is_navigation_request():
+            self.documents.add(request.url)
 
     async def route(self, route: Route) -> None:
         url = route.request.url
@@ -139,8 +149,12 @@ class PageWatch:
         await socket.close()
 
     def on_console(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.errors.append(f"console error: {message.text} at {message.location['url']}")
+        if message.type != "error":
+            return
+        url = message.location["url"]
+        if url in self.documents and message.text.startswith(DOCUMENT_STATUS_MESSAGE):
+            return
+        self.errors.append(f"console error: {message.text} at {url}")
 
     def on_web_error(self, error: WebError) -> None:
         self.errors.append(f"uncaught exception: {error.error}")
@@ -160,6 +174,7 @@ async def watched_page(browser: Browser) -> AsyncIterator[tuple[Page, PageWatch]
         # On the context, not the page: popups and new tabs are watched too.
         await context.route("**/*", watch.route)
         await context.route_web_socket(lambda url: not is_local(url), watch.refuse_web_socket)
+        context.on("request", watch.on_request)
         context.on("console", watch.on_console)
         context.on("weberror", watch.on_web_error)
         yield await context.new_page(), watch
