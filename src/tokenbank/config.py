@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     )
     # Another Stripe API server (tests: localstripe on loopback); None: Stripe's own.
     stripe_api_base: str | None = None
+    # Where the billing page loads Stripe.js from for its card form (with a publishable
+    # key); empty: not loaded, the page says the card form is unavailable (the tests,
+    # which must not reach js.stripe.com).
+    stripe_js_url: str = Field(default="https://js.stripe.com/v3/", max_length=2_048)
     # How old a webhook's signed timestamp may be (Stripe's SDK default: 300 s).
     stripe_webhook_tolerance_seconds: int = Field(default=300, ge=1, le=86_400)
     # The smallest custom-amount purchase (billing defaults: $5.00).

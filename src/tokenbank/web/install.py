@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from tokenbank.web import routes_auth, routes_widget
+from tokenbank.web import routes_auth, routes_tokens, routes_widget
 from tokenbank.web.auth import PageRefused, SignInRequired, current
 from tokenbank.web.templating import WEB_ROOT, page
 
@@ -35,6 +35,7 @@ async def _refused(request: Request, error: Exception) -> Response:
 
 
 def install_pages(app: FastAPI) -> None:
+    app.include_router(routes_tokens.router)  # before /static: it serves /static/vendor/
     app.mount(STATIC_PATH, StaticFiles(directory=WEB_ROOT / "static"), name="static")
     app.add_exception_handler(SignInRequired, _sign_in_first)
     app.add_exception_handler(PageRefused, _refused)

@@ -1,0 +1,211 @@
+"""What the signed-in user's pages read of the ledger: a wallet's live figures (polled
+by the balance stream), its history a page or an export chunk at a time, and its
+usage by day. Input is checked here, before any database work (decision 11)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from tokenbank.config import MAX_PAGE_SIZE
+from tokenbank.db.engine import read_transaction
+from tokenbank.db.rows import AnyRow
+from tokenbank.errors import InvalidInput
+from tokenbank.ledger.operations import validate_operation_type
+from tokenbank.ledger.repository import pages as repo
+from tokenbank.ledger.service import TokenService
+from tokenbank.validation import validate_user_id
+
+MAX_OFFSET = 1_000_000
+MAX_USAGE_DAYS = 366
+EXPORT_CHUNK = 1_000
+MAX_CHUNK = 10_000
+# Wallets whose finished days of usage are kept in memory, per process.
+USAGE_CACHE_WALLETS = 1_024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryFilters:
+    """The history's filters: an operation type, and a period of whole UTC days
+    (``first_day`` and ``last_day`` included)."""
+
+    operation_type: str | None = None
+    first_day: date | None = None
+    last_day: date | None = None
+
+    def __post_init__(self) -> None:
+        if self.operation_type is not None:
+            validate_operation_type(self.operation_type)
+        for name in ("first_day", "last_day"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, datetime) or not isinstance(value, date)):
+                raise InvalidInput(name, "must be a date")
+        if self.first_day and self.last_day and self.first_day > self.last_day:
+            raise InvalidInput("first_day", "must not be after the last day")
+
+    @property
+    def start(self) -> datetime | None:
+        return None if self.first_day is None else _midnight(self.first_day)
+
+    @property
+    def end(self) -> datetime | None:
+        """The moment after the last day (excluded)."""
+        return None if self.last_day is None else _midnight(self.last_day + timedelta(days=1))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryRow:
+    entry_id: int
+    transaction_id: str
+    created_at: datetime
+    operation_type: str
+    description: str | None
+    amount_tokens: int
+    balance_after: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageRow:
+    """Tokens that debits took on one UTC day, for one operation type and model
+    (``model`` is "" when the charge named none)."""
+
+    day: str
+    operation_type: str
+    model: str
+    tokens: int
+    operations: int
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _history_row(row: AnyRow) -> HistoryRow:
+    return HistoryRow(
+        entry_id=int(row.id),
+        transaction_id=str(row.transaction_id),
+        created_at=row.created_at,
+        operation_type=row.operation_type,
+        description=row.description,
+        amount_tokens=int(row.amount_tokens),
+        balance_after=int(row.balance_after),
+    )
+
+
+def _usage_row(row: AnyRow) -> UsageRow:
+    return UsageRow(
+        day=str(row.day),
+        operation_type=row.operation_type,
+        model=str(row.model),
+        tokens=int(row.tokens),
+        operations=int(row.operations),
+    )
+
+
+def _check_page(limit: int, offset: int) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidInput("limit", f"must be a whole number from 1 to {MAX_PAGE_SIZE}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= MAX_OFFSET:
+        raise InvalidInput("offset", f"must be a whole number from 0 to {MAX_OFFSET:,}")
+
+
+class UserPages:
+    """The pages' reads over one TokenService. Keep one per process: it remembers
+    the usage of finished days (the ledger is append-only and stamped with the
+    writer's clock, so a day that has ended gains no rows)."""
+
+    def __init__(self, tokens: TokenService) -> None:
+        self.tokens = tokens
+        self._finished_days: OrderedDict[tuple[int, str, str], list[UsageRow]] = OrderedDict()
+
+    async def figures(self, user_id: str) -> tuple[int, int] | None:
+        """(balance, held) of the user's wallet: one indexed row, cheap to poll."""
+        validate_user_id(user_id)
+        async with read_transaction(await self.tokens.engine()) as conn:
+            return await repo.wallet_figures(conn, user_id)
+
+    async def history(
+        self, user_id: str, filters: HistoryFilters, *, limit: int, offset: int
+    ) -> list[HistoryRow] | None:
+        """A page of the wallet's entries, newest first (None without a wallet)."""
+        validate_user_id(user_id)
+        _check_page(limit, offset)
+        async with read_transaction(await self.tokens.engine()) as conn:
+            wallet_id = await repo.wallet_id_of(conn, user_id)
+            if wallet_id is None:
+                return None
+            rows = await repo.history_page(
+                conn,
+                wallet_id,
+                operation_type=filters.operation_type,
+                start=filters.start,
+                end=filters.end,
+                limit=limit,
+                offset=offset,
+            )
+        return [_history_row(row) for row in rows]
+
+    def history_chunks(
+        self, user_id: str, filters: HistoryFilters, *, chunk: int = EXPORT_CHUNK
+    ) -> AsyncIterator[list[HistoryRow]]:
+        """The whole filtered history, newest first, a chunk per short read (an export
+        never holds a connection or a snapshot while its client downloads). Checked
+        now, not when the first chunk is asked for: a streamed answer has started by
+        then."""
+        validate_user_id(user_id)
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or not 1 <= chunk <= MAX_CHUNK:
+            raise InvalidInput("chunk", f"must be a whole number from 1 to {MAX_CHUNK:,}")
+        return self._chunks(user_id, filters, chunk)
+
+    async def _chunks(
+        self, user_id: str, filters: HistoryFilters, chunk: int
+    ) -> AsyncIterator[list[HistoryRow]]:
+        engine = await self.tokens.engine()
+        async with read_transaction(engine) as conn:
+            wallet_id = await repo.wallet_id_of(conn, user_id)
+        after: tuple[datetime, int] | None = None
+        while wallet_id is not None:
+            async with read_transaction(engine) as conn:
+                rows = await repo.history_chunk(
+                    conn,
+                    wallet_id,
+                    operation_type=filters.operation_type,
+                    start=filters.start,
+                    end=filters.end,
+                    after=after,
+                    limit=chunk,
+                )
+            if not rows:
+                return
+            yield [_history_row(row) for row in rows]
+            after = (rows[-1].created_at, int(rows[-1].id))
+
+    async def usage(self, user_id: str, days: int) -> list[UsageRow] | None:
+        """Usage of the last ``days`` UTC days, today included, by day, operation type
+        and model (None without a wallet). Finished days are read once per process;
+        today is read every time."""
+        validate_user_id(user_id)
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_USAGE_DAYS:
+            raise InvalidInput("days", f"a whole number from 1 to {MAX_USAGE_DAYS}")
+        today = self.tokens.clock().astimezone(UTC).date()
+        first = today - timedelta(days=days - 1)
+        async with read_transaction(await self.tokens.engine()) as conn:
+            wallet_id = await repo.wallet_id_of(conn, user_id)
+            if wallet_id is None:
+                return None
+            key = (wallet_id, first.isoformat(), today.isoformat())
+            finished = self._finished_days.get(key)
+            if finished is None:
+                rows = await repo.usage_by_day(conn, wallet_id, _midnight(first))
+                return self._remember(key, [_usage_row(row) for row in rows])
+            rows = await repo.usage_by_day(conn, wallet_id, _midnight(today))
+        self._finished_days.move_to_end(key)
+        return finished + [_usage_row(row) for row in rows]
+
+    def _remember(self, key: tuple[int, str, str], rows: list[UsageRow]) -> list[UsageRow]:
+        self._finished_days[key] = [row for row in rows if row.day < key[2]]
+        while len(self._finished_days) > USAGE_CACHE_WALLETS:
+            self._finished_days.popitem(last=False)
+        return rows
