@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, case, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -273,3 +273,41 @@ async def finish_recharge(
 async def recharge_rows(conn: AsyncConnection, wallet_id: int) -> list[AnyRow]:
     query = select(recharges).where(recharges.c.wallet_id == wallet_id).order_by(recharges.c.id)
     return list((await conn.execute(query)).all())
+
+
+# --- the admin dashboard's figures -----------------------------------------------------------
+
+
+def _count_where(condition: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+
+async def paid_purchase_totals(conn: AsyncConnection, since: datetime) -> list[AnyRow]:
+    """Per currency, over paid purchases: (currency, purchases, buyers, cents,
+    refunded_cents, recent: those paid since ``since``). One aggregate statement."""
+    query = (
+        select(
+            purchases.c.currency,
+            func.count().label("purchases"),
+            func.count(func.distinct(purchases.c.user_id)).label("buyers"),
+            func.sum(purchases.c.amount_cents).label("cents"),
+            func.sum(purchases.c.refunded_cents).label("refunded_cents"),
+            _count_where(purchases.c.paid_at >= since).label("recent"),
+        )
+        .where(purchases.c.status == "paid")
+        .group_by(purchases.c.currency)
+        .order_by(purchases.c.currency)
+    )
+    return list((await conn.execute(query)).all())
+
+
+async def recharge_counts(conn: AsyncConnection) -> dict[str, int]:
+    """How many auto-recharges are in each status."""
+    query = select(recharges.c.status, func.count()).group_by(recharges.c.status)
+    return {row[0]: int(row[1]) for row in await conn.execute(query)}
+
+
+async def event_counts(conn: AsyncConnection) -> dict[str, int]:
+    """How many Stripe events were taken in with each outcome (applied, ignored)."""
+    query = select(events.c.outcome, func.count()).group_by(events.c.outcome)
+    return {row[0]: int(row[1]) for row in await conn.execute(query)}
