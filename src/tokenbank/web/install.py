@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from tokenbank.web import routes_auth, routes_tokens, routes_widget
+from tokenbank.web import routes_admin, routes_auth, routes_tokens, routes_widget
 from tokenbank.web.auth import PageRefused, SignInRequired, current
 from tokenbank.web.templating import WEB_ROOT, page
 
@@ -39,5 +39,6 @@ def install_pages(app: FastAPI) -> None:
     app.mount(STATIC_PATH, StaticFiles(directory=WEB_ROOT / "static"), name="static")
     app.add_exception_handler(SignInRequired, _sign_in_first)
     app.add_exception_handler(PageRefused, _refused)
+    app.include_router(routes_admin.router)
     for router in (routes_auth.router, routes_auth.api_router, routes_widget.router):
         app.include_router(router)
