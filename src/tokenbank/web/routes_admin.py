@@ -32,6 +32,7 @@ from tokenbank.web.admin_forms import (
 )
 from tokenbank.web.admin_reads import load_dashboard, wallet_listing, wallet_owner
 from tokenbank.web.auth import PageAdmin
+from tokenbank.web.routes_tokens import PLOTLY_PATH
 from tokenbank.web.templating import page
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -48,14 +49,6 @@ ADMIN_GRANT = "admin_grant"
 # them apart from every app's keys (decision 4).
 GRANT_SCOPE = "web:admin-grant"
 GRANT_KEY_LENGTH = 64
-# The user pages serve Plotly from its package at this path; the chart is drawn only
-# where they do, and the day table stands in otherwise.
-PLOTLY_PATH = "/static/vendor/plotly.min.js"
-
-
-def _plotly_src(request: Request) -> str | None:
-    served = any(getattr(route, "path", None) == PLOTLY_PATH for route in request.app.routes)
-    return PLOTLY_PATH if served else None
 
 
 async def _plan_names(request: Request) -> list[str]:
@@ -83,7 +76,8 @@ async def dashboard(request: Request, signed_in: PageAdmin) -> Response:
         plans=await _plan_names(request),
         no_plan=NO_PLAN,
         more_link="/admin/accounts",
-        plotly_src=_plotly_src(request),
+        # Plotly as the user pages serve it from its package (one copy for both).
+        plotly_src=PLOTLY_PATH,
     )
 
 

@@ -1,13 +1,16 @@
-// Draws the dashboard's 30-day chart with the vendored Plotly (served from this
-// machine), from the JSON the page carries in #daily-data. The same figures are in
-// the table under the chart, for screen readers and when this does not run.
+// Draws the dashboard's 30-day chart with Plotly as tokenbank serves it (from this
+// machine), from the JSON the page carries in #daily-data, then folds the table of the
+// same figures under it. Without Plotly (or JavaScript) the chart stays hidden and the
+// table open.
 (function () {
   "use strict";
   var source = document.getElementById("daily-data");
   var target = document.getElementById("daily-chart");
+  var table = document.getElementById("days-table");
   if (!source || !target || typeof window.Plotly === "undefined") {
     return;
   }
+  target.hidden = false;
   var days = JSON.parse(source.textContent || "[]");
   var x = days.map(function (d) { return d.day; });
   var traces = [
@@ -25,4 +28,7 @@
     plot_bgcolor: "rgba(0,0,0,0)"
   };
   window.Plotly.newPlot(target, traces, layout, { displaylogo: false, responsive: true });
+  if (table) {
+    table.open = false;
+  }
 })();
