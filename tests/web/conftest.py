@@ -16,6 +16,10 @@ them, and the browser lives for the session, so that loop is the session's: ever
 test and fixture here runs in it (``pytest_collection_modifyitems`` marks the tests; a
 new async fixture here needs ``@pytest_asyncio.fixture(loop_scope="session")``).
 
+Ask for ``live_server`` before ``page`` (``live_server: LiveServer, page: Page``):
+fixtures end in reverse order, so the page closes before the server stops; the other
+way round, a page still streaming the live balance sees its stream cut and logs it.
+
 Why SQLite only: the pages are drawn from services whose every query already runs on
 both engines in the rest of the suite; a browser test checks what the page shows and
 sends, and running each twice would double the slowest tests for nothing they can find.
