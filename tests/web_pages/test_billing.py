@@ -158,10 +158,14 @@ async def test_forms_without_the_csrf_token_are_refused(site: Site) -> None:
     assert await settings_rows(site) == 0
 
 
-async def test_a_card_stripe_refuses_is_a_400(site: Site) -> None:
-    answer = await site.post(site.alice, "/settings/billing/card", {"payment_method_id": "pm_nope"})
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [("pm_nope", "Card: Stripe refused the card"), ("  ", "Card: no card was given")],
+)
+async def test_a_card_that_is_not_one_is_a_400(site: Site, method: str, message: str) -> None:
+    answer = await site.post(site.alice, "/settings/billing/card", {"payment_method_id": method})
 
-    assert answer.status_code == 400 and "Card: Stripe refused the card" in answer.text
+    assert answer.status_code == 400 and message in answer.text
     assert await settings_rows(site) == 0
 
 

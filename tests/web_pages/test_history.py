@@ -105,6 +105,8 @@ async def test_nobody_sees_another_wallets_history(history: Site) -> None:
     [
         ("type=Not%20A%20Type!", "Type: must be lower case letters"),
         ("from=2026-13-01", "From: a date as YYYY-MM-DD"),
+        ("to=9999-12-31", "To: a date from 1970-01-01 to 9998-12-31"),
+        ("from=0001-01-01", "From: a date from 1970-01-01"),
         ("to=yesterday", "To: a date as YYYY-MM-DD"),
         ("from=2026-01-04&to=2026-01-01", "From: must not be after the last day"),
         ("page=0", "page: a page number from 1 to 10,000"),

@@ -22,6 +22,8 @@ MAX_OFFSET = 1_000_000
 MAX_USAGE_DAYS = 366
 EXPORT_CHUNK = 1_000
 MAX_CHUNK = 10_000
+FIRST_DAY = date(1970, 1, 1)
+LAST_DAY = date(9998, 12, 31)
 # Wallets whose finished days of usage are kept in memory, per process.
 USAGE_CACHE_WALLETS = 1_024
 
@@ -40,8 +42,13 @@ class HistoryFilters:
             validate_operation_type(self.operation_type)
         for name in ("first_day", "last_day"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, datetime) or not isinstance(value, date)):
+            if value is None:
+                continue
+            if isinstance(value, datetime) or not isinstance(value, date):
                 raise InvalidInput(name, "must be a date")
+            # The day after the last one must exist too (9999-12-31 has none).
+            if not FIRST_DAY <= value <= LAST_DAY:
+                raise InvalidInput(name, f"a date from {FIRST_DAY} to {LAST_DAY}")
         if self.first_day and self.last_day and self.first_day > self.last_day:
             raise InvalidInput("first_day", "must not be after the last day")
 

@@ -1,4 +1,4 @@
-"""The signed-in user's billing settings: auto-recharge (seed 004), the saved card
+"""The signed-in user's billing settings: auto-recharge (decision 14), the saved card
 (a SetupIntent confirmed with Stripe.js), and past purchases with their receipts."""
 
 from __future__ import annotations
@@ -182,8 +182,11 @@ async def save_card(
     """Keep the card a confirmed SetupIntent holds (its webhook saves it too)."""
     if signed_in.user_id is None:
         return no_wallet(request, signed_in, status_code=400)
+    method = payment_method_id.strip()[:256]
     try:
-        await _recharges(request).save_card(signed_in.user_id, payment_method_id.strip()[:256])
+        if not method:
+            raise InvalidInput("paymentMethodId", "no card was given: add one with the card form")
+        await _recharges(request).save_card(signed_in.user_id, method)
     except InvalidInput as bad:
         return await _billing_page(request, signed_in, status_code=400, error=refusal_text(bad))
     except (PaymentProviderError, PaymentsNotConfigured):

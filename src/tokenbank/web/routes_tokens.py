@@ -37,8 +37,8 @@ PROVIDER_FAILED = "Stripe could not start the checkout. Nothing was charged: try
 
 
 def alert_level(available: int, settings: Settings) -> str | None:
-    """Seed 004's alerts: critical (red) below the critical threshold, a warning
-    (yellow) below the low-balance one."""
+    """The low-balance alerts: critical (red) below the critical threshold, a
+    warning (yellow) below the low-balance one."""
     if available < settings.critical_balance_tokens:
         return "critical"
     if available < settings.low_balance_tokens:

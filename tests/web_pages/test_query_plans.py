@@ -1,0 +1,116 @@
+"""The pages' reads walk indexes that start with the wallet, whatever the wallet's
+size: SQLite's plan for each statement they run, captured as they run it.
+
+Without statistics SQLite once answered the history's join through
+(wallet_id, id), walking every entry of the wallet for each transaction: 13 s for a
+page of a 100,000-entry wallet. PostgreSQL plans by statistics, so its plans are
+measured (tests/web_pages/measure_pages.py), not pinned here."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from tokenbank import ManualClock, TokenService
+from tokenbank.ledger.pages import HistoryFilters, UserPages
+
+
+@pytest.fixture
+async def sqlite_service(sqlite_template: Path, tmp_path: Path) -> AsyncIterator[TokenService]:
+    path = tmp_path / "plans.db"
+    shutil.copyfile(sqlite_template, path)
+    clock = ManualClock(datetime(2026, 1, 10, tzinfo=UTC))
+    async with TokenService(
+        f"sqlite+aiosqlite:///{path}", clock=clock, welcome_bonus_tokens=0, auto_migrate=False
+    ) as service:
+        await service.open_wallet("alice")
+        await service.credit("alice", amount=100, operation_type="bonus")
+        await service.debit("alice", amount=1, metadata={"model": "gpt-4o"})
+        yield service
+
+
+async def plans_of(service: TokenService, read: Any) -> list[str]:
+    """The plan of every SELECT that ``read()`` runs."""
+    statements: list[tuple[str, Any]] = []
+    engine = await service.engine()
+
+    def capture(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        if sql.lstrip().upper().startswith("SELECT"):
+            statements.append((sql, params))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        await read()
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", capture)
+    plans = []
+    async with engine.connect() as conn:
+        for sql, params in statements:
+            rows = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+            plans.append("\n".join(str(row[-1]) for row in rows))
+    assert plans, "the read ran no SELECT"
+    return plans
+
+
+FILTERS = [
+    HistoryFilters(),
+    HistoryFilters(operation_type="usage"),
+    HistoryFilters(first_day=date(2026, 1, 1), last_day=date(2026, 1, 9)),
+]
+
+
+@pytest.mark.parametrize("filters", FILTERS)
+async def test_the_history_page_and_export_use_the_wallets_indexes(
+    sqlite_service: TokenService, filters: HistoryFilters
+) -> None:
+    pages = UserPages(sqlite_service)
+
+    async def page() -> None:
+        await pages.history("alice", filters, limit=51, offset=50)
+
+    async def export() -> None:
+        async for _ in pages.history_chunks("alice", filters, chunk=1):
+            pass
+
+    for plan in await plans_of(sqlite_service, page) + await plans_of(sqlite_service, export):
+        assert_indexed(plan)
+
+
+async def test_usage_and_the_polled_figures_use_the_wallets_indexes(
+    sqlite_service: TokenService,
+) -> None:
+    pages = UserPages(sqlite_service)
+
+    async def usage() -> None:
+        await pages.usage("alice", 30)
+
+    async def figures() -> None:
+        await pages.figures("alice")
+
+    for plan in await plans_of(sqlite_service, usage):
+        assert_indexed(plan)
+    [polled] = await plans_of(sqlite_service, figures)
+    assert "SEARCH wallets USING INDEX" in polled
+
+
+def assert_indexed(plan: str) -> None:
+    assert "SCAN ledger_" not in plan, plan
+    if "ledger_transactions" in plan:
+        assert "USING INDEX ix_ledger_transactions_wallet_created (wallet_id=?" in plan, plan
+    if "ledger_entries" in plan:
+        assert "USING INDEX ix_ledger_entries_transaction_id (transaction_id=?)" in plan, plan
+
+
+async def test_the_check_sees_a_scan(sqlite_service: TokenService) -> None:
+    # A positive control: a plan that scans the entries fails the check.
+    async with (await sqlite_service.engine()).connect() as conn:
+        rows = await conn.execute(text("EXPLAIN QUERY PLAN SELECT * FROM ledger_entries"))
+        plan = "\n".join(str(row[-1]) for row in rows)
+    with pytest.raises(AssertionError):
+        assert_indexed(plan)
