@@ -267,6 +267,9 @@ async def live_server(database_url: str, stripe_front: StripeFront) -> AsyncIter
             "public_url": url,
             "welcome_bonus_tokens": 0,
             "hold_sweep_interval_seconds": 0,
+            # Stripe.js lives on js.stripe.com, which nothing here may reach: the card
+            # form says it is unavailable, as it would offline.
+            "stripe_js_url": "",
         }
     )
     app = create_app(settings)
