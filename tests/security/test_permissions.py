@@ -60,6 +60,13 @@ class World:
         await services.plans.set_user_plan(ALICE, PLAN)
         await services.tokens.set_operation_cost(COST, 10)
         await (await services.payments.packs()).seed_defaults()
+        # Alice signed in: GET /api/session answers for her forwarded cookie (option A);
+        # the API's other routes ignore cookies.
+        account = await services.accounts.create(
+            "alice@example.com", "alice's password", user_id=ALICE
+        )
+        session = await services.accounts.start_session(account)
+        self.s.client.cookies.set("tb_session", session.token, domain="tokenbank.test")
 
     async def hold(self) -> str:
         result = await self.s.tokens.hold(ALICE, 5, ttl_seconds=3600)
@@ -196,6 +203,10 @@ async def _delete_model(world: World) -> Request:
         model, input_tokens_per_unit=1, output_tokens_per_unit=2
     )
     return f"/api/admin/models/{model}", None
+
+
+async def _session(world: World) -> Request:
+    return "/api/session", None
 
 
 async def _checkout(world: World) -> Request:
@@ -365,6 +376,9 @@ ENDPOINTS = [
         200,
         fixed("/api/admin/renewals/run", {"dryRun": True}),
     ),
+    # Option A (decision 17): any key that reads; no forwarded session answers 401,
+    # so the matrix sends alice's (seeded by World.seed).
+    Endpoint("GET", "/api/session", "read", 200, _session),
     # Payments (decision 14): buying needs the payments scope; the packs are read.
     Endpoint("GET", "/api/packs", "read", 200, fixed("/api/packs")),
     Endpoint("POST", "/api/checkout", "payments", 200, _checkout),
@@ -412,6 +426,7 @@ PUBLIC = {
 }
 # Stripe's webhook: no key, a signature instead (decision 14).
 SIGNED = {("POST", "/api/stripe/webhook")}
+WIDGET = {("GET", "/api/widget/balance"), ("OPTIONS", "/api/widget/balance")}
 # Credentials refused with 401, in both headers: name -> headers.
 UNAUTHORIZED = ("none", "wrong", "malformed", "too-long", "revoked", "expired")
 # Keys with every scope, which every endpoint accepts.
@@ -471,7 +486,12 @@ def test_the_matrix_covers_every_endpoint() -> None:
         for method in (route.methods or ())
         if method != "HEAD"
     }
-    assert served - PUBLIC - SIGNED == in_matrix
+    # Under /api/, every served route is in the matrix. The pages (sessions, not keys:
+    # tests/web_pages, tests/web_admin) and the widget (a session or a user JWT, from a
+    # registered origin: tests/accounts/test_widget.py) answer to people, not apps.
+    api_served = {(method, path) for method, path in served if path.startswith("/api/")}
+    assert api_served - SIGNED - WIDGET == in_matrix
+    assert {path for _, path in served - api_served} >= {"/tokens", "/admin/tokens", "/login"}
 
 
 def _routes(app: Any) -> list[Any]:

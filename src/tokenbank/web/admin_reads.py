@@ -1,4 +1,4 @@
-"""What the admin pages read: the dashboard's figures (seed 004, sections 8 and 11) in
+"""What the admin pages read: the dashboard's figures (the billing defaults' admin statistics) in
 one snapshot, the wallets list a page at a time, one wallet with its owner.
 
 Each figure is an aggregate the database computes (``ledger/repository/admin_stats.py``

@@ -1,4 +1,4 @@
-"""The admin dashboard (seed 004, "/admin/tokens"): the figures, the wallets with their
+"""The admin dashboard (the billing defaults' "/admin/tokens"): the figures, the wallets with their
 filters, one wallet with a grant form, and the audit log. Settings, packs, plans and
 apps are in ``routes_admin_config`` and come in with this router.
 
