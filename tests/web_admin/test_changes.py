@@ -385,3 +385,42 @@ async def test_the_audit_log_is_newest_first_and_paged(site: Site) -> None:
     assert "target-04" in second
     assert "target-05" not in second
     assert "{&#34;n&#34;:0}" in second
+
+
+# --- features ------------------------------------------------------------------------------
+
+
+async def test_a_superadmin_edits_a_feature_with_audit_and_bad_input_writes_nothing(
+    site: Site,
+) -> None:
+    await site.services.plans.create_feature(
+        "summarize", name="Summarize", rule={"type": "fixed", "tokens": 3}
+    )
+    root = await site.sign_in_as("superadmin")
+    page = await site.client.get("/admin/plans")
+    assert 'action="/admin/features/summarize"' in page.text
+    form = {
+        "name": "Summarize text",
+        "rule": '{"type": "fixed", "tokens": 5}',
+        "min_balance_tokens": "100",
+        "hold_tokens": "",
+        "profit_percent": "20",
+    }
+    assert (await site.post("/admin/features/summarize", form, root.csrf_token)).status_code == 303
+    feature = await site.services.plans.get_feature("summarize")
+    assert (feature.name, feature.min_balance_tokens, feature.pricing_version) == (
+        "Summarize text",
+        100,
+        2,
+    )
+    (entry,) = [row for row in await site.audit_rows() if row.action == "feature.update"]
+    assert entry.before["rule"] == {"type": "fixed", "tokens": 3}
+    assert entry.after["rule"]["tokens"] == 5
+    for bad in ({"rule": "not json"}, {"rule": '{"type": "nope"}'}, {"min_balance_tokens": "-1"}):
+        answer = await site.post("/admin/features/summarize", {**form, **bad}, root.csrf_token)
+        assert answer.status_code == 400, bad
+    assert (await site.services.plans.get_feature("summarize")).pricing_version == 2
+    viewer = await site.sign_in_as("admin")
+    refused = await site.post("/admin/features/summarize", form, viewer.csrf_token)
+    assert refused.status_code == 403
+    assert 'action="/admin/features/' not in (await site.client.get("/admin/plans")).text

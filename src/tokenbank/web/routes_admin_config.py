@@ -6,6 +6,7 @@ after (never an API key: its display prefix at most).
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Any
 
@@ -20,7 +21,7 @@ from tokenbank.config import MAX_DESCRIPTION_LENGTH
 from tokenbank.db.models import ALLOCATION_POLICIES, API_SCOPES
 from tokenbank.errors import InvalidInput, TokenBankError
 from tokenbank.payments.packs import Pack, PackTerms, validate_pack_id
-from tokenbank.plans.service import PlanView, parse_profit_percent
+from tokenbank.plans.service import FeatureView, PlanView, parse_profit_percent
 from tokenbank.pricing.numbers import decimal_text
 from tokenbank.pricing.schemas import settings_json
 from tokenbank.pricing.service import parse_multiplier
@@ -301,6 +302,55 @@ def _check_price_free(prices: dict[str, str | None], name: str, price: str | Non
         plan != name and stripe_price == price for plan, stripe_price in prices.items()
     ):
         raise InvalidInput("stripe_price_id", "another plan is sold at this Stripe price")
+
+
+# --- features ----------------------------------------------------------------------------------
+
+
+def _feature_values(feature: FeatureView) -> dict[str, Any]:
+    return {
+        "name": feature.name,
+        "rule": feature.rule.model_dump(mode="json"),
+        "min_balance_tokens": feature.min_balance_tokens,
+        "hold_tokens": feature.hold_tokens,
+        "profit_percent": None if feature.profit_percent is None else str(feature.profit_percent),
+    }
+
+
+def _feature_form(fields: dict[str, str]) -> dict[str, Any]:
+    """The feature form as PlanService takes it (it validates the rule and the rest)."""
+    try:
+        rule = json.loads(fields.get("rule", ""))
+    except json.JSONDecodeError:
+        raise InvalidInput("rule", "the pricing rule as JSON") from None
+    if not isinstance(rule, dict):
+        raise InvalidInput("rule", "the pricing rule as a JSON object")
+    profit = fields.get("profit_percent", "").strip()
+    return {
+        "name": required_text(fields, "name", max_length=200),
+        "rule": rule,
+        "min_balance_tokens": whole_number(fields, "min_balance_tokens") or 0,
+        "hold_tokens": whole_number(fields, "hold_tokens"),
+        "profit_percent": profit or None,
+    }
+
+
+@router.post("/features/{feature_id}")
+async def edit_feature(request: Request, feature_id: str, signed_in: SuperadminCsrf) -> Response:
+    services = get_services(request)
+    fields = await form_fields(request)
+    try:
+        wanted = _feature_form(fields)
+        before = _feature_values(await services.plans.get_feature(feature_id))
+        updated = await services.plans.update_feature(feature_id, **wanted)
+    except InvalidInput as bad:
+        return await _plans_page(request, signed_in, status_code=400, error=str(bad))
+    except TokenBankError as error:
+        return refused(request, signed_in, error, back="/admin/plans")
+    old, new = changed(before, _feature_values(updated))
+    if new:
+        await audit(services, signed_in, "feature.update", feature_id, old, new)
+    return done("/admin/plans?saved=1")
 
 
 # --- apps and their keys -----------------------------------------------------------------------
