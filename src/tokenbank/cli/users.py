@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Annotated
 
-import jwt
 import typer
 
+from tokenbank.accounts import user_tokens
 from tokenbank.apps.service import parse_duration_seconds
 from tokenbank.cli._common import DatabaseUrl, group, run, with_plans, with_service
 from tokenbank.cli._errors import BAD_INPUT, expected_errors, fail
@@ -19,9 +20,7 @@ app = group("User wallets.")
 # ``sub`` is the user id; an app holding the same secret verifies it
 # (tokenbank.client.verify_jwt) without calling tokenbank. ``users token`` mints one
 # so that apps can be tested today.
-MIN_JWT_SECRET_BYTES = 32  # HS256 wants a key at least as long as its 256-bit hash
 MAX_USER_TOKEN_TTL_SECONDS = 30 * 24 * 3600
-JWT_ISSUER = "tokenbank"
 
 
 @app.command("create")
@@ -68,9 +67,8 @@ def users_token(
     if not user_id or len(user_id) > MAX_USER_ID_LENGTH:
         fail(f"USER_ID must be 1 to {MAX_USER_ID_LENGTH} characters", BAD_INPUT)
     seconds = token_lifetime_seconds(expires_in)
-    now = int(time.time())
-    claims = {"sub": user_id, "iss": JWT_ISSUER, "iat": now, "exp": now + seconds}
-    typer.echo(jwt.encode(claims, key, algorithm="HS256"))
+    now = datetime.fromtimestamp(int(time.time()), UTC)
+    typer.echo(user_tokens.mint(key, user_id, issued_at=now, lifetime_seconds=seconds))
 
 
 def jwt_signing_key() -> str:
@@ -78,9 +76,9 @@ def jwt_signing_key() -> str:
     secret = Settings().jwt_secret
     if secret is None:
         fail("no JWT secret configured: set TOKENBANK_JWT_SECRET (at least 32 bytes)")
-    key = secret.get_secret_value()
-    if len(key.encode()) < MIN_JWT_SECRET_BYTES:
-        fail(f"TOKENBANK_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes")
+    key = user_tokens.usable_key(secret)
+    if key is None:
+        fail(f"TOKENBANK_JWT_SECRET must be at least {user_tokens.MIN_JWT_SECRET_BYTES} bytes")
     return key
 
 

@@ -317,7 +317,7 @@ class PaymentService:
         fixed = []
         for intent in intents:
             fixed.append(await self._reconcile_one(intent))
-        return [item for item in fixed if item.outcome == "applied" or item.outcome == "refused"]
+        return [item for item in fixed if item.outcome in ("applied", "refused")]
 
     async def _reconcile_one(self, intent: dict[str, Any]) -> Reconciled:
         intent_id = str(intent["id"])

@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-import jwt
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from tokenbank.accounts import user_tokens
 from tokenbank.accounts.errors import AccountExists, SignInRefused
 from tokenbank.accounts.passwords import validate_password
 from tokenbank.accounts.service import NewSession, SignedIn, normalize_email
@@ -36,8 +36,6 @@ from tokenbank.web.templating import page
 
 router = APIRouter(include_in_schema=False)
 api_router = APIRouter(tags=["people"])
-
-MIN_JWT_SECRET_BYTES = 32
 
 
 def _home(signed_in: SignedIn) -> str:
@@ -161,8 +159,8 @@ async def user_token(request: Request, signed_in: CsrfUser) -> dict[str, Any]:
     """Option B: an HS256 JWT for the signed-in user (``sub``, ``email``, ``exp``) that
     apps verify with the shared secret (tokenbank.client.verify_jwt)."""
     settings = get_services(request).settings
-    secret = settings.jwt_secret
-    if secret is None or len(secret.get_secret_value().encode()) < MIN_JWT_SECRET_BYTES:
+    key = user_tokens.usable_key(settings.jwt_secret)
+    if key is None:
         raise ApiError(
             503,
             "user tokens are not configured: set TOKENBANK_JWT_SECRET",
@@ -170,11 +168,12 @@ async def user_token(request: Request, signed_in: CsrfUser) -> dict[str, Any]:
         )
     if signed_in.user_id is None:
         raise ApiError(400, "this account has no wallet to name", code="no_wallet")
-    expires_at = get_services(request).tokens.clock() + timedelta(
-        seconds=settings.user_jwt_ttl_seconds
+    now = get_services(request).tokens.clock()
+    lifetime = settings.user_jwt_ttl_seconds
+    token = user_tokens.mint(
+        key, signed_in.user_id, issued_at=now, lifetime_seconds=lifetime, email=signed_in.email
     )
-    claims = {"sub": signed_in.user_id, "email": signed_in.email, "exp": expires_at}
-    token = jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")
+    expires_at = now + timedelta(seconds=lifetime)
     return {"data": {"token": token, "tokenType": "Bearer", "expiresAt": iso_utc(expires_at)}}
 
 
