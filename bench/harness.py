@@ -26,7 +26,15 @@ from bench.processes import (
     wait_quiet,
 )
 from bench.profiling import Profiler
-from bench.runs import Run, describe_run, run_embedded, run_pgbench, run_wrk, unanswered
+from bench.runs import (
+    Run,
+    describe_run,
+    run_embedded,
+    run_pages,
+    run_pgbench,
+    run_wrk,
+    unanswered,
+)
 from tokenbank.testing.postgres import PostgresServer
 
 Plan = list[tuple[Case, str]]
@@ -270,6 +278,8 @@ class Harness:
         elif case.kind == "embedded":
             url = self.databases[target].url
             run_embedded(run, url, args=self.args, seconds=seconds, profiler=profiler)
+        elif case.kind == "pages":
+            run_pages(run, self.databases[target].url, seconds=seconds)
         else:
             run_pgbench(
                 run,
