@@ -279,7 +279,8 @@ class Harness:
             url = self.databases[target].url
             run_embedded(run, url, args=self.args, seconds=seconds, profiler=profiler)
         elif case.kind == "pages":
-            run_pages(run, self.databases[target].url, seconds=seconds)
+            url = self.databases[target].url
+            run_pages(run, url, entries=self.args.page_entries, seconds=seconds)
         else:
             run_pgbench(
                 run,

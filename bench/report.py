@@ -25,7 +25,7 @@ from bench.runs import Run
 # The options a report records under meta.settings.
 SETTINGS = (
     "workers", "connections", "threads", "duration", "warmup", "repeats", "users",
-    "tasks", "pgbench_scale", "pg_nondurable", "cases", "backends",
+    "tasks", "page_entries", "pgbench_scale", "pg_nondurable", "cases", "backends",
 )  # fmt: skip
 
 

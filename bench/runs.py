@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.cases import CASE_BY_NAME, FEATURE_ID, HOT_USER, PAGE_ENTRIES, Case
+from bench.cases import CASE_BY_NAME, FEATURE_ID, HOT_USER, Case
 from bench.common import BENCH, LUA, PYTHON, REPO, BenchFailure
 from bench.processes import Server, clean_env, reset_peak_rss, status_kib
 from bench.profiling import Profiler
@@ -183,9 +183,9 @@ def run_embedded(
 # --- pages ------------------------------------------------------------------------------
 
 
-def run_pages(run: Run, database_url: str, *, seconds: int) -> None:
+def run_pages(run: Run, database_url: str, *, entries: int, seconds: int) -> None:
     """bench/page_times.py on the database: every page in turn for `seconds`, on a
-    ledger topped up to PAGE_ENTRIES entries. The table's p50 and p99 are the slowest
+    ledger topped up to `entries` entries. The table's p50 and p99 are the slowest
     page's."""
     command = [
         PYTHON,
@@ -194,7 +194,7 @@ def run_pages(run: Run, database_url: str, *, seconds: int) -> None:
         "--database-url",
         database_url,
         "--entries",
-        str(PAGE_ENTRIES),
+        str(entries),
         "--seconds",
         str(seconds),
         "--json",
