@@ -7,6 +7,7 @@ boundary, and the app is responsible for knowing who its user is.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -82,7 +83,7 @@ def validate_scopes(scopes: object) -> tuple[str, ...]:
 LIMIT_FIELDS = ("rate_limit_per_minute", "daily_spend_cap_tokens")
 
 
-def validate_limits(limits: dict[str, object]) -> dict[str, int | None]:
+def validate_limits(limits: Mapping[str, object]) -> dict[str, int | None]:
     """A key's limits to set: each a positive whole number, or None for no limit."""
     unknown = sorted(set(limits) - set(LIMIT_FIELDS))
     if unknown:
@@ -139,7 +140,7 @@ class AppService:
         *,
         scopes: list[str] | tuple[str, ...] = DEFAULT_SCOPES,
         name: str | None = None,
-        limits: dict[str, object] | None = None,
+        limits: Mapping[str, object] | None = None,
     ) -> tuple[AppInfo, str]:
         """Register an app and issue its first key (with ``limits``, see
         :meth:`set_key_limits`); the key is returned only here."""
@@ -188,7 +189,7 @@ class AppService:
         return revoked
 
     async def set_key_limits(
-        self, slug: str, display_prefix: str, limits: dict[str, object]
+        self, slug: str, display_prefix: str, limits: Mapping[str, object]
     ) -> KeyInfo:
         """Set (or with None clear) a live key's rate limit and daily spend cap (issue 14).
 
