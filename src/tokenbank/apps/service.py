@@ -7,8 +7,8 @@ boundary, and the app is responsible for knowing who its user is.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
