@@ -15,6 +15,7 @@ Refunds do not give back to the counter (what was spent was spent that day).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,6 +34,15 @@ def cap_of(op: Operation) -> SpendCap | None:
     if isinstance(op, Debit | PlaceHold | CaptureHold):
         return op.spend_cap
     return None
+
+
+async def lock_counters(
+    conn: AsyncConnection, operations: Sequence[Operation], now: datetime
+) -> None:
+    """Before a batch locks any wallet: lock the day's counters its capped operations use."""
+    caps = {cap.key_id: cap.cap_tokens for op in operations if (cap := cap_of(op)) is not None}
+    if caps:
+        await repo.lock_days(conn, day=utc_day(now), caps=caps)
 
 
 async def over_cap(

@@ -196,6 +196,7 @@ class LedgerWriter:
     ) -> list[LedgerResult]:
         results: dict[int, LedgerResult] = {}
         remaining = list(range(len(operations)))
+        await spend_caps.lock_counters(conn, operations, now)
         fast = _kernel_operations(operations)
         if use_kernel and fast:
             results, deferred = await apply_fast(conn, fast, now)

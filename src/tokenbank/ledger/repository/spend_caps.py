@@ -49,3 +49,27 @@ async def spent_on(conn: AsyncConnection, *, key_id: int, day: date) -> int:
         daily_spend.c.key_id == key_id, daily_spend.c.day == day
     )
     return int((await conn.execute(statement)).scalar() or 0)
+
+
+async def lock_days(conn: AsyncConnection, *, day: date, caps: dict[int, int]) -> None:
+    """Lock the day's counter rows of ``caps`` (key id -> cap), in key order, making
+    any that is missing (PostgreSQL; SQLite has one writer).
+
+    A batch takes them before any wallet, so that two batches never wait on each
+    other's counter and wallet in opposite orders (a deadlock PostgreSQL would break by
+    failing one of them).
+    """
+    if is_sqlite(conn) or not caps:
+        return
+    rows = [
+        {"key_id": key_id, "day": day, "spent_tokens": 0, "cap_tokens": cap}
+        for key_id, cap in sorted(caps.items())
+    ]
+    await conn.execute(postgresql.insert(daily_spend).on_conflict_do_nothing(), rows)
+    statement = (
+        select(daily_spend.c.key_id)
+        .where(daily_spend.c.key_id.in_(sorted(caps)), daily_spend.c.day == day)
+        .order_by(daily_spend.c.key_id)
+        .with_for_update()
+    )
+    await conn.execute(statement)
