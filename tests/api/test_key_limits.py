@@ -21,6 +21,7 @@ from tokenbank.apps.repository import request_counts
 from tokenbank.cli import app as cli
 from tokenbank.db.engine import read_transaction
 from tokenbank.db.models import API_SCOPES
+from tokenbank.errors import InvalidInput
 from tokenbank.ledger.repository.spend_caps import daily_spend
 
 DEDUCT = "/api/tokens/deduct"
@@ -406,3 +407,22 @@ def test_the_cli_sets_limits_and_refuses_bad_ones(database_url: str) -> None:
         ],
     )
     assert unknown.exit_code != 0
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"rate_limit_per_minute": 0},
+        {"rate_limit_per_minute": 2.0},
+        {"rate_limit_per_minute": False},
+        {"daily_spend_cap_tokens": -3},
+        {"daily_spend_cap_tokens": "10"},
+        {"burst_per_second": 5},
+    ],
+)
+async def test_the_service_refuses_bad_limits_before_writing(
+    api: Api, limits: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidInput):
+        await api.services.apps.create_app("bad", limits=limits)
+    assert "bad" not in {info.slug for info in await api.services.apps.list_apps()}
