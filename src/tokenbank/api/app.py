@@ -17,6 +17,8 @@ from tokenbank.api.handlers import install_error_handlers
 from tokenbank.api.limits import RequestLimitsMiddleware
 from tokenbank.api.routes import costs, estimate, health, token_process, tokens, users
 from tokenbank.api.state import Services
+from tokenbank.apps import routes as apps_routes
+from tokenbank.apps.rate_limits import RateLimiter
 from tokenbank.apps.service import AppService, Principal
 from tokenbank.clock import Clock, system_clock
 from tokenbank.config import Settings, get_settings
@@ -113,6 +115,7 @@ def create_app(
             payments=PaymentService(tokens, pricing=pricing),
             accounts=AccountService(engine, settings=settings, clock=clock),
             env_principal=env_principal,
+            rate_limiter=RateLimiter(engine, clock=clock),
         )
         app.state.services = services
         if freeze_heap_after_start:  # the engine exists (above): its heap is frozen too
@@ -167,6 +170,7 @@ def create_app(
         payments_routes.router,
         payments_routes.admin,
         recharge_routes.router,
+        apps_routes.router,
     ):
         app.include_router(router)
     return app
