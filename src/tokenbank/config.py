@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     )
 
     database_url: str = DEFAULT_DATABASE_URL
+    # A read replica (a PostgreSQL hot standby) for history, statistics, dashboards and
+    # exports; everything that decides money stays on database_url. None: all on one.
+    read_database_url: str | None = None
     # FULL makes every commit durable across power loss; NORMAL in WAL mode may
     # lose the last commits on power loss (never on a process crash).
     sqlite_synchronous: SqliteSynchronous = "FULL"

@@ -31,6 +31,7 @@ from tokenbank.config import (
 )
 from tokenbank.db.engine import create_engine, read_transaction, write_transaction
 from tokenbank.db.migrate import upgrade
+from tokenbank.db.reads import ReadHandle
 from tokenbank.errors import IdempotencyConflict, InvalidInput
 from tokenbank.ledger.accounts import RESERVED_OPERATION_TYPES, USAGE
 from tokenbank.ledger.costs import CostTable
@@ -123,7 +124,8 @@ def _validate_period(start_date: datetime | None, end_date: datetime | None) -> 
 
 
 class LedgerView:
-    """Read access to one user's history (the embedded API's ``getLedger()``)."""
+    """Read access to one user's history (the embedded API's ``getLedger()``), from the
+    read replica when one is configured (it may be a little behind the primary)."""
 
     def __init__(self, service: TokenService) -> None:
         self._service = service
@@ -143,7 +145,7 @@ class LedgerView:
         if operation_type is not None:
             validate_operation_type(operation_type)
         _validate_period(start_date, end_date)
-        async with read_transaction(await self._service.engine()) as conn:
+        async with read_transaction((await self._service.reads()).engine) as conn:
             return await queries.user_entries(
                 conn,
                 user_id,
@@ -162,7 +164,7 @@ class LedgerView:
     ) -> UserStatistics:
         validate_user_id(user_id)
         _validate_period(start_date, end_date)
-        async with read_transaction(await self._service.engine()) as conn:
+        async with read_transaction((await self._service.reads()).engine) as conn:
             return await queries.user_statistics(
                 conn, user_id, start_date=start_date, end_date=end_date
             )
@@ -186,10 +188,13 @@ class TokenService:
         metrics_callback: MetricsCallback | None = None,
         welcome_bonus_tokens: int | None = None,
         auto_migrate: bool = True,
+        read_database_url: str | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self._database_url = database_url or self.settings.database_url
+        self._read_database_url = read_database_url or self.settings.read_database_url
         self._engine = engine
+        self._reads: ReadHandle | None = None
         self._owns_engine = engine is None
         self.clock = clock
         self._cache_invalidation_callback = cache_invalidation_callback
@@ -211,6 +216,16 @@ class TokenService:
             await self._start()
         assert self._engine is not None  # set by _start
         return self._engine
+
+    async def reads(self) -> ReadHandle:
+        """Where history, statistics, dashboards and exports are read: the replica of
+        ``TOKENBANK_READ_DATABASE_URL``, else the primary. Never for what decides money."""
+        engine = await self.engine()
+        if self._reads is None:
+            url = self._read_database_url
+            replica = create_engine(url, self.settings) if url else None
+            self._reads = ReadHandle(engine, replica)
+        return self._reads
 
     async def _start(self) -> None:
         async with self._ready:
@@ -241,6 +256,9 @@ class TokenService:
             await self._committer.wait_idle()
         if self._engine is not None and self._owns_engine:
             await self._engine.dispose()
+        reads, self._reads = self._reads, None
+        if reads is not None:
+            await reads.dispose()
         self._started = False
 
     async def __aenter__(self) -> Self:
