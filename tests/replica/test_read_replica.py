@@ -24,12 +24,15 @@ from tokenbank import TokenService
 from tokenbank.api.app import create_app
 from tokenbank.api.state import Services
 from tokenbank.config import Settings
-from tokenbank.db.reads import Freshness
+from tokenbank.db.reads import Freshness, ReadHandle
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.pages import HistoryFilters, UserPages
 from tokenbank.web.auth import SESSION_COOKIE
 
 BASE_URL = "http://tokenbank.test"
+# Short, so that a paused replica soon counts as behind; long enough that WAL the
+# primary writes between a catch-up and a page (a session's touch) does not.
+LAG_TOLERANCE_SECONDS = 1.0
 BEHIND = re.compile(r"Figures as of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
 
 
@@ -52,6 +55,7 @@ async def site_over(replica: Replicated) -> AsyncIterator[Site]:
         read_database_url=replica.replica_url,
         welcome_bonus_tokens=0,
         hold_sweep_interval_seconds=0,
+        read_lag_tolerance_seconds=LAG_TOLERANCE_SECONDS,
         public_url=BASE_URL,
     )
     app = create_app(settings)
@@ -142,7 +146,7 @@ async def test_a_lagging_replica_shows_older_figures_and_says_so(replica: Replic
 
 async def _until_behind(site: Site) -> Freshness:
     reads = await site.tokens.reads()
-    for _ in range(200):
+    for _ in range(500):
         freshness = await reads.freshness()
         if freshness.behind:
             assert freshness.as_of is not None
@@ -237,3 +241,16 @@ async def test_admin_pages_read_the_replica_and_say_when_it_lags(
             await _until_behind(site)
             behind = await root.get(path)
             assert behind.status_code == 200 and BEHIND.search(behind.text), behind.text
+
+
+async def test_lag_within_the_tolerance_counts_as_current(replica: Replicated) -> None:
+    async with site_over(replica) as site:
+        replica.catch_up()
+        replica.pause()
+        assert (await site.tokens.debit("alice", amount=1)).success
+        await _until_behind(site)  # beyond 1 s: behind...
+        primary = await site.tokens.engine()
+        replica_engine = (await site.tokens.reads()).engine
+        patient = ReadHandle(primary, replica_engine, lag_tolerance_seconds=3_600)
+        assert await patient.freshness() == Freshness(behind=False)  # ...within an hour: not
+        assert await ReadHandle(primary).freshness() == Freshness(behind=False)

@@ -24,10 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tokenbank.db.engine import read_transaction
 
 # On a standby: has WAL arrived that is not applied yet, and when was the last
-# transaction applied committed. On a primary both functions answer NULL.
+# transaction applied committed. On a primary both functions answer NULL. A busy,
+# healthy replica is always a few milliseconds behind: it counts as behind only when
+# its last replayed commit is older than the tolerance too.
 _REPLAY_STATE = text(
     "SELECT pg_is_in_recovery() AS standby,"
-    " COALESCE(pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn(), false) AS behind,"
+    " COALESCE(pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn(), false)"
+    " AND COALESCE(clock_timestamp() - pg_last_xact_replay_timestamp()"
+    " > make_interval(secs => :tolerance_seconds), true) AS behind,"
     " pg_last_xact_replay_timestamp() AS replayed_at"
 )
 
@@ -57,9 +61,16 @@ CURRENT = Freshness(behind=False)
 class ReadHandle:
     """The engine history reads use, and how fresh what it answers is."""
 
-    def __init__(self, primary: AsyncEngine, replica: AsyncEngine | None = None) -> None:
+    def __init__(
+        self,
+        primary: AsyncEngine,
+        replica: AsyncEngine | None = None,
+        *,
+        lag_tolerance_seconds: float = 0.0,
+    ) -> None:
         self._primary = primary
         self._replica = replica
+        self._lag_tolerance_seconds = lag_tolerance_seconds
 
     @property
     def engine(self) -> AsyncEngine:
@@ -74,7 +85,8 @@ class ReadHandle:
         if self._replica is None or self._replica.dialect.name != "postgresql":
             return CURRENT
         async with read_transaction(self._replica) as conn:
-            row = (await conn.execute(_REPLAY_STATE)).one()
+            tolerance = {"tolerance_seconds": self._lag_tolerance_seconds}
+            row = (await conn.execute(_REPLAY_STATE, tolerance)).one()
         if not row.standby or not row.behind:
             return CURRENT
         return Freshness(behind=True, as_of=row.replayed_at)

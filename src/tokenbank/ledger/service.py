@@ -224,7 +224,8 @@ class TokenService:
         if self._reads is None:
             url = self._read_database_url
             replica = create_engine(url, self.settings) if url else None
-            self._reads = ReadHandle(engine, replica)
+            tolerance = self.settings.read_lag_tolerance_seconds
+            self._reads = ReadHandle(engine, replica, lag_tolerance_seconds=tolerance)
         return self._reads
 
     async def _start(self) -> None:

@@ -415,8 +415,12 @@ class PostgresServer:
         self._wait_until(lambda: self.execute_sql("postgres", sql).strip() == "1", timeout_seconds)
 
     def current_wal_lsn(self) -> str:
-        """Where this primary's WAL ends now (what a standby must replay to be current)."""
-        return self.execute_sql("postgres", "SELECT pg_current_wal_lsn()").strip()
+        """Where this primary's WAL ends now (what a standby must replay to be current).
+
+        The insert position, not the written one: without synchronous commit (the
+        tests' servers) a committed transaction may sit in WAL buffers for a moment.
+        """
+        return self.execute_sql("postgres", "SELECT pg_current_wal_insert_lsn()").strip()
 
     def wait_replayed(self, lsn: str, timeout_seconds: float = _START_TIMEOUT_S) -> None:
         """Wait until this standby has replayed its primary's WAL up to ``lsn``."""
