@@ -77,6 +77,14 @@ HOLD_TTLS = (2, 3, 4, 5)
 # With job workers: the plan's monthly allocation, and how soon expiring credits expire.
 ALLOCATION = 1_000
 EXPIRY_SECONDS = (1, 2, 3, 4)
+# With --recharges: users whose saved card (on a localstripe) buys the Starter pack
+# when their available tokens fall below the threshold; deducts drain them.
+RECHARGE_FUNDING = 20_000
+RECHARGE_THRESHOLD = 10_000
+DRAIN_TOKENS = 4_000
+DRAIN_SHARE = 0.3  # of deducts
+STRIPE_SECRET = "sk_test_crash"
+VISA = "4242424242424242"
 REQUEST_TIMEOUT_S = 5.0
 HEALTH_TIMEOUT_S = 60.0
 RETRY_GRACE_S = 30.0  # how long unknown outcomes are retried after the last kill
@@ -240,6 +248,7 @@ class Harness:
         self.deducts: list[tuple[str, int, int]] = []  # (user, ledgerEntryId, amount)
         self.holds: list[tuple[str, str, int]] = []  # (user, holdId, amount): pending
         self.new_users = 0
+        self.recharge_users = [f"crash-recharge-{i}" for i in range(args.recharges)]
         # Without job workers nobody renews: the plan allocates nothing, as before.
         self.allocation = ALLOCATION if args.job_workers else 0
         self.issuing = True  # clients start new operations while True
@@ -315,6 +324,25 @@ class Harness:
             op = await self.run_op(client, Op("fund", "POST", "/api/tokens/credit", fund, key))
             if not op.acked:
                 raise RuntimeError(f"funding {user}: {op.status} {op.answer}")
+        if self.recharge_users:
+            await self.setup_recharges(client)
+
+    async def setup_recharges(self, client: httpx.AsyncClient) -> None:
+        """Wallets with a saved card and auto-recharge on (the Starter pack)."""
+        seeded = self.cli("packs", "seed-defaults")
+        if seeded.returncode != 0:
+            raise RuntimeError(f"packs seed-defaults failed: {seeded.stdout}{seeded.stderr}")
+        for user in self.recharge_users:
+            opened = await client.post("/api/users", json={"userId": user})
+            if opened.status_code not in (200, 201):
+                raise RuntimeError(f"open {user}: {opened.status_code} {opened.text}")
+            key = new_key("fund")
+            fund = {"userId": user, "amount": RECHARGE_FUNDING, "operationType": "purchase",
+                    "referenceId": key}  # fmt: skip
+            op = await self.run_op(client, Op("fund", "POST", "/api/tokens/credit", fund, key))
+            if not op.acked:
+                raise RuntimeError(f"funding {user}: {op.status} {op.answer}")
+        await arm_recharges(self.env, self.recharge_users)
 
     # --- the load ------------------------------------------------------------------------
 
@@ -327,6 +355,8 @@ class Harness:
             kind = "deduct"
         if kind in ("capture", "void") and not self.holds:
             kind = "hold"
+        if kind == "deduct" and self.recharge_users and rng.random() < DRAIN_SHARE:
+            return self._drain_op(rng.choice(self.recharge_users), new_key(kind))
         builders: dict[str, Callable[[str, str], Op]] = {
             "open": self._open_op,
             "credit": self._credit_op,
@@ -358,6 +388,12 @@ class Harness:
     def _deduct_op(self, user: str, key: str) -> Op:
         body = {"userId": user, "amount": self.rng.randint(1, 100), "referenceId": key,
                 "description": "crash deduct"}  # fmt: skip
+        return Op("deduct", "POST", "/api/tokens/deduct", body, key)
+
+    def _drain_op(self, user: str, key: str) -> Op:
+        """A deduct that takes a recharge user below the threshold soon."""
+        body = {"userId": user, "amount": DRAIN_TOKENS, "referenceId": key,
+                "description": "crash drain"}  # fmt: skip
         return Op("deduct", "POST", "/api/tokens/deduct", body, key)
 
     def _refund_op(self, user: str, key: str) -> Op:
@@ -507,6 +543,26 @@ class Harness:
                 expiring = await conn.execute(
                     text("SELECT COUNT(*) FROM grants WHERE expires_at IS NOT NULL")
                 )
+                recharges = await conn.execute(text(
+                    "SELECT status || COALESCE(' (' || error || ')', ''), COUNT(*)"
+                    " FROM recharges GROUP BY 1"
+                ))  # fmt: skip
+                # Each paid auto-recharge purchase, with how many ledger credits name it
+                # and the tokens they gave the wallet.
+                bought = await conn.execute(text(
+                    "SELECT p.id, p.status, p.credit_transaction_id,"
+                    " (SELECT COUNT(*) FROM ledger_transactions t"
+                    "  WHERE t.id = p.credit_transaction_id"
+                    "  AND t.operation_type = 'auto_recharge'),"
+                    " (SELECT COALESCE(SUM(e.amount_tokens), 0) FROM ledger_entries e"
+                    "  WHERE e.transaction_id = p.credit_transaction_id"
+                    "  AND e.wallet_id IS NOT NULL)"
+                    " FROM purchases p WHERE p.kind = 'auto_recharge'"
+                ))  # fmt: skip
+                recharge_credits = await conn.execute(text(
+                    "SELECT COUNT(*) FROM ledger_transactions"
+                    " WHERE operation_type = 'auto_recharge'"
+                ))  # fmt: skip
                 return {
                     "renewal_credits": {row[0]: int(row[1]) for row in credits},
                     "renewal_periods": {
@@ -514,6 +570,9 @@ class Harness:
                     },
                     "expiries": {int(row[0]): (int(row[1]), int(row[2])) for row in expiries},
                     "unbooked": [int(row[0]) for row in unbooked],
+                    "recharges": {str(row[0]): int(row[1]) for row in recharges},
+                    "recharge_purchases": [tuple(row) for row in bought],
+                    "recharge_credits": int(recharge_credits.scalar_one()),
                     "unexpired": int(unexpired.scalar_one()),
                     "expiring_grants": int(expiring.scalar_one()),
                 }
@@ -521,7 +580,8 @@ class Harness:
             await engine.dispose()
 
     def check_jobs(self, facts: dict[str, Any], violations: list[str]) -> tuple[int, int]:
-        """Every once-only job happened once: (tokens the renewals granted, tokens expired)."""
+        """Every once-only job happened once: (tokens renewals and recharges added, tokens
+        expired)."""
         credits, periods = facts["renewal_credits"], facts["renewal_periods"]
         for user in self.users:
             count, smallest, _ = periods.get(user, (0, 0, 0))
@@ -540,8 +600,25 @@ class Harness:
             violations.append(f"grants whose movements miss their remainder: {facts['unbooked']}")
         if facts["unexpired"]:
             violations.append(f"{facts['unexpired']} grants past expiry still hold tokens")
-        granted = sum(total for _, _, total in periods.values())
-        return granted, sum(tokens for _, tokens in facts["expiries"].values())
+        facts["renewed_tokens"] = sum(total for _, _, total in periods.values())
+        facts["recharged_tokens"] = self.check_recharges(facts, violations)
+        added = facts["renewed_tokens"] + facts["recharged_tokens"]
+        return added, sum(tokens for _, tokens in facts["expiries"].values())
+
+    def check_recharges(self, facts: dict[str, Any], violations: list[str]) -> int:
+        """Every paid auto-recharge credited once, nothing credited unpaid; its tokens."""
+        purchases = facts["recharge_purchases"]
+        paid = [row for row in purchases if row[1] == "paid"]
+        for purchase_id, status, _, credits, _ in purchases:
+            if credits != (1 if status == "paid" else 0):
+                violations.append(f"auto-recharge {purchase_id} ({status}) has {credits} credits")
+        if facts["recharge_credits"] != len(paid):
+            violations.append(
+                f"{facts['recharge_credits']} auto_recharge credits for {len(paid)} paid recharges"
+            )
+        if facts["recharges"].get("succeeded", 0) != len(paid):  # succeeded has no error
+            violations.append(f"recharges {facts['recharges']} but {len(paid)} paid purchases")
+        return sum(int(row[4]) for row in paid)
 
     async def check(self) -> dict[str, Any]:
         violations: list[str] = []
@@ -549,9 +626,11 @@ class Harness:
         # with job workers, let one more of their sweeps (every second) expire grants.
         settle = max(HOLD_TTLS) + (3.5 if self.workers else 1.5)
         await asyncio.sleep(max(0.0, self.load_ended + settle - time.monotonic()))
+        for worker in self.workers:  # a recharge charged between two reads would skew them
+            worker.kill()
         keys, actual, pending = await self.database_facts()
         jobs = await self.job_facts() if self.workers else None
-        renewed_tokens, expired_tokens = (
+        added_tokens, expired_tokens = (
             self.check_jobs(jobs, violations) if jobs is not None else (0, 0)
         )
         audit = self.cli("audit")
@@ -574,7 +653,7 @@ class Harness:
             )
         for op in self.stats.unresolved[:10]:
             violations.append(f"{op.kind} {op.key} never got a definitive answer")
-        expected = self.expected_total() + renewed_tokens - expired_tokens
+        expected = self.expected_total() + added_tokens - expired_tokens
         delta = actual - expected
         if delta != 0:
             violations.append(
@@ -614,13 +693,18 @@ class Harness:
             "job_workers": len(self.workers),
             "kills_by_target": dict(sorted(self.stats.kills_by_target.items())),
             "renewals": sum(jobs["renewal_credits"].values()) if jobs else 0,
-            "renewed_tokens": renewed_tokens,
+            "renewed_tokens": jobs["renewed_tokens"] if jobs else 0,
+            "recharged_tokens": jobs["recharged_tokens"] if jobs else 0,
             "expiring_grants": jobs["expiring_grants"] if jobs else 0,
             "grants_expired": len(jobs["expiries"]) if jobs else 0,
             "grants_expired_in_steps": (
                 sum(count > 1 for count, _ in jobs["expiries"].values()) if jobs else 0
             ),
             "expired_tokens": expired_tokens,
+            "recharges": jobs["recharges"] if jobs else {},
+            "recharge_purchases_paid": (
+                sum(row[1] == "paid" for row in jobs["recharge_purchases"]) if jobs else 0
+            ),
             "violations": violations,
         }
 
@@ -683,11 +767,65 @@ def print_report(report: dict[str, Any]) -> None:
             f"{report['expiring_grants']} expiring ({report['expired_tokens']} tokens; "
             f"{report['grants_expired_in_steps']} in steps, as holds resolved)"
         )
+    if report["recharges"]:
+        print(f"  auto-recharges:            {report['recharges']}, "
+              f"{report['recharge_purchases_paid']} paid and credited once "
+              f"({report['recharged_tokens']} tokens)")  # fmt: skip
     print(f"  time:                      {report['load_seconds']} s of load, "
           f"{report['total_seconds']} s in all")  # fmt: skip
     for violation in report["violations"]:
         print(f"  VIOLATION: {violation}")
     print("  PASSED" if not report["violations"] else "  FAILED")
+
+
+async def arm_recharges(env: dict[str, str], users: list[str]) -> None:
+    """What a user does on the billing page: save a card (confirmed as Stripe.js would,
+    on the localstripe), then switch auto-recharge on."""
+    import requests
+    import stripe
+    from pydantic import SecretStr
+
+    from tokenbank.config import Settings
+    from tokenbank.ledger.service import TokenService
+    from tokenbank.payments.gateway import StripeGateway
+    from tokenbank.payments.recharge import RechargeService
+    from tokenbank.payments.service import PaymentService
+    from tokenbank.pricing.service import PricingService
+
+    settings = Settings(
+        database_url=env["TOKENBANK_DATABASE_URL"],
+        stripe_secret_key=SecretStr(env["TOKENBANK_STRIPE_SECRET_KEY"]),
+        stripe_api_base=env["TOKENBANK_STRIPE_API_BASE"],
+    )
+    # The official SDK on the localstripe, as the page's Stripe.js would use Stripe.
+    session = requests.Session()
+    session.trust_env = False  # never through a proxy from the environment
+    base = env["TOKENBANK_STRIPE_API_BASE"]
+    stripe_client = stripe.StripeClient(
+        STRIPE_SECRET,
+        base_addresses={"api": base},
+        http_client=stripe.RequestsClient(session=session, timeout=REQUEST_TIMEOUT_S),
+    )
+    async with TokenService(settings=settings, auto_migrate=False) as tokens:
+        pricing = PricingService(await tokens.engine(), settings=settings, clock=tokens.clock)
+        payments = PaymentService(tokens, pricing=pricing, gateway=StripeGateway(settings))
+        recharges = RechargeService(payments, tokens)
+        try:
+            for user in users:
+                setup = await recharges.start_card_setup(user)
+                method = stripe_client.v1.payment_methods.create(
+                    {"type": "card",
+                     "card": {"number": VISA, "exp_month": 12, "exp_year": 2034, "cvc": "123"}}
+                )  # fmt: skip
+                confirmed = stripe_client.v1.setup_intents.confirm(
+                    setup.setup_intent_id, {"payment_method": method.id}
+                )
+                await recharges.save_card(user, str(confirmed.payment_method))
+                await recharges.configure(
+                    user, enabled=True, threshold_tokens=RECHARGE_THRESHOLD, pack_id="starter"
+                )
+        finally:
+            await payments.aclose()
 
 
 def run_engine(args: argparse.Namespace) -> dict[str, Any]:
@@ -699,7 +837,17 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
             "TOKENBANK_WELCOME_BONUS_TOKENS": "0",
         }
         pg: PostgresServer | None = None
+        stripe_server = None
         try:
+            if args.recharges:
+                from tokenbank.testing.localstripe import LocalStripe
+
+                stripe_server = LocalStripe().start()
+                env |= {
+                    "TOKENBANK_STRIPE_SECRET_KEY": STRIPE_SECRET,
+                    "TOKENBANK_STRIPE_API_BASE": stripe_server.api_base,
+                    "TOKENBANK_RECHARGE_INTERVAL_SECONDS": "1",
+                }
             if args.engine == "postgresql":
                 pg = PostgresServer().start()
                 pg.create_database("crash")
@@ -715,6 +863,8 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             if pg is not None:
                 pg.stop()
+            if stripe_server is not None:
+                stripe_server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -727,9 +877,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", type=int, default=1, help="`tokenbank serve` processes")
     parser.add_argument("--job-workers", type=int, default=0, help="`tokenbank jobs run` processes")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--recharges", type=int, default=0,
+        help="users with auto-recharge on a localstripe (needs --job-workers)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.servers < 1 or args.job_workers < 0:
         parser.error("--servers must be at least 1 and --job-workers at least 0")
+    if args.recharges and not args.job_workers:
+        parser.error("--recharges needs --job-workers: the workers charge the recharges")
     report = run_engine(args)
     print_report(report)
     if args.json is not None:
