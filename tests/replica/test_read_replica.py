@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 from sqlalchemy import event
 
 from tests.replica.conftest import Replicated
@@ -33,6 +34,7 @@ BASE_URL = "http://tokenbank.test"
 # Short, so that a paused replica soon counts as behind; long enough that WAL the
 # primary writes between a catch-up and a page (a session's touch) does not.
 LAG_TOLERANCE_SECONDS = 1.0
+API_KEY = "tb_replica_test_key_0123456789abcdef"
 BEHIND = re.compile(r"Figures as of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
 
 
@@ -56,6 +58,7 @@ async def site_over(replica: Replicated) -> AsyncIterator[Site]:
         welcome_bonus_tokens=0,
         hold_sweep_interval_seconds=0,
         read_lag_tolerance_seconds=LAG_TOLERANCE_SECONDS,
+        api_key=SecretStr(API_KEY),
         public_url=BASE_URL,
     )
     app = create_app(settings)
@@ -254,3 +257,31 @@ async def test_lag_within_the_tolerance_counts_as_current(replica: Replicated) -
         patient = ReadHandle(primary, replica_engine, lag_tolerance_seconds=3_600)
         assert await patient.freshness() == Freshness(behind=False)  # ...within an hour: not
         assert await ReadHandle(primary).freshness() == Freshness(behind=False)
+
+
+async def test_the_history_api_reads_the_replica_and_the_balance_the_primary(
+    replica: Replicated,
+) -> None:
+    async with site_over(replica) as site:
+        transport = httpx.ASGITransport(app=site.app)
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url=BASE_URL, headers=headers
+        ) as api:
+            replica.catch_up()
+            replica.pause()
+            deducted = await api.post("/api/tokens/deduct", json={"userId": "alice", "amount": 30})
+            assert deducted.status_code == 200, deducted.text
+            await _until_behind(site)
+
+            balance = await api.get("/api/tokens/balance/alice")
+            ledger = await api.get("/api/tokens/ledger/alice")
+            stats = await api.get("/api/tokens/stats/alice")
+            assert balance.json()["data"]["balance"] == 70  # the primary
+            assert [e["balanceAfter"] for e in ledger.json()["data"]["entries"]] == [100]
+            assert stats.json()["data"]["totalSpent"] == 0  # the replica has no deduct yet
+
+            replica.resume()
+            replica.catch_up()
+            ledger = await api.get("/api/tokens/ledger/alice")
+            assert [e["balanceAfter"] for e in ledger.json()["data"]["entries"]] == [70, 100]
