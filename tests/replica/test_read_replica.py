@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -24,6 +25,7 @@ from tests.replica.conftest import Replicated
 from tokenbank import TokenService
 from tokenbank.api.app import create_app
 from tokenbank.api.state import Services
+from tokenbank.clock import Clock, ManualClock, system_clock
 from tokenbank.config import Settings
 from tokenbank.db.reads import Freshness, ReadHandle
 from tokenbank.ledger.errors import ErrorCode
@@ -50,7 +52,7 @@ class Site:
 
 
 @asynccontextmanager
-async def site_over(replica: Replicated) -> AsyncIterator[Site]:
+async def site_over(replica: Replicated, clock: Clock = system_clock) -> AsyncIterator[Site]:
     """The app on the primary, its history on the replica, alice signed in with 100 tokens."""
     settings = Settings(
         database_url=replica.primary_url,
@@ -61,7 +63,7 @@ async def site_over(replica: Replicated) -> AsyncIterator[Site]:
         api_key=SecretStr(API_KEY),
         public_url=BASE_URL,
     )
-    app = create_app(settings)
+    app = create_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
         services: Services = app.state.services
         await services.tokens.open_wallet("alice")
@@ -285,3 +287,25 @@ async def test_the_history_api_reads_the_replica_and_the_balance_the_primary(
             replica.catch_up()
             ledger = await api.get("/api/tokens/ledger/alice")
             assert [e["balanceAfter"] for e in ledger.json()["data"]["entries"]] == [70, 100]
+
+
+async def test_usage_read_while_behind_is_not_kept_as_a_finished_day(replica: Replicated) -> None:
+    """A process keeps the usage of finished days (they gain no rows on the primary); a
+    lagging replica may still lack some of a finished day's rows, so what it answers
+    while behind is not kept."""
+    clock = ManualClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
+    async with site_over(replica, clock) as site:
+        pages = UserPages(site.tokens)
+        replica.catch_up()
+        replica.pause()
+        assert (await site.tokens.debit("alice", amount=30)).success  # on 2026-03-01
+        clock.advance(timedelta(days=1))  # 2026-03-01 is a finished day now
+        await _until_behind(site)
+        behind = await pages.usage("alice", 30)
+        assert behind is not None and sum(row.tokens for row in behind) == 0
+
+        replica.resume()
+        replica.catch_up()
+        current = await pages.usage("alice", 30)
+        assert current is not None
+        assert [(row.day, row.tokens) for row in current] == [("2026-03-01", 30)]
