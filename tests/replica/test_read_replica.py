@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -309,3 +310,20 @@ async def test_usage_read_while_behind_is_not_kept_as_a_finished_day(replica: Re
         current = await pages.usage("alice", 30)
         assert current is not None
         assert [(row.day, row.tokens) for row in current] == [("2026-03-01", 30)]
+
+
+async def test_a_read_url_that_is_not_a_database_fails_at_start(tmp_path: Path) -> None:
+    service = TokenService(
+        f"sqlite+aiosqlite:///{tmp_path / 'tokenbank.db'}", read_database_url="mysql://replica/db"
+    )
+    with pytest.raises(ValueError, match="unsupported database URL"):
+        await service.engine()
+    await service.close()
+
+
+async def test_without_a_read_url_history_reads_the_primary(tmp_path: Path) -> None:
+    async with TokenService(f"sqlite+aiosqlite:///{tmp_path / 'tokenbank.db'}") as service:
+        reads = await service.reads()
+        assert not reads.is_replica
+        assert reads.engine is await service.engine()
+        assert await reads.freshness() == Freshness(behind=False)

@@ -220,12 +220,8 @@ class TokenService:
     async def reads(self) -> ReadHandle:
         """Where history, statistics, dashboards and exports are read: the replica of
         ``TOKENBANK_READ_DATABASE_URL``, else the primary. Never for what decides money."""
-        engine = await self.engine()
-        if self._reads is None:
-            url = self._read_database_url
-            replica = create_engine(url, self.settings) if url else None
-            tolerance = self.settings.read_lag_tolerance_seconds
-            self._reads = ReadHandle(engine, replica, lag_tolerance_seconds=tolerance)
+        await self.engine()
+        assert self._reads is not None  # set by _start
         return self._reads
 
     async def _start(self) -> None:
@@ -234,6 +230,12 @@ class TokenService:
                 return
             if self._engine is None:
                 self._engine = create_engine(self._database_url, self.settings)
+            # The replica's engine too (a bad URL fails here, at start); it connects
+            # when history is first read.
+            url = self._read_database_url
+            replica = create_engine(url, self.settings) if url else None
+            tolerance = self.settings.read_lag_tolerance_seconds
+            self._reads = ReadHandle(self._engine, replica, lag_tolerance_seconds=tolerance)
             if self._auto_migrate:
                 await upgrade(self._engine)
             self._writer = LedgerWriter(self._engine, clock=self.clock)
