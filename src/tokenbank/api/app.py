@@ -33,6 +33,7 @@ from tokenbank.pricing.service import PricingService
 from tokenbank.process.service import TokenProcess
 from tokenbank.renewals import routes as renewals_routes
 from tokenbank.web.install import install_pages
+from tokenbank.web.warm import warm_pages
 
 logger = logging.getLogger("tokenbank.api")
 
@@ -117,6 +118,7 @@ def create_app(
         if freeze_heap_after_start:  # the engine exists (above): its heap is frozen too
             gc.collect()
             gc.freeze()
+        warmer = asyncio.create_task(warm_pages(tokens))
         sweeper = None
         if settings.hold_sweep_interval_seconds > 0:
             sweeper = asyncio.create_task(
@@ -125,6 +127,9 @@ def create_app(
         try:
             yield
         finally:
+            warmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warmer
             if sweeper is not None:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
