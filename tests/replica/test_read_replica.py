@@ -290,10 +290,10 @@ async def test_the_history_api_reads_the_replica_and_the_balance_the_primary(
             assert [e["balanceAfter"] for e in ledger.json()["data"]["entries"]] == [70, 100]
 
 
-async def test_usage_read_while_behind_is_not_kept_as_a_finished_day(replica: Replicated) -> None:
-    """A process keeps the usage of finished days (they gain no rows on the primary); a
-    lagging replica may still lack some of a finished day's rows, so what it answers
-    while behind is not kept."""
+async def test_usage_read_while_behind_catches_up_with_the_replica(replica: Replicated) -> None:
+    """A process keeps what a wallet's settled entries add up to; a lagging replica may
+    still lack some of them, so what it answered while behind must not stick once it
+    has caught up (here: a debit of a day that has ended)."""
     clock = ManualClock(datetime(2026, 3, 1, 12, tzinfo=UTC))
     async with site_over(replica, clock) as site:
         pages = UserPages(site.tokens)
