@@ -17,7 +17,7 @@ FAULT_ROUNDS  ?= 20
 CRASH_KILLS   ?= 30
 CRASH_SECONDS ?= 240
 
-.PHONY: install run migrate test lint typecheck check clean bench bench-quick fuzz security crash
+.PHONY: install run migrate test lint typecheck check clean bench bench-quick fuzz security crash crash-many
 
 # The SDK, tokenbank-client (clients/python), comes first in the same pip run: the
 # server requires it, and pip takes it from there rather than from an index.
@@ -91,6 +91,15 @@ crash: install
 		$(BIN)/python tests/reliability/crash.py --engine $$engine --clients 16 \
 			--kills $(CRASH_KILLS) --seconds $(CRASH_SECONDS) || exit 1; \
 	done
+
+# The crash test over the topology of a deployment with several processes (PostgreSQL):
+# two `tokenbank serve` on two ports and two `tokenbank jobs run` over one database,
+# any of the four SIGKILLed; renewals, expiries and auto-recharges (on a localstripe)
+# checked to happen once too (docs/operations.md).
+crash-many: install
+	./scripts/ensure-postgres.sh
+	$(BIN)/python tests/reliability/crash.py --engine postgresql --servers 2 --job-workers 2 \
+		--recharges 4 --clients 16 --kills $(CRASH_KILLS) --seconds $(CRASH_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tokenbank.db tokenbank.db-wal tokenbank.db-shm

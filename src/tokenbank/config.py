@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     )
 
     database_url: str = DEFAULT_DATABASE_URL
+    # A read replica (a PostgreSQL hot standby) for history, statistics, dashboards and
+    # exports; everything that decides money stays on database_url. None: all on one.
+    read_database_url: str | None = None
+    # A replica whose last replayed commit is at most this old is shown as current
+    # (a busy replica is always milliseconds behind); beyond, pages say "as of".
+    read_lag_tolerance_seconds: float = Field(default=5.0, ge=0, le=86_400)
     # FULL makes every commit durable across power loss; NORMAL in WAL mode may
     # lose the last commits on power loss (never on a process crash).
     sqlite_synchronous: SqliteSynchronous = "FULL"

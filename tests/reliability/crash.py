@@ -18,9 +18,25 @@ the clients gone, the harness checks:
   ("tokens created or lost" = actual - expected, must be 0);
 - every outcome was resolved before the deadline.
 
+With ``--servers 2 --job-workers 2`` (PostgreSQL) the topology of a deployment
+with several processes runs instead: two ``tokenbank serve`` on different ports and
+two ``tokenbank jobs run`` workers over one database. Clients spread over the servers
+and retry an unknown outcome on the next one (as a load balancer would); the killer
+SIGKILLs any of the four; the plan's users are due for renewal when the workers start,
+and some credits expire within seconds, so both workers race over the same renewals
+and expiries. Then also:
+
+- every plan user was renewed exactly once (one ``renewal`` credit, one
+  ``plan_renewals`` row, of the plan's allocation);
+- no token of a grant left twice (each grant's movements add up to its remainder:
+  an expired grant may lose its tokens in steps, as the holds that need them
+  resolve), and no grant past its expiry still holds tokens;
+- the total above counts the renewals' tokens in and the expired tokens out.
+
 Usage::
 
     python tests/reliability/crash.py --engine sqlite --clients 16 --kills 10 --seconds 60
+    python tests/reliability/crash.py --engine postgresql --servers 2 --job-workers 2
 
 It prints the figures and exits 1 on any violation; ``--json PATH`` also writes them.
 """
@@ -43,6 +59,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +74,17 @@ FEATURE = "crash-fixed"
 FEATURE_TOKENS = 5
 PLAN = "crash-plan"
 HOLD_TTLS = (2, 3, 4, 5)
+# With job workers: the plan's monthly allocation, and how soon expiring credits expire.
+ALLOCATION = 1_000
+EXPIRY_SECONDS = (1, 2, 3, 4)
+# With --recharges: users whose saved card (on a localstripe) buys the Starter pack
+# when their available tokens fall below the threshold; deducts drain them.
+RECHARGE_FUNDING = 20_000
+RECHARGE_THRESHOLD = 10_000
+DRAIN_TOKENS = 4_000
+DRAIN_SHARE = 0.3  # of deducts
+STRIPE_SECRET = "sk_test_crash"
+VISA = "4242424242424242"
 REQUEST_TIMEOUT_S = 5.0
 HEALTH_TIMEOUT_S = 60.0
 RETRY_GRACE_S = 30.0  # how long unknown outcomes are retried after the last kill
@@ -112,6 +140,7 @@ class Stats:
     unresolved: list[Op] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)  # every answer, retries too
     transport_errors: int = 0
+    kills_by_target: Counter[str] = field(default_factory=Counter)
 
 
 class Server:
@@ -124,14 +153,20 @@ class Server:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
-    def spawn(self) -> None:
-        command = [
+    @property
+    def name(self) -> str:
+        return f"serve:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
             sys.executable, "-m", "tokenbank.cli", "serve", "--port", str(self.port),
             "--workers", "2", "--log-level", "warning",
         ]  # fmt: skip
+
+    def spawn(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command,
+                self.command(),
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -173,12 +208,39 @@ class Server:
             return ""
 
 
+class JobWorker(Server):
+    """``tokenbank jobs run``: renewals at start and every minute, sweeps every second."""
+
+    def __init__(self, env: dict[str, str], number: int, log_path: Path) -> None:
+        jobs_env = env | {"TOKENBANK_RENEWAL_CRON": "* * * * *",
+                          "TOKENBANK_SWEEP_INTERVAL_SECONDS": "1"}  # fmt: skip
+        super().__init__(jobs_env, 0, log_path)
+        self.number = number
+
+    @property
+    def name(self) -> str:
+        return f"jobs:{self.number}"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "tokenbank.cli", "jobs", "run"]
+
+    async def wait_healthy(self) -> None:
+        """A worker serves nothing to ask: alive is all there is to wait for."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"tokenbank jobs run exited:\n{self.log_tail()}")
+
+
 class Harness:
     def __init__(self, args: argparse.Namespace, env: dict[str, str], work: Path) -> None:
         self.args = args
         self.env = env
         self.work = work
-        self.server = Server(env, free_port(), work / "serve.log")
+        self.servers = [
+            Server(env, free_port(), work / f"serve-{n}.log") for n in range(args.servers)
+        ]
+        self.server = self.servers[0]  # setup goes here
+        self.workers = [JobWorker(env, n, work / f"jobs-{n}.log") for n in range(args.job_workers)]
         self.stats = Stats()
         self.rng = random.Random(args.seed)
         self.api_key = ""
@@ -186,6 +248,9 @@ class Harness:
         self.deducts: list[tuple[str, int, int]] = []  # (user, ledgerEntryId, amount)
         self.holds: list[tuple[str, str, int]] = []  # (user, holdId, amount): pending
         self.new_users = 0
+        self.recharge_users = [f"crash-recharge-{i}" for i in range(args.recharges)]
+        # Without job workers nobody renews: the plan allocates nothing, as before.
+        self.allocation = ALLOCATION if args.job_workers else 0
         self.issuing = True  # clients start new operations while True
         self.retry_until = float("inf")  # set when the last kill is done
         self.load_ended = 0.0
@@ -196,15 +261,17 @@ class Harness:
         command = [sys.executable, "-m", "tokenbank.cli", *args]
         return subprocess.run(command, env=self.env, capture_output=True, text=True, check=False)
 
-    async def run_op(self, client: httpx.AsyncClient, op: Op) -> Op:
-        """Send `op` until it has a definitive answer, the same key and body every time."""
+    async def run_op(self, client: httpx.AsyncClient, op: Op, home: int = 0) -> Op:
+        """Send `op` until it has a definitive answer, the same key and body every time;
+        an unknown outcome is retried on the next server (the same one when alone)."""
         self.stats.ops.append(op)
         while True:
             op.attempts += 1
             if op.attempts > 1:
                 self.stats.retries += 1
+            server = self.servers[(home + op.unknown) % len(self.servers)]
             try:
-                response = await client.request(op.method, op.path, json=op.body)
+                response = await client.request(op.method, server.base_url + op.path, json=op.body)
             except httpx.TransportError:
                 self.stats.transport_errors += 1
                 status = None
@@ -238,7 +305,8 @@ class Harness:
         for path, body in (
             ("/api/admin/features", {"id": FEATURE, "name": "Crash fixed", "rule": {
                 "type": "fixed", "tokens": FEATURE_TOKENS}}),
-            ("/api/admin/plans", {"name": PLAN, "features": [FEATURE]}),
+            ("/api/admin/plans", {"name": PLAN, "features": [FEATURE],
+                                  "monthly_allocation_tokens": self.allocation}),
         ):  # fmt: skip
             response = await client.post(path, json=body)
             if response.status_code not in (200, 201):
@@ -256,6 +324,25 @@ class Harness:
             op = await self.run_op(client, Op("fund", "POST", "/api/tokens/credit", fund, key))
             if not op.acked:
                 raise RuntimeError(f"funding {user}: {op.status} {op.answer}")
+        if self.recharge_users:
+            await self.setup_recharges(client)
+
+    async def setup_recharges(self, client: httpx.AsyncClient) -> None:
+        """Wallets with a saved card and auto-recharge on (the Starter pack)."""
+        seeded = self.cli("packs", "seed-defaults")
+        if seeded.returncode != 0:
+            raise RuntimeError(f"packs seed-defaults failed: {seeded.stdout}{seeded.stderr}")
+        for user in self.recharge_users:
+            opened = await client.post("/api/users", json={"userId": user})
+            if opened.status_code not in (200, 201):
+                raise RuntimeError(f"open {user}: {opened.status_code} {opened.text}")
+            key = new_key("fund")
+            fund = {"userId": user, "amount": RECHARGE_FUNDING, "operationType": "purchase",
+                    "referenceId": key}  # fmt: skip
+            op = await self.run_op(client, Op("fund", "POST", "/api/tokens/credit", fund, key))
+            if not op.acked:
+                raise RuntimeError(f"funding {user}: {op.status} {op.answer}")
+        await arm_recharges(self.env, self.recharge_users)
 
     # --- the load ------------------------------------------------------------------------
 
@@ -268,6 +355,8 @@ class Harness:
             kind = "deduct"
         if kind in ("capture", "void") and not self.holds:
             kind = "hold"
+        if kind == "deduct" and self.recharge_users and rng.random() < DRAIN_SHARE:
+            return self._drain_op(rng.choice(self.recharge_users), new_key(kind))
         builders: dict[str, Callable[[str, str], Op]] = {
             "open": self._open_op,
             "credit": self._credit_op,
@@ -289,12 +378,22 @@ class Harness:
         return Op("open", "POST", "/api/users", {"userId": user}, None)
 
     def _credit_op(self, user: str, key: str) -> Op:
-        body = {"userId": user, "amount": self.rng.randint(1, 100), "referenceId": key}
+        body: dict[str, Any] = {"userId": user, "amount": self.rng.randint(1, 100),
+                                "referenceId": key}  # fmt: skip
+        if self.workers and self.rng.random() < 0.5:  # a grant the workers must expire
+            expires = datetime.now(UTC) + timedelta(seconds=self.rng.choice(EXPIRY_SECONDS))
+            body["expiresAt"] = expires.isoformat()
         return Op("credit", "POST", "/api/tokens/credit", body, key)
 
     def _deduct_op(self, user: str, key: str) -> Op:
         body = {"userId": user, "amount": self.rng.randint(1, 100), "referenceId": key,
                 "description": "crash deduct"}  # fmt: skip
+        return Op("deduct", "POST", "/api/tokens/deduct", body, key)
+
+    def _drain_op(self, user: str, key: str) -> Op:
+        """A deduct that takes a recharge user below the threshold soon."""
+        body = {"userId": user, "amount": DRAIN_TOKENS, "referenceId": key,
+                "description": "crash drain"}  # fmt: skip
         return Op("deduct", "POST", "/api/tokens/deduct", body, key)
 
     def _refund_op(self, user: str, key: str) -> Op:
@@ -337,13 +436,11 @@ class Harness:
         elif op.kind == "hold" and data.get("status") == "pending":
             self.holds.append((op.body["userId"], data["holdId"], op.body["amount"]))
 
-    async def client_task(self) -> None:
+    async def client_task(self, home: int) -> None:
         headers = {"Authorization": f"Bearer {self.api_key}"}
-        async with httpx.AsyncClient(
-            base_url=self.server.base_url, headers=headers, timeout=REQUEST_TIMEOUT_S
-        ) as client:
+        async with httpx.AsyncClient(headers=headers, timeout=REQUEST_TIMEOUT_S) as client:
             while self.issuing:
-                op = await self.run_op(client, self.next_op())
+                op = await self.run_op(client, self.next_op(), home)
                 self.remember(op)
 
     async def killer(self) -> None:
@@ -353,10 +450,12 @@ class Harness:
         for index in range(kills):
             target = began + (index + self.rng.random()) * seconds / kills
             await asyncio.sleep(max(target, up_since + MIN_UPTIME_S) - time.monotonic())
-            self.server.kill()
+            victim = self.rng.choice([*self.servers, *self.workers])
+            victim.kill()
             self.stats.kills += 1
-            self.server.spawn()
-            await self.server.wait_healthy()
+            self.stats.kills_by_target[victim.name] += 1
+            victim.spawn()
+            await victim.wait_healthy()
             up_since = time.monotonic()
         await asyncio.sleep(max(0.0, began + seconds - time.monotonic()))
         self.retry_until = time.monotonic() + RETRY_GRACE_S
@@ -405,11 +504,135 @@ class Harness:
             await engine.dispose()
         return keys, int(total), int(pending)
 
+    async def job_facts(self) -> dict[str, Any]:
+        """What the once-only jobs did, as the database records it."""
+        from sqlalchemy import text
+
+        from tokenbank.config import Settings
+        from tokenbank.db.engine import create_engine
+
+        url = self.env["TOKENBANK_DATABASE_URL"]
+        engine = create_engine(url, Settings(database_url=url))
+        try:
+            async with engine.connect() as conn:
+                credits = await conn.execute(text(
+                    "SELECT w.user_id, COUNT(*) FROM ledger_transactions t JOIN wallets w"
+                    " ON w.id = t.wallet_id WHERE t.operation_type = 'renewal' GROUP BY w.user_id"
+                ))  # fmt: skip
+                periods = await conn.execute(text(
+                    "SELECT w.user_id, COUNT(*), MIN(r.granted_tokens), SUM(r.granted_tokens)"
+                    " FROM plan_renewals r JOIN wallets w ON w.id = r.wallet_id GROUP BY w.user_id"
+                ))  # fmt: skip
+                expiries = await conn.execute(text(
+                    "SELECT grant_id, COUNT(*), -SUM(amount_tokens) FROM grant_movements"
+                    " WHERE kind = 'expire' GROUP BY grant_id"
+                ))  # fmt: skip
+                # A grant's own books: what it was given, plus every movement, is what
+                # it holds. Tokens expired twice would show here (or break a CHECK).
+                unbooked = await conn.execute(text(
+                    "SELECT g.id FROM grants g LEFT JOIN grant_movements m ON m.grant_id = g.id"
+                    " GROUP BY g.id, g.amount_tokens, g.remaining_tokens"
+                    " HAVING g.amount_tokens + COALESCE(SUM(m.amount_tokens), 0)"
+                    " <> g.remaining_tokens"
+                ))  # fmt: skip
+                # Past expiry (with a second's grace for the last sweep) and still holding.
+                unexpired = await conn.execute(text(
+                    "SELECT COUNT(*) FROM grants WHERE remaining_tokens > 0"
+                    " AND expires_at < CURRENT_TIMESTAMP - INTERVAL '2 seconds'"
+                ))  # fmt: skip
+                expiring = await conn.execute(
+                    text("SELECT COUNT(*) FROM grants WHERE expires_at IS NOT NULL")
+                )
+                recharges = await conn.execute(text(
+                    "SELECT status || COALESCE(' (' || error || ')', ''), COUNT(*)"
+                    " FROM recharges GROUP BY 1"
+                ))  # fmt: skip
+                # Each paid auto-recharge purchase, with how many ledger credits name it
+                # and the tokens they gave the wallet.
+                bought = await conn.execute(text(
+                    "SELECT p.id, p.status, p.credit_transaction_id,"
+                    " (SELECT COUNT(*) FROM ledger_transactions t"
+                    "  WHERE t.id = p.credit_transaction_id"
+                    "  AND t.operation_type = 'auto_recharge'),"
+                    " (SELECT COALESCE(SUM(e.amount_tokens), 0) FROM ledger_entries e"
+                    "  WHERE e.transaction_id = p.credit_transaction_id"
+                    "  AND e.wallet_id IS NOT NULL)"
+                    " FROM purchases p WHERE p.kind = 'auto_recharge'"
+                ))  # fmt: skip
+                recharge_credits = await conn.execute(text(
+                    "SELECT COUNT(*) FROM ledger_transactions"
+                    " WHERE operation_type = 'auto_recharge'"
+                ))  # fmt: skip
+                return {
+                    "renewal_credits": {row[0]: int(row[1]) for row in credits},
+                    "renewal_periods": {
+                        row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in periods
+                    },
+                    "expiries": {int(row[0]): (int(row[1]), int(row[2])) for row in expiries},
+                    "unbooked": [int(row[0]) for row in unbooked],
+                    "recharges": {str(row[0]): int(row[1]) for row in recharges},
+                    "recharge_purchases": [tuple(row) for row in bought],
+                    "recharge_credits": int(recharge_credits.scalar_one()),
+                    "unexpired": int(unexpired.scalar_one()),
+                    "expiring_grants": int(expiring.scalar_one()),
+                }
+        finally:
+            await engine.dispose()
+
+    def check_jobs(self, facts: dict[str, Any], violations: list[str]) -> tuple[int, int]:
+        """Every once-only job happened once: (tokens renewals and recharges added, tokens
+        expired)."""
+        credits, periods = facts["renewal_credits"], facts["renewal_periods"]
+        for user in self.users:
+            count, smallest, _ = periods.get(user, (0, 0, 0))
+            if credits.get(user, 0) != 1 or count != 1 or smallest != self.allocation:
+                violations.append(
+                    f"{user}: {credits.get(user, 0)} renewal credits, {count} renewed periods"
+                    f" (of {smallest} tokens); one of {self.allocation} expected"
+                )
+        strangers = set(credits) - set(self.users)
+        if strangers:
+            violations.append(f"renewals of users on no plan: {sorted(strangers)[:5]}")
+        # An expired grant's remainder may leave in several expiries: what pending holds
+        # need stays until they resolve, and a refund may give an expired grant tokens
+        # back. Once-only means no token of it leaves twice: its books balance.
+        if facts["unbooked"]:
+            violations.append(f"grants whose movements miss their remainder: {facts['unbooked']}")
+        if facts["unexpired"]:
+            violations.append(f"{facts['unexpired']} grants past expiry still hold tokens")
+        facts["renewed_tokens"] = sum(total for _, _, total in periods.values())
+        facts["recharged_tokens"] = self.check_recharges(facts, violations)
+        added = facts["renewed_tokens"] + facts["recharged_tokens"]
+        return added, sum(tokens for _, tokens in facts["expiries"].values())
+
+    def check_recharges(self, facts: dict[str, Any], violations: list[str]) -> int:
+        """Every paid auto-recharge credited once, nothing credited unpaid; its tokens."""
+        purchases = facts["recharge_purchases"]
+        paid = [row for row in purchases if row[1] == "paid"]
+        for purchase_id, status, _, credits, _ in purchases:
+            if credits != (1 if status == "paid" else 0):
+                violations.append(f"auto-recharge {purchase_id} ({status}) has {credits} credits")
+        if facts["recharge_credits"] != len(paid):
+            violations.append(
+                f"{facts['recharge_credits']} auto_recharge credits for {len(paid)} paid recharges"
+            )
+        if facts["recharges"].get("succeeded", 0) != len(paid):  # succeeded has no error
+            violations.append(f"recharges {facts['recharges']} but {len(paid)} paid purchases")
+        return sum(int(row[4]) for row in paid)
+
     async def check(self) -> dict[str, Any]:
         violations: list[str] = []
-        # Let every hold expire and the server's sweeper (every second) release it.
-        await asyncio.sleep(max(0.0, self.load_ended + max(HOLD_TTLS) + 1.5 - time.monotonic()))
+        # Let every hold expire and the server's sweeper (every second) release it;
+        # with job workers, let one more of their sweeps (every second) expire grants.
+        settle = max(HOLD_TTLS) + (3.5 if self.workers else 1.5)
+        await asyncio.sleep(max(0.0, self.load_ended + settle - time.monotonic()))
+        for worker in self.workers:  # a recharge charged between two reads would skew them
+            worker.kill()
         keys, actual, pending = await self.database_facts()
+        jobs = await self.job_facts() if self.workers else None
+        added_tokens, expired_tokens = (
+            self.check_jobs(jobs, violations) if jobs is not None else (0, 0)
+        )
         audit = self.cli("audit")
         if audit.returncode != 0:
             violations.append(f"tokenbank audit exited {audit.returncode}: {audit.stdout}")
@@ -430,7 +653,7 @@ class Harness:
             )
         for op in self.stats.unresolved[:10]:
             violations.append(f"{op.kind} {op.key} never got a definitive answer")
-        expected = self.expected_total()
+        expected = self.expected_total() + added_tokens - expired_tokens
         delta = actual - expected
         if delta != 0:
             violations.append(
@@ -466,26 +689,49 @@ class Harness:
             "expected_total": expected,
             "actual_total": actual,
             "tokens_created_or_lost": delta,
+            "servers": len(self.servers),
+            "job_workers": len(self.workers),
+            "kills_by_target": dict(sorted(self.stats.kills_by_target.items())),
+            "renewals": sum(jobs["renewal_credits"].values()) if jobs else 0,
+            "renewed_tokens": jobs["renewed_tokens"] if jobs else 0,
+            "recharged_tokens": jobs["recharged_tokens"] if jobs else 0,
+            "expiring_grants": jobs["expiring_grants"] if jobs else 0,
+            "grants_expired": len(jobs["expiries"]) if jobs else 0,
+            "grants_expired_in_steps": (
+                sum(count > 1 for count, _ in jobs["expiries"].values()) if jobs else 0
+            ),
+            "expired_tokens": expired_tokens,
+            "recharges": jobs["recharges"] if jobs else {},
+            "recharge_purchases_paid": (
+                sum(row[1] == "paid" for row in jobs["recharge_purchases"]) if jobs else 0
+            ),
             "violations": violations,
         }
 
     async def run(self) -> dict[str, Any]:
         began = time.monotonic()
-        await self.server.start()
         try:
+            for server in self.servers:
+                await server.start()
             async with httpx.AsyncClient(
                 base_url=self.server.base_url, timeout=REQUEST_TIMEOUT_S
             ) as client:
                 await self.setup(client)
+            for worker in self.workers:  # together: both race over the due renewals
+                worker.spawn()
             load_began = time.monotonic()
-            clients = [asyncio.create_task(self.client_task()) for _ in range(self.args.clients)]
+            clients = [
+                asyncio.create_task(self.client_task(n % len(self.servers)))
+                for n in range(self.args.clients)
+            ]
             await self.killer()
             await asyncio.gather(*clients)
             self.load_ended = time.monotonic()
             load_seconds = time.monotonic() - load_began
             report = await self.check()
         finally:
-            self.server.kill()
+            for process in [*self.servers, *self.workers]:
+                process.kill()
         report["load_seconds"] = round(load_seconds, 1)
         report["total_seconds"] = round(time.monotonic() - began, 1)
         return report
@@ -508,11 +754,78 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"  total balance:             {report['actual_total']} (expected "
           f"{report['expected_total']})")  # fmt: skip
     print(f"  tokens created or lost:    {report['tokens_created_or_lost']}")
+    if report["job_workers"]:
+        print(
+            f"  topology:                  {report['servers']} servers, "
+            f"{report['job_workers']} job workers; kills {report['kills_by_target']}"
+        )
+        print(
+            f"  renewals (once per user):  {report['renewals']} ({report['renewed_tokens']} tokens)"
+        )
+        print(
+            f"  grants expired:            {report['grants_expired']} of "
+            f"{report['expiring_grants']} expiring ({report['expired_tokens']} tokens; "
+            f"{report['grants_expired_in_steps']} in steps, as holds resolved)"
+        )
+    if report["recharges"]:
+        print(f"  auto-recharges:            {report['recharges']}, "
+              f"{report['recharge_purchases_paid']} paid and credited once "
+              f"({report['recharged_tokens']} tokens)")  # fmt: skip
     print(f"  time:                      {report['load_seconds']} s of load, "
           f"{report['total_seconds']} s in all")  # fmt: skip
     for violation in report["violations"]:
         print(f"  VIOLATION: {violation}")
     print("  PASSED" if not report["violations"] else "  FAILED")
+
+
+async def arm_recharges(env: dict[str, str], users: list[str]) -> None:
+    """What a user does on the billing page: save a card (confirmed as Stripe.js would,
+    on the localstripe), then switch auto-recharge on."""
+    import requests
+    import stripe
+    from pydantic import SecretStr
+
+    from tokenbank.config import Settings
+    from tokenbank.ledger.service import TokenService
+    from tokenbank.payments.gateway import StripeGateway
+    from tokenbank.payments.recharge import RechargeService
+    from tokenbank.payments.service import PaymentService
+    from tokenbank.pricing.service import PricingService
+
+    settings = Settings(
+        database_url=env["TOKENBANK_DATABASE_URL"],
+        stripe_secret_key=SecretStr(env["TOKENBANK_STRIPE_SECRET_KEY"]),
+        stripe_api_base=env["TOKENBANK_STRIPE_API_BASE"],
+    )
+    # The official SDK on the localstripe, as the page's Stripe.js would use Stripe.
+    session = requests.Session()
+    session.trust_env = False  # never through a proxy from the environment
+    base = env["TOKENBANK_STRIPE_API_BASE"]
+    stripe_client = stripe.StripeClient(
+        STRIPE_SECRET,
+        base_addresses={"api": base},
+        http_client=stripe.RequestsClient(session=session, timeout=REQUEST_TIMEOUT_S),
+    )
+    async with TokenService(settings=settings, auto_migrate=False) as tokens:
+        pricing = PricingService(await tokens.engine(), settings=settings, clock=tokens.clock)
+        payments = PaymentService(tokens, pricing=pricing, gateway=StripeGateway(settings))
+        recharges = RechargeService(payments, tokens)
+        try:
+            for user in users:
+                setup = await recharges.start_card_setup(user)
+                method = stripe_client.v1.payment_methods.create(
+                    {"type": "card",
+                     "card": {"number": VISA, "exp_month": 12, "exp_year": 2034, "cvc": "123"}}
+                )  # fmt: skip
+                confirmed = stripe_client.v1.setup_intents.confirm(
+                    setup.setup_intent_id, {"payment_method": method.id}
+                )
+                await recharges.save_card(user, str(confirmed.payment_method))
+                await recharges.configure(
+                    user, enabled=True, threshold_tokens=RECHARGE_THRESHOLD, pack_id="starter"
+                )
+        finally:
+            await payments.aclose()
 
 
 def run_engine(args: argparse.Namespace) -> dict[str, Any]:
@@ -524,7 +837,17 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
             "TOKENBANK_WELCOME_BONUS_TOKENS": "0",
         }
         pg: PostgresServer | None = None
+        stripe_server = None
         try:
+            if args.recharges:
+                from tokenbank.testing.localstripe import LocalStripe
+
+                stripe_server = LocalStripe().start()
+                env |= {
+                    "TOKENBANK_STRIPE_SECRET_KEY": STRIPE_SECRET,
+                    "TOKENBANK_STRIPE_API_BASE": stripe_server.api_base,
+                    "TOKENBANK_RECHARGE_INTERVAL_SECONDS": "1",
+                }
             if args.engine == "postgresql":
                 pg = PostgresServer().start()
                 pg.create_database("crash")
@@ -540,6 +863,8 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             if pg is not None:
                 pg.stop()
+            if stripe_server is not None:
+                stripe_server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -549,8 +874,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the kill phase")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--servers", type=int, default=1, help="`tokenbank serve` processes")
+    parser.add_argument("--job-workers", type=int, default=0, help="`tokenbank jobs run` processes")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--recharges", type=int, default=0,
+        help="users with auto-recharge on a localstripe (needs --job-workers)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.servers < 1 or args.job_workers < 0:
+        parser.error("--servers must be at least 1 and --job-workers at least 0")
+    if args.recharges and not args.job_workers:
+        parser.error("--recharges needs --job-workers: the workers charge the recharges")
     report = run_engine(args)
     print_report(report)
     if args.json is not None:

@@ -1,6 +1,11 @@
 """What the signed-in user's pages read of the ledger: a wallet's live figures (polled
 by the balance stream), its history a page or an export chunk at a time, and its
-usage by day. Input is checked here, before any database work (decision 11)."""
+usage by day. Input is checked here, before any database work (decision 11).
+
+History and usage come from the read replica when one is configured (``reads()``);
+the live figures always from the primary, as a purchase or a deduct would see them.
+A wallet opened moments ago may not have reached the replica yet: its history is
+then empty, not "no wallet"."""
 
 from __future__ import annotations
 
@@ -8,11 +13,13 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.config import MAX_PAGE_SIZE
 from tokenbank.db.engine import read_transaction
+from tokenbank.db.reads import Freshness
 from tokenbank.db.rows import AnyRow
 from tokenbank.errors import InvalidInput
 from tokenbank.ledger.operations import validate_operation_type
@@ -150,16 +157,27 @@ class UserPages:
         async with read_transaction(await self.tokens.engine()) as conn:
             return await repo.wallet_figures(conn, user_id)
 
+    async def freshness(self) -> Freshness:
+        """How current history and usage are (the replica's lag; the primary: current)."""
+        return await (await self.tokens.reads()).freshness()
+
+    async def _not_replicated_yet(self, user_id: str) -> list[Any] | None:
+        """What a read answers for a wallet the history database lacks: nothing yet
+        when the primary has it (the replica is behind), else None (no wallet)."""
+        if not (await self.tokens.reads()).is_replica:
+            return None
+        return [] if await self.figures(user_id) is not None else None
+
     async def history(
         self, user_id: str, filters: HistoryFilters, *, limit: int, offset: int
     ) -> list[HistoryRow] | None:
         """A page of the wallet's entries, newest first (None without a wallet)."""
         validate_user_id(user_id)
         _check_page(limit, offset)
-        async with read_transaction(await self.tokens.engine()) as conn:
+        async with read_transaction((await self.tokens.reads()).engine) as conn:
             wallet_id = await repo.wallet_id_of(conn, user_id)
             if wallet_id is None:
-                return None
+                return await self._not_replicated_yet(user_id)
             rows = await repo.history_page(
                 conn,
                 wallet_id,
@@ -186,7 +204,7 @@ class UserPages:
     async def _chunks(
         self, user_id: str, filters: HistoryFilters, chunk: int
     ) -> AsyncIterator[list[HistoryRow]]:
-        engine = await self.tokens.engine()
+        engine = (await self.tokens.reads()).engine
         async with read_transaction(engine) as conn:
             wallet_id = await repo.wallet_id_of(conn, user_id)
         after: tuple[datetime, int] | None = None
@@ -216,10 +234,10 @@ class UserPages:
         now = self.tokens.clock()
         today = now.astimezone(UTC).date()
         since = _midnight(today - timedelta(days=days - 1))
-        async with read_transaction(await self.tokens.engine()) as conn:
+        async with read_transaction((await self.tokens.reads()).engine) as conn:
             wallet_id = await repo.wallet_id_of(conn, user_id)
             if wallet_id is None:
-                return None
+                return await self._not_replicated_yet(user_id)
             key = (wallet_id, since.date().isoformat(), today.isoformat())
             kept = await self._kept_usage(conn, key, since, now)
             newest = await repo.usage_after_entry(conn, wallet_id, since, kept.upto_id, None)

@@ -31,6 +31,7 @@ from tokenbank.config import (
 )
 from tokenbank.db.engine import create_engine, read_transaction, write_transaction
 from tokenbank.db.migrate import upgrade
+from tokenbank.db.reads import ReadHandle
 from tokenbank.errors import IdempotencyConflict, InvalidInput
 from tokenbank.ledger.accounts import RESERVED_OPERATION_TYPES, USAGE
 from tokenbank.ledger.costs import CostTable
@@ -124,7 +125,8 @@ def _validate_period(start_date: datetime | None, end_date: datetime | None) -> 
 
 
 class LedgerView:
-    """Read access to one user's history (the embedded API's ``getLedger()``)."""
+    """Read access to one user's history (the embedded API's ``getLedger()``), from the
+    read replica when one is configured (it may be a little behind the primary)."""
 
     def __init__(self, service: TokenService) -> None:
         self._service = service
@@ -144,7 +146,7 @@ class LedgerView:
         if operation_type is not None:
             validate_operation_type(operation_type)
         _validate_period(start_date, end_date)
-        async with read_transaction(await self._service.engine()) as conn:
+        async with read_transaction((await self._service.reads()).engine) as conn:
             return await queries.user_entries(
                 conn,
                 user_id,
@@ -163,7 +165,7 @@ class LedgerView:
     ) -> UserStatistics:
         validate_user_id(user_id)
         _validate_period(start_date, end_date)
-        async with read_transaction(await self._service.engine()) as conn:
+        async with read_transaction((await self._service.reads()).engine) as conn:
             return await queries.user_statistics(
                 conn, user_id, start_date=start_date, end_date=end_date
             )
@@ -187,10 +189,13 @@ class TokenService:
         metrics_callback: MetricsCallback | None = None,
         welcome_bonus_tokens: int | None = None,
         auto_migrate: bool = True,
+        read_database_url: str | None = None,
     ) -> None:
         self.settings = settings or get_settings()
         self._database_url = database_url or self.settings.database_url
+        self._read_database_url = read_database_url or self.settings.read_database_url
         self._engine = engine
+        self._reads: ReadHandle | None = None
         self._owns_engine = engine is None
         self.clock = clock
         self._cache_invalidation_callback = cache_invalidation_callback
@@ -213,12 +218,25 @@ class TokenService:
         assert self._engine is not None  # set by _start
         return self._engine
 
+    async def reads(self) -> ReadHandle:
+        """Where history, statistics, dashboards and exports are read: the replica of
+        ``TOKENBANK_READ_DATABASE_URL``, else the primary. Never for what decides money."""
+        await self.engine()
+        assert self._reads is not None  # set by _start
+        return self._reads
+
     async def _start(self) -> None:
         async with self._ready:
             if self._started:
                 return
             if self._engine is None:
                 self._engine = create_engine(self._database_url, self.settings)
+            # The replica's engine too (a bad URL fails here, at start); it connects
+            # when history is first read.
+            url = self._read_database_url
+            replica = create_engine(url, self.settings) if url else None
+            tolerance = self.settings.read_lag_tolerance_seconds
+            self._reads = ReadHandle(self._engine, replica, lag_tolerance_seconds=tolerance)
             if self._auto_migrate:
                 await upgrade(self._engine)
             self._writer = LedgerWriter(self._engine, clock=self.clock)
@@ -242,6 +260,9 @@ class TokenService:
             await self._committer.wait_idle()
         if self._engine is not None and self._owns_engine:
             await self._engine.dispose()
+        reads, self._reads = self._reads, None
+        if reads is not None:
+            await reads.dispose()
         self._started = False
 
     async def __aenter__(self) -> Self:

@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -68,6 +69,13 @@ def quote_ident(name: str) -> str:
     if not name or "\x00" in name:
         raise ValueError(f"invalid SQL identifier: {name!r}")
     return '"' + name.replace('"', '""') + '"'
+
+
+def _checked_lsn(lsn: str) -> str:
+    """A WAL position as PostgreSQL prints it (``16/B374D848``), safe to quote in SQL."""
+    if re.fullmatch(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}", lsn) is None:
+        raise ValueError(f"not a WAL position: {lsn!r}")
+    return lsn
 
 
 def _has_server_binaries(path: Path) -> bool:
@@ -233,6 +241,8 @@ class PostgresServer:
         self._postmaster_pid: int | None = None
         self._paused = False
         self._watchdog: subprocess.Popen[bytes] | None = None
+        # Set on a standby (start_standby): the server it streams from.
+        self._primary: PostgresServer | None = None
 
     # ----------------------------------------------------------------- properties
 
@@ -298,7 +308,10 @@ class PostgresServer:
         try:
             self._watchdog = _start_watchdog(self._stop_command(self.data_dir), self._base_dir)
             self._prepare_base_dir()
-            self._initdb()
+            if self._primary is None:
+                self._initdb()
+            else:
+                self._base_backup(self._primary)
             self._start_on_free_port()
         except BaseException:
             self.stop()
@@ -376,6 +389,119 @@ class PostgresServer:
         """Run an SQL script in `dbname`; returns psql's unaligned, tuples-only output."""
         return self._psql(dbname, ["-A", "-t", "-f", "-"], stdin=sql)
 
+    # ------------------------------------------------------------------ standbys
+
+    def start_standby(self) -> PostgresServer:
+        """A hot standby of this server, streaming from it, on a port of its own.
+
+        ``pg_basebackup -R`` copies the data directory and writes the standby's
+        ``primary_conninfo``; initdb's pg_hba already lets loopback replication
+        connections in and PostgreSQL's defaults (``wal_level=replica``, ten WAL
+        senders) are what streaming needs. Returns once the standby streams.
+        """
+        standby = PostgresServer(self._bin_dir, durable=self._durable)
+        standby._primary = self
+        standby.start()
+        try:
+            standby.wait_streaming()
+        except BaseException:
+            standby.stop()
+            raise
+        return standby
+
+    def wait_streaming(self, timeout_seconds: float = _START_TIMEOUT_S) -> None:
+        """Wait until this standby's WAL receiver streams from its primary."""
+        sql = "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'"
+        self._wait_until(lambda: self.execute_sql("postgres", sql).strip() == "1", timeout_seconds)
+
+    def current_wal_lsn(self) -> str:
+        """Where this primary's WAL ends now (what a standby must replay to be current).
+
+        The insert position, not the written one: without synchronous commit (the
+        tests' servers) a committed transaction may sit in WAL buffers for a moment.
+        """
+        return self.execute_sql("postgres", "SELECT pg_current_wal_insert_lsn()").strip()
+
+    def wait_replayed(self, lsn: str, timeout_seconds: float = _START_TIMEOUT_S) -> None:
+        """Wait until this standby has replayed its primary's WAL up to ``lsn``."""
+        sql = f"SELECT pg_last_wal_replay_lsn() >= '{_checked_lsn(lsn)}'::pg_lsn"
+        self._wait_until(lambda: self.execute_sql("postgres", sql).strip() == "t", timeout_seconds)
+
+    def catch_up(self) -> None:
+        """Wait until this standby has replayed everything its primary has written."""
+        if self._primary is None:
+            raise RuntimeError("catch_up() is for a standby (start_standby)")
+        self.wait_replayed(self._primary.current_wal_lsn())
+
+    def pause_replay(self) -> None:
+        """Stop applying WAL on this standby (it still receives it): replication lag."""
+        self.execute_sql("postgres", "SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self) -> None:
+        self.execute_sql("postgres", "SELECT pg_wal_replay_resume()")
+
+    def _wait_until(self, done: Callable[[], bool], timeout_seconds: float) -> None:
+        deadline = time.monotonic() + timeout_seconds
+        while not done():
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"standby not there after {timeout_seconds} s\n"
+                    f"--- tail of {self.log_file} ---\n{_tail(self.log_file)}"
+                )
+            time.sleep(0.05)
+
+    # ------------------------------------------------------------------ backups
+
+    def dump(self, dbname: str, path: Path) -> None:
+        """``pg_dump --format=custom`` of ``dbname`` into ``path`` (a new file)."""
+        argv = [
+            self._bin("pg_dump"), "--format=custom", "--no-owner",
+            "-h", self.host, "-p", str(self.port), "-U", self.user, "-d", dbname,
+        ]  # fmt: skip
+        self._to_file(argv, path)
+
+    def restore(self, path: Path, dbname: str) -> None:
+        """``pg_restore`` a custom-format dump into ``dbname`` (an existing, empty database),
+        stopping at the first error."""
+        argv = [
+            self._bin("pg_restore"), "--exit-on-error", "--no-owner",
+            "-h", self.host, "-p", str(self.port), "-U", self.user, "-d", dbname,
+        ]  # fmt: skip
+        result = self._run_binary(argv, stdin_path=path)
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_restore failed ({result.returncode}):\n{result.stderr!r}")
+
+    def _to_file(self, argv: list[str], path: Path) -> None:
+        with path.open("xb") as out:
+            result = subprocess.run(  # noqa: S603 - argv of the server binaries this module found
+                self._command(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.PIPE,
+                check=False,
+                timeout=300,
+                env=_clean_env(),
+                cwd=self.base_dir,
+            )
+        if result.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed ({result.returncode}):\n{result.stderr!r}")
+
+    def _run_binary(
+        self, argv: list[str], *, stdin_path: Path
+    ) -> subprocess.CompletedProcess[bytes]:
+        # The file is read by this process and piped in: the server's OS user (when run
+        # as root) need not be able to open it.
+        with stdin_path.open("rb") as source:
+            return subprocess.run(  # noqa: S603 - argv of the server binaries this module found
+                self._command(argv),
+                stdin=source,
+                capture_output=True,
+                check=False,
+                timeout=300,
+                env=_clean_env(),
+                cwd=self.base_dir,
+            )
+
     # ------------------------------------------------------------------ internals
 
     def _bin(self, name: str) -> str:
@@ -418,6 +544,17 @@ class PostgresServer:
         result = self._run(argv, timeout=120)
         if result.returncode != 0:
             raise RuntimeError(f"initdb failed ({result.returncode}):\n{result.stderr}")
+
+    def _base_backup(self, primary: PostgresServer) -> None:
+        argv = [
+            self._bin("pg_basebackup"),
+            "-D", str(self.data_dir),
+            "-h", primary.host, "-p", str(primary.port), "-U", primary.user,
+            "-R", "-X", "stream", "--checkpoint=fast", "--no-sync",
+        ]  # fmt: skip
+        result = self._run(argv, timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(f"pg_basebackup failed ({result.returncode}):\n{result.stderr}")
 
     def _start_on_free_port(self) -> None:
         for _attempt in range(_PORT_ATTEMPTS):

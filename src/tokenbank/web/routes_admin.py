@@ -62,14 +62,16 @@ async def _plan_names(request: Request) -> list[str]:
 @router.get("/tokens")
 async def dashboard(request: Request, signed_in: PageAdmin) -> Response:
     services = get_services(request)
-    engine = await services.tokens.engine()
-    figures = await load_dashboard(engine, services.tokens.clock())
-    listing = await wallet_listing(engine, WalletFilter(), page=1, size=DASHBOARD_ROWS)
+    # History database: the read replica when one is configured.
+    reads = await services.tokens.reads()
+    figures = await load_dashboard(reads.engine, services.tokens.clock())
+    listing = await wallet_listing(reads.engine, WalletFilter(), page=1, size=DASHBOARD_ROWS)
     return page(
         request,
         "admin_dashboard.html",
         signed_in,
         section="tokens",
+        freshness=await reads.freshness(),
         figures=figures,
         chart_days=[{"day": d.day, "used": d.used, "purchased": d.purchased} for d in figures.days],
         listing=listing,
@@ -104,14 +106,15 @@ async def _accounts_page(
     *,
     error: str | None = None,
 ) -> HTMLResponse:
-    engine = await get_services(request).tokens.engine()
-    listing = await wallet_listing(engine, chosen, page=number, size=LIST_ROWS)
+    reads = await get_services(request).tokens.reads()
+    listing = await wallet_listing(reads.engine, chosen, page=number, size=LIST_ROWS)
     return page(
         request,
         "admin_accounts.html",
         signed_in,
         status_code=400 if error else 200,
         section="accounts",
+        freshness=await reads.freshness(),
         listing=listing,
         chosen=chosen,
         filters=filter_query(chosen),
@@ -164,6 +167,8 @@ async def _account_page(
         balance=balance,
         grants=await tokens.get_grants(user_id, limit=GRANT_ROWS) or [],
         entries=entries[:LEDGER_ROWS],
+        # The ledger above is read from the replica when there is one.
+        freshness=await (await tokens.reads()).freshness(),
         ledger_page=ledger_page,
         more_entries=len(entries) > LEDGER_ROWS,
         purchases=await services.payments.list_purchases(user_id=user_id, limit=PURCHASE_ROWS),

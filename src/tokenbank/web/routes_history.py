@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from tokenbank.accounts.service import SignedIn
 from tokenbank.api.state import get_services
+from tokenbank.db.reads import Freshness
 from tokenbank.errors import InvalidInput
 from tokenbank.ledger.accounts import RESERVED_OPERATION_TYPES, USAGE
 from tokenbank.ledger.pages import HistoryFilters, HistoryRow, UsageRow
@@ -69,6 +70,7 @@ def _history_page(
     page_number: int = 1,
     has_next: bool = False,
     error: str | None = None,
+    freshness: Freshness | None = None,
 ) -> HTMLResponse:
     return page(
         request,
@@ -81,6 +83,7 @@ def _history_page(
         has_next=has_next,
         known_types=KNOWN_TYPES,
         error=error,
+        freshness=freshness,
     )
 
 
@@ -113,6 +116,7 @@ async def history(
         rows=found[:PAGE_SIZE],
         page_number=number,
         has_next=len(found) > PAGE_SIZE,
+        freshness=await reads(request).freshness(),
     )
 
 
@@ -229,4 +233,5 @@ async def usage(request: Request, signed_in: PageUser) -> Response:
     days = [(today - timedelta(days=n)).isoformat() for n in range(USAGE_DAYS - 1, -1, -1)]
     summary = usage_summary(rows, days)
     tables = summary.pop("tables")
-    return page(request, "usage.html", signed_in, usage=summary, tables=tables)
+    freshness = await reads(request).freshness()
+    return page(request, "usage.html", signed_in, usage=summary, tables=tables, freshness=freshness)

@@ -21,7 +21,8 @@ logger = logging.getLogger("tokenbank.web")
 async def warm_pages(tokens: TokenService) -> None:
     for name in templates.env.list_templates():
         templates.env.get_template(name)
-    engine = await tokens.engine()
+    # The sums of the database the dashboard reads: the replica when there is one.
+    engine = (await tokens.reads()).engine
     try:
         async with read_transaction(engine) as conn:
             await ledger_sums(conn, engine, tokens.clock())
