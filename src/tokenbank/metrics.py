@@ -32,6 +32,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
@@ -203,13 +204,23 @@ def multiprocess_mode() -> bool:
     return bool(os.environ.get(MULTIPROC_DIR_VARIABLE))
 
 
-def exposition() -> bytes:
-    """The Prometheus text: every process's values in multi-process mode, else this one's."""
+def _registry() -> CollectorRegistry:
+    """Every process's values in multi-process mode, else this one's."""
     if multiprocess_mode():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest(REGISTRY)
+        return registry
+    return REGISTRY
+
+
+def exposition() -> bytes:
+    """The Prometheus text of :func:`_registry`."""
+    return generate_latest(_registry())
+
+
+def serve_http(port: int, host: str) -> None:
+    """A /metrics listener of its own in a thread (``tokenbank jobs run --metrics-port``)."""
+    start_http_server(port, addr=host, registry=_registry())
 
 
 def mark_process_dead(pid: int) -> None:

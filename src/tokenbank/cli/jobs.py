@@ -13,6 +13,7 @@ from tokenbank.config import get_settings
 from tokenbank.jobs.worker import JobsWorker, PassTotals
 from tokenbank.ledger.service import TokenService
 from tokenbank.logs import configure_logging
+from tokenbank.metrics import serve_http
 
 app = group("The jobs worker: renewals on their cron schedule, expiry and hold sweeps.")
 
@@ -39,9 +40,7 @@ def jobs_run(
     settings = get_settings()
     configure_logging(settings.log_format, settings.log_level)  # the jobs' own reports
     if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port, addr=metrics_host)
+        serve_http(metrics_port, metrics_host)
 
     async def act(service: TokenService) -> PassTotals | None:
         worker = JobsWorker(service)
