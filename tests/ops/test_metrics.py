@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 import stripe
+from sqlalchemy.exc import OperationalError
 
 from tests.ops.conftest import WEBHOOK_SECRET, Ops, OpsFactory, Samples
 from tokenbank import metrics
@@ -74,6 +75,27 @@ async def test_requests_and_ledger_operations_are_counted(ops: Ops) -> None:
     assert 1 <= batches <= 5
     assert _delta(before, after, "tokenbank_group_commit_wait_seconds_count") == batches
     assert _delta(before, after, "tokenbank_group_commit_write_seconds_count") == batches
+
+
+async def test_a_write_the_database_failed_counts_as_an_error(
+    ops: Ops, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await ops.services.tokens.open_wallet("alice")
+    before = await ops.scrape()
+    committer = ops.services.tokens._committer
+    assert committer is not None
+
+    async def database_down(operation: object) -> object:
+        raise OperationalError("COMMIT", {}, ConnectionError("the server went away"))
+
+    monkeypatch.setattr(committer, "submit", database_down)
+    assert (await _deduct(ops, 1)).status_code == 503
+    after = await ops.scrape()
+    operations = "tokenbank_ledger_operations_total"
+    assert _delta(before, after, operations, operation="debit", outcome="error") == 1
+    assert _delta(before, after, operations, operation="debit", outcome="ok") == 0
+    requests = "tokenbank_http_requests_total"
+    assert _delta(before, after, requests, method="POST", route=DEDUCT, status="503") == 1
 
 
 async def test_pool_use_is_read_at_each_scrape(ops: Ops) -> None:

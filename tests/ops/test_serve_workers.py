@@ -184,3 +184,18 @@ def test_the_jobs_worker_serves_its_own_metrics(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(line["logger"] == "tokenbank.jobs" for line in lines)
     assert all(line["request_id"] is None for line in lines)
+
+
+def test_serve_keeps_a_running_processes_files_and_removes_the_rest(tmp_path: Path) -> None:
+    """Two serve commands may share PROMETHEUS_MULTIPROC_DIR: starting one must not
+    remove the other's values, only those of processes gone."""
+    from tokenbank.cli.serve import _remove_stale_files
+
+    running = tmp_path / f"counter_{os.getpid()}.db"
+    gone = tmp_path / "gauge_livesum_999999.db"
+    odd = tmp_path / "not-a-pid.db"
+    for path in (running, gone, odd):
+        path.write_bytes(b"")
+    _remove_stale_files(tmp_path)
+    assert running.exists()
+    assert not gone.exists() and not odd.exists()

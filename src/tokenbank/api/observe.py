@@ -92,7 +92,7 @@ class ObserveMiddleware:
             histogram = metrics.http_request_duration_seconds.labels(method, route)
             self._histograms[(method, route)] = histogram
         histogram.observe(duration_seconds)
-        if self.access_log:
+        if self.access_log and access_logger.isEnabledFor(logging.INFO):
             # The path without its query string: a query may carry what must not be logged.
             access_logger.info(
                 "%s %s %d",

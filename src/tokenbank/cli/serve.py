@@ -66,17 +66,21 @@ def serve(
 @contextlib.contextmanager
 def _metrics_directory(workers: int) -> Iterator[None]:
     """Prometheus multi-process mode for more than one worker: a directory the workers
-    write their values to (the operator's PROMETHEUS_MULTIPROC_DIR, emptied first, or
-    a temporary one, removed after), and a watcher that drops a dead worker's gauges
-    (uvicorn replaces a worker that dies without telling anyone)."""
+    write their values to (the operator's PROMETHEUS_MULTIPROC_DIR, or a temporary one,
+    removed after), and a watcher that drops a dead worker's gauges (uvicorn replaces
+    a worker that dies without telling anyone).
+
+    In the operator's directory, the files of processes no longer running (a previous
+    run's) are removed first; a running process's are kept, so two ``serve`` commands
+    may share one directory and one scrape counts both.
+    """
     if workers == 1 and not os.environ.get(MULTIPROC_DIR_VARIABLE):
         yield  # one process: the client keeps its values in memory
         return
     given = os.environ.get(MULTIPROC_DIR_VARIABLE)
     directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="tokenbank-metrics-"))
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.db"):  # a previous run's values are not this run's
-        stale.unlink()
+    _remove_stale_files(directory)
     os.environ[MULTIPROC_DIR_VARIABLE] = str(directory)
     stop = threading.Event()
     watcher = threading.Thread(target=_drop_dead_workers, args=(directory, stop), daemon=True)
@@ -89,6 +93,13 @@ def _metrics_directory(workers: int) -> Iterator[None]:
         if not given:
             shutil.rmtree(directory, ignore_errors=True)
             del os.environ[MULTIPROC_DIR_VARIABLE]
+
+
+def _remove_stale_files(directory: Path) -> None:
+    for path in directory.glob("*.db"):
+        found = _PID_IN_FILE_NAME.search(path.name)
+        if found is None or not _alive(int(found.group(1))):
+            path.unlink(missing_ok=True)
 
 
 def _drop_dead_workers(directory: Path, stop: threading.Event) -> None:
