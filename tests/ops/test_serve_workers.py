@@ -52,16 +52,21 @@ def _tokenbank(*args: str, env: dict[str, str]) -> str:
     return subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    metrics_dir = tmp_path / "prometheus"
-    metrics_dir.mkdir()
-    (metrics_dir / "counter_999999.db").write_bytes(b"stale")  # a previous run's: removed
+@pytest.fixture(params=["given", "made"])
+def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+    """Two workers, over the operator's PROMETHEUS_MULTIPROC_DIR ("given", with a file
+    a previous run left) or with none set ("made": serve makes one, and removes it)."""
     env = os.environ | {
         "TOKENBANK_DATABASE_URL": f"sqlite:///{tmp_path / 'served.db'}",
         "TOKENBANK_LOG_FORMAT": "json",
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "TMPDIR": str(tmp_path / "tmp"),  # where serve makes its directory
     }
+    (tmp_path / "tmp").mkdir()
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    if request.param == "given":
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prometheus")
+        (tmp_path / "prometheus").mkdir()
+        (tmp_path / "prometheus" / "counter_999999.db").write_bytes(b"stale")
     _tokenbank("db", "upgrade", env=env)
     key = _tokenbank("apps", "create", "ops", "--scope", "admin", env=env).strip().splitlines()[-1]
     port = free_port()
@@ -72,8 +77,11 @@ def served(tmp_path: Path) -> Iterator[Served]:
             [*command, "--workers", "2", "--no-migrate"], env=env, stdout=out, stderr=out
         )
     base_url = f"http://127.0.0.1:{port}"
+    metrics_dir = tmp_path / "prometheus"
     try:
         wait_until_healthy(base_url, process, log)
+        if request.param == "made":
+            (metrics_dir,) = (tmp_path / "tmp").glob("tokenbank-metrics-*")
         yield Served(base_url, env, log, metrics_dir, key)
     finally:
         process.terminate()
@@ -82,6 +90,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    if request.param == "made":
+        assert not metrics_dir.exists(), "serve left its metrics directory behind"
 
 
 def _pings(served: Served, count: int, round_number: int) -> None:
