@@ -62,6 +62,8 @@ def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
         "TMPDIR": str(tmp_path / "tmp"),  # where serve makes its directory
     }
     (tmp_path / "tmp").mkdir()
+    killed_before = tmp_path / "tmp" / "tokenbank-metrics-999999-x"  # a SIGKILLed serve's
+    killed_before.mkdir()
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     if request.param == "given":
         env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prometheus")
@@ -81,6 +83,7 @@ def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
     try:
         wait_until_healthy(base_url, process, log)
         if request.param == "made":
+            assert not killed_before.exists()
             (metrics_dir,) = (tmp_path / "tmp").glob("tokenbank-metrics-*")
         yield Served(base_url, env, log, metrics_dir, key)
     finally:

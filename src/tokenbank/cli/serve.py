@@ -23,6 +23,8 @@ from tokenbank.metrics import MULTIPROC_DIR_VARIABLE, mark_process_dead
 # The client's files are named <kind>_<pid>.db (gauges: <kind>_<mode>_<pid>.db).
 _PID_IN_FILE_NAME = re.compile(r"_(\d+)\.db$")
 DEAD_WORKER_CHECK_SECONDS = 2.0
+DIRECTORY_PREFIX = "tokenbank-metrics-"
+_PID_IN_DIRECTORY_NAME = re.compile(rf"^{DIRECTORY_PREFIX}(\d+)-")
 
 
 def serve(
@@ -78,7 +80,7 @@ def _metrics_directory(workers: int) -> Iterator[None]:
         yield  # one process: the client keeps its values in memory
         return
     given = os.environ.get(MULTIPROC_DIR_VARIABLE)
-    directory = Path(given) if given else Path(tempfile.mkdtemp(prefix="tokenbank-metrics-"))
+    directory = Path(given) if given else _new_directory()
     directory.mkdir(parents=True, exist_ok=True)
     _remove_stale_files(directory)
     os.environ[MULTIPROC_DIR_VARIABLE] = str(directory)
@@ -93,6 +95,16 @@ def _metrics_directory(workers: int) -> Iterator[None]:
         if not given:
             shutil.rmtree(directory, ignore_errors=True)
             del os.environ[MULTIPROC_DIR_VARIABLE]
+
+
+def _new_directory() -> Path:
+    """A temporary directory named after this process; those of serve commands gone
+    without removing theirs (killed) are removed first."""
+    for old in Path(tempfile.gettempdir()).glob(f"{DIRECTORY_PREFIX}*"):
+        found = _PID_IN_DIRECTORY_NAME.match(old.name)
+        if found and not _alive(int(found.group(1))):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{DIRECTORY_PREFIX}{os.getpid()}-"))
 
 
 def _remove_stale_files(directory: Path) -> None:
