@@ -17,7 +17,7 @@ class Case:
     name: str
     number: int
     title: str
-    kind: str  # "wrk", "embedded" or "pgbench"
+    kind: str  # "wrk", "embedded", "pgbench" or "pages"
     targets: tuple[str, ...]
     script: str = "static.lua"
     path: str = "/"
@@ -28,14 +28,15 @@ class Case:
 
 CASES: tuple[Case, ...] = (
     Case("bare", 1, "bare ASGI app answering {}", "wrk", ("bare",)),
-    Case("ping", 2, "no-op GET /api/ping (auth, no DB)", "wrk", ("sqlite", "postgres"),
+    Case("ping", 2, "no-op GET /api/ping (auth, no DB)", "wrk", ("sqlite", "postgres", "peer"),
          path="/api/ping"),
-    Case("balance", 3, "balance read", "wrk", ("sqlite", "postgres"), script="balance.lua"),
+    Case("balance", 3, "balance read", "wrk", ("sqlite", "postgres", "peer"),
+         script="balance.lua"),
     Case("deduct", 4, "deduct, 1 of N users uniformly", "wrk",
-         ("sqlite", "postgres", "sqlite-normal"), script="deduct.lua", mutating=True,
+         ("sqlite", "postgres", "sqlite-normal", "peer"), script="deduct.lua", mutating=True,
          tokens_per_op=1),
-    Case("hot", 5, "deduct, one hot user", "wrk", ("sqlite", "postgres"), script="deduct.lua",
-         mutating=True, tokens_per_op=1),
+    Case("hot", 5, "deduct, one hot user", "wrk", ("sqlite", "postgres", "peer"),
+         script="deduct.lua", mutating=True, tokens_per_op=1),
     Case("hold", 6, "hold then capture (pairs)", "wrk", ("sqlite", "postgres"),
          script="hold_capture.lua", mutating=True, tokens_per_op=HOLD_CAPTURE_TOKENS,
          unit="pairs/s"),
@@ -46,7 +47,12 @@ CASES: tuple[Case, ...] = (
          mutating=True, tokens_per_op=1, unit="ops/s"),
     Case("pgbench", 9, "pgbench tpcb-like (raw DB baseline)", "pgbench", ("postgres",),
          unit="TPS"),
+    # Last: it adds debits until the database holds PAGE_ENTRIES ledger entries.
+    Case("pages", 10, "pages, 100,000 entries (slowest page's p50/p99)", "pages",
+         ("sqlite", "postgres"), unit="pages/s"),
 )  # fmt: skip
+PAGE_ENTRIES = 100_000
+PAGE_TARGET_MS = 100.0
 CASE_BY_NAME = {case.name: case for case in CASES}
 BACKENDS = ("sqlite", "postgres")
 # Which backend a target belongs to (sqlite-normal is the SQLite case at NORMAL).
@@ -55,12 +61,14 @@ TARGET_BACKEND = {
     "sqlite": "sqlite",
     "sqlite-normal": "sqlite",
     "postgres": "postgres",
+    "peer": "postgres",  # bench/peer_app.py, on a database of its own
 }
 TARGET_LABEL = {
     "bare": "-",
     "sqlite": "sqlite FULL",
     "sqlite-normal": "sqlite NORMAL",
     "postgres": "postgres",
+    "peer": "peer (Starlette + asyncpg)",
 }
 
 
@@ -70,7 +78,7 @@ class Ratio:
 
     label: str
     numerator: tuple[str, str]  # (run key, metric)
-    denominator: tuple[str, str]
+    denominator: tuple[str, str] | None  # None: the numerator is compared as it is
     target: float
     at_least: bool  # True: value >= target; False: value <= target
 
@@ -88,6 +96,22 @@ RATIOS: tuple[Ratio, ...] = (
           ("ping/postgres", "p99_ms"), 3.0, False),
     Ratio("sqlite FULL / NORMAL deduct", ("deduct/sqlite", "rate"),
           ("deduct/sqlite-normal", "rate"), 0.5, True),
+    # Against the peer (bench/peer_app.py), on one PostgreSQL, same uvicorn and workers.
+    Ratio("deduct(4): tokenbank / peer", ("deduct/postgres", "rate"),
+          ("deduct/peer", "rate"), 1.5, True),
+    Ratio("hot user(5): tokenbank / peer", ("hot/postgres", "rate"),
+          ("hot/peer", "rate"), 1.5, True),
+    Ratio("balance read(3): tokenbank / peer", ("balance/postgres", "rate"),
+          ("balance/peer", "rate"), 1.0, True),
+    Ratio("no-op(2): tokenbank / peer", ("ping/postgres", "rate"),
+          ("ping/peer", "rate"), 0.9, True),
+    Ratio("deduct p99(4): tokenbank / peer", ("deduct/postgres", "p99_ms"),
+          ("deduct/peer", "p99_ms"), 1.0, False),
+    # Not a ratio: the pages' target is a time on the server (ms).
+    Ratio("slowest page p99 ms(10), postgres", ("pages/postgres", "p99_ms"), None,
+          PAGE_TARGET_MS, False),
+    Ratio("slowest page p99 ms(10), sqlite", ("pages/sqlite", "p99_ms"), None,
+          PAGE_TARGET_MS, False),
 )  # fmt: skip
 # The same ratios on SQLite, printed for reference (no target of their own).
 SQLITE_RATIOS: tuple[Ratio, ...] = (

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import hashlib
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -15,7 +17,14 @@ from pathlib import Path
 
 from bench.cases import TARGET_BACKEND, Case
 from bench.common import BENCH, LUA, PYTHON, BenchFailure, log
-from bench.databases import SETUP_PROCESSES, Database, check_ledger, find_pgbench, populate
+from bench.databases import (
+    SETUP_PROCESSES,
+    Database,
+    audit,
+    check_ledger,
+    find_pgbench,
+    populate,
+)
 from bench.processes import (
     CHILDREN,
     Server,
@@ -26,7 +35,15 @@ from bench.processes import (
     wait_quiet,
 )
 from bench.profiling import Profiler
-from bench.runs import Run, describe_run, run_embedded, run_pgbench, run_wrk, unanswered
+from bench.runs import (
+    Run,
+    describe_run,
+    run_embedded,
+    run_pages,
+    run_pgbench,
+    run_wrk,
+    unanswered,
+)
 from tokenbank.testing.postgres import PostgresServer
 
 Plan = list[tuple[Case, str]]
@@ -114,6 +131,8 @@ class Harness:
                 raise BenchFailure(f"pgbench -i failed:\n{stderr.decode(errors='replace')}")
         if backend == "sqlite" and "sqlite-normal" in targets:
             self._copy_sqlite_normal(database)
+        if backend == "postgres" and "peer" in targets:
+            self._prepare_peer()
         for target in sorted(server_targets):
             if TARGET_BACKEND[target] == backend and target not in self.servers:
                 self._start_server(target)
@@ -167,6 +186,29 @@ class Harness:
             database, backend="sqlite-normal", url=f"sqlite:///{copy}"
         )
 
+    def _prepare_peer(self) -> None:
+        """The peer's own database on our PostgreSQL: its schema and the same users."""
+        assert self.postgres is not None
+        self.postgres.create_database("peer_bench")
+        url = self.postgres.sync_dsn("peer_bench")
+        command = [
+            PYTHON,
+            str(BENCH / "peer_app.py"),
+            "setup",
+            url,
+            "--users",
+            str(self.args.users),
+        ]
+        result = subprocess.run(
+            command, env=clean_env(), capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise BenchFailure(f"the peer's setup failed:\n{result.stdout}{result.stderr}")
+        database = Database("peer", url, key=f"peer_{secrets.token_hex(32)}")
+        database.transactions, database.consumed = audit(database)
+        self.databases["peer"] = database
+        log(f"  peer: {self.args.users:,} users, audit passed")
+
     def _pg_connection(self) -> list[str]:
         assert self.postgres is not None
         return ["-h", self.postgres.host, "-p", str(self.postgres.port), "-U", self.postgres.user]
@@ -179,6 +221,14 @@ class Harness:
             command += ["--workers", workers, "--log-level", "warning"]
             command += ["--no-access-log", "--no-server-header"]
             server = Server(target, command, clean_env(), self.args.workers, log_path, "/")
+        elif target == "peer":
+            database = self.databases[target]
+            key_sha256 = hashlib.sha256(database.key.encode()).hexdigest()
+            env = clean_env(PEER_DATABASE_URL=database.url, PEER_KEY_SHA256=key_sha256)
+            command = [PYTHON, "-m", "uvicorn", "peer_app:app", "--app-dir", str(BENCH)]
+            command += ["--workers", workers, "--log-level", "warning"]
+            command += ["--no-access-log", "--no-server-header"]
+            server = Server(target, command, env, self.args.workers, log_path, "/healthz")
         else:
             database = self.databases[target]
             env = clean_env(TOKENBANK_DATABASE_URL=database.url)
@@ -270,6 +320,9 @@ class Harness:
         elif case.kind == "embedded":
             url = self.databases[target].url
             run_embedded(run, url, args=self.args, seconds=seconds, profiler=profiler)
+        elif case.kind == "pages":
+            url = self.databases[target].url
+            run_pages(run, url, entries=self.args.page_entries, seconds=seconds)
         else:
             run_pgbench(
                 run,

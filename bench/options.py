@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from bench.cases import BACKENDS, CASE_BY_NAME, CASES, TARGET_BACKEND, Case
+from bench.cases import BACKENDS, CASE_BY_NAME, CASES, PAGE_ENTRIES, TARGET_BACKEND, Case
 from bench.processes import EXTRA_SETTINGS
 
 
@@ -77,6 +77,12 @@ def _add_load_options(parser: argparse.ArgumentParser) -> None:
         help="users with large balances per database (default 10000; quick 200)",
     )
     parser.add_argument("--tasks", type=int, default=8, help="embedded debit tasks (default 8)")
+    parser.add_argument(
+        "--page-entries",
+        type=int,
+        default=None,
+        help="ledger entries the pages case tops the database up to (default 100000; quick 2000)",
+    )
     parser.add_argument(
         "--pgbench-scale",
         type=int,
@@ -166,6 +172,7 @@ def _apply_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 2)
     args.repeats = args.repeats or (1 if args.quick else 3)
     args.users = args.users or (200 if args.quick else 10_000)
+    args.page_entries = args.page_entries or (2_000 if args.quick else PAGE_ENTRIES)
     args.pgbench_scale = args.pgbench_scale or (1 if args.quick else args.connections)
     args.threads = args.threads or max(1, min(os.cpu_count() or 1, args.connections))
     if args.threads > args.connections:

@@ -25,7 +25,7 @@ from bench.runs import Run
 # The options a report records under meta.settings.
 SETTINGS = (
     "workers", "connections", "threads", "duration", "warmup", "repeats", "users",
-    "tasks", "pgbench_scale", "pg_nondurable", "cases", "backends",
+    "tasks", "page_entries", "pgbench_scale", "pg_nondurable", "cases", "backends",
 )  # fmt: skip
 
 
@@ -81,7 +81,10 @@ def compute_ratios(
     out = []
     for ratio in ratios:
         top = summary.get(ratio.numerator[0], {}).get(ratio.numerator[1])
-        bottom = summary.get(ratio.denominator[0], {}).get(ratio.denominator[1])
+        if ratio.denominator is None:
+            bottom: float | None = 1.0
+        else:
+            bottom = summary.get(ratio.denominator[0], {}).get(ratio.denominator[1])
         value = round(top / bottom, 3) if top is not None and bottom else None
         met = (
             None
@@ -92,7 +95,7 @@ def compute_ratios(
             {
                 "ratio": ratio.label,
                 "numerator": "/".join(ratio.numerator),
-                "denominator": "/".join(ratio.denominator),
+                "denominator": "/".join(ratio.denominator) if ratio.denominator else "-",
                 "value": value,
                 "target": f"{'>=' if ratio.at_least else '<='} {ratio.target:g}",
                 "met": met,

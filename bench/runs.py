@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cases import CASE_BY_NAME, FEATURE_ID, HOT_USER, Case
-from bench.common import BENCH, LUA, PYTHON, BenchFailure
+from bench.common import BENCH, LUA, PYTHON, REPO, BenchFailure
 from bench.processes import Server, clean_env, reset_peak_rss, status_kib
 from bench.profiling import Profiler
 
@@ -178,6 +178,46 @@ def run_embedded(
         "sent": counts["ops"],
         "answered": counts["ops"],
     }
+
+
+# --- pages ------------------------------------------------------------------------------
+
+
+def run_pages(run: Run, database_url: str, *, entries: int, seconds: int) -> None:
+    """bench/page_times.py on the database: every page in turn for `seconds`, on a
+    ledger topped up to `entries` entries. The table's p50 and p99 are the slowest
+    page's."""
+    command = [
+        PYTHON,
+        "-m",
+        "bench.page_times",
+        "--database-url",
+        database_url,
+        "--entries",
+        str(entries),
+        "--seconds",
+        str(seconds),
+        "--json",
+    ]
+    env = clean_env(TOKENBANK_DATABASE_URL=database_url)
+    if run.target.startswith("sqlite"):
+        env["TOKENBANK_SQLITE_SYNCHRONOUS"] = "FULL"
+    result = subprocess.run(
+        command,
+        env=env,
+        cwd=REPO,  # bench.page_times is a module of the bench package
+        capture_output=True,
+        text=True,
+        timeout=seconds + 600,
+        check=False,
+    )
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
+    if result.returncode != 0 or not lines:
+        raise BenchFailure(f"page times failed on {run.target}:\n{result.stdout}{result.stderr}")
+    counts = json.loads(lines[-1])
+    run.rate = counts["pages_per_s"]
+    run.p50_ms, run.p99_ms = counts["slowest_p50_ms"], counts["slowest_p99_ms"]
+    run.detail = counts
 
 
 # --- pgbench ----------------------------------------------------------------------------

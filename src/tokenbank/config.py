@@ -29,6 +29,10 @@ MAX_GRANT_DAYS = 36_525
 MAX_WRITE_RETRIES = 3
 MAX_REQUEST_BODY_BYTES = 64 * 1024
 HOLD_SWEEP_INTERVAL_SECONDS = 30.0
+# Per-key limits (issue 14): the highest request rate a key may be given, and into how
+# many lots a process claims a key's minute (a process may leave at most one lot unused).
+MAX_RATE_LIMIT_PER_MINUTE = 1_000_000
+RATE_LIMIT_LOTS_PER_MINUTE = 20
 
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 

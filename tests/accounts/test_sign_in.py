@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import jwt
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tests.accounts.conftest import JWT_SECRET, PASSWORD, Site
 from tokenbank.accounts.errors import SIGN_IN_REFUSED
-from tokenbank.db.models import Account, WebSession
+from tokenbank.db.models import Account, Wallet, WebSession
 
 
 async def sessions_of(site: Site) -> list[WebSession]:
@@ -118,18 +118,45 @@ async def test_signing_up_opens_a_wallet_with_its_welcome_bonus_once(site: Site)
     token = await site.csrf("/signup")
     form = {"email": "new@example.com", "password": PASSWORD, "confirm": PASSWORD}
     answer = await site.client.post("/signup", data={**form, "csrf_token": token})
-    assert (answer.status_code, answer.headers["location"]) == (303, "/tokens")
+    assert (answer.status_code, answer.headers["location"]) == (303, "/login?signed_up=1")
     account = await site.services.accounts.get("new@example.com")
     assert account.user_id is not None
     balance = await site.services.tokens.get_balance(account.user_id)
     assert balance is not None and balance.tokens_balance == 1_000
+    assert (await site.sign_in("new@example.com")).status_code == 303
     site.client.cookies.clear()
+    wallets_before = await _wallets(site)
     token = await site.csrf("/signup")
     again = await site.client.post("/signup", data={**form, "csrf_token": token})
-    assert again.status_code == 400
+    assert again.status_code == 303
     async with (await site.services.tokens.engine()).connect() as conn:
         accounts = (await conn.execute(select(Account.email))).scalars().all()
     assert sorted(accounts).count("new@example.com") == 1
+    # The second sign-up opened no wallet: no welcome bonus for nobody.
+    assert await _wallets(site) == wallets_before
+
+
+async def _wallets(site: Site) -> int:
+    async with (await site.services.tokens.engine()).connect() as conn:
+        return int(await conn.scalar(select(func.count()).select_from(Wallet)) or 0)
+
+
+async def test_sign_up_does_not_tell_whether_an_email_exists(site: Site) -> None:
+    """A taken email and a new one get the same answer, the same page after it, and
+    no session; the taken account's password is unchanged."""
+    answers = []
+    for email in ("bob@example.com", "fresh@example.com"):
+        site.client.cookies.clear()
+        token = await site.csrf("/signup")
+        form = {"email": email, "password": "another password", "confirm": "another password"}
+        answer = await site.client.post("/signup", data={**form, "csrf_token": token})
+        assert "tb_session" not in answer.cookies
+        landing = await site.client.get(answer.headers["location"])
+        answers.append((answer.status_code, answer.headers["location"], landing.status_code))
+        assert "If this email was new" in landing.text
+    assert answers[0] == answers[1]
+    site.client.cookies.clear()
+    assert (await site.sign_in("bob@example.com")).status_code == 303
 
 
 @pytest.mark.parametrize(

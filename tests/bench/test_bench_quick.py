@@ -37,7 +37,8 @@ def _ensure_wrk() -> None:
 def test_quick_bench_runs_every_case_and_the_books_balance(tmp_path: Path) -> None:
     _ensure_wrk()
     expected = {f"{case.name}/{target}" for case in CASES for target in case.targets}
-    assert len(expected) == 17  # cases 1-7 on both engines (+ FULL/NORMAL), 8 twice, 9
+    # cases 1-7 on both engines (+ FULL/NORMAL), 2-5 on the peer, 8 twice, 9, 10 twice
+    assert len(expected) == 23
     report_path = tmp_path / "quick.json"
 
     result = subprocess.run(
@@ -71,7 +72,7 @@ def test_quick_bench_runs_every_case_and_the_books_balance(tmp_path: Path) -> No
             <= check["acknowledged"] + check["unanswered_at_deadline"]
         ), key
     # The table's ratios, each with its target (values: no timing assertions here).
-    assert len(report["ratios"]) == 6
+    assert len(report["ratios"]) == 13
     for ratio in report["ratios"]:
         assert ratio["target"].startswith((">=", "<=")), ratio
     assert "deduct(4) / no-op(2), postgres" in result.stdout

@@ -12,22 +12,26 @@ from tokenbank.client import (
     InsufficientTokensError,
     InvalidRequestError,
     NotFoundError,
+    RateLimitedError,
+    SpendCapExceededError,
     TokenServiceError,
     UnauthorizedError,
     UnavailableError,
     _errors,
 )
+from tokenbank.client._refusals import refusal_answer
 
 DIALECT_A = [
     (400, "invalid_input", InvalidRequestError),
     (401, "unauthorized", UnauthorizedError),
     (402, "insufficient_tokens", InsufficientTokensError),
+    (402, "daily_spend_cap_exceeded", SpendCapExceededError),
     (403, "wallet_suspended", ForbiddenError),
     (404, "wallet_not_found", NotFoundError),
     (409, "idempotency_conflict", ConflictError),
     (413, "payload_too_large", InvalidRequestError),
     (422, "invalid_request", InvalidRequestError),
-    (429, "too_many", TokenServiceError),
+    (429, "rate_limited", RateLimitedError),
 ]
 
 
@@ -40,7 +44,7 @@ def test_dialect_a_errors(status: int, code: str, error_class: type[Exception]) 
     assert type(error) is error_class
     assert isinstance(error, TokenServiceError)
     assert (error.status_code, error.code, str(error)) == (status, code, f"message {status}")
-    assert error.is_insufficient_tokens == (status == 402)
+    assert error.is_insufficient_tokens == (error_class is InsufficientTokensError)
     assert len(script.requests) == 1  # a 4xx is never retried
 
 
@@ -103,7 +107,29 @@ def test_the_tree_in_the_docstring_matches_the_classes() -> None:
         NotFoundError,
         ConflictError,
         InvalidRequestError,
+        RateLimitedError,
+        SpendCapExceededError,
         UnavailableError,
     ):
         assert error_class.__bases__ == (TokenServiceError,)
         assert f"── {error_class.__name__}" in doc
+
+
+def test_a_rate_limited_key_hears_when_it_may_call_again() -> None:
+    body = {"error": "Rate limit", "code": "rate_limited", "retryAfterSeconds": 42}
+    script = Script([failure(429, body)])
+    with sync_client(script) as client, pytest.raises(RateLimitedError) as raised:
+        client.deduct("alice", 5)
+    assert raised.value.retry_after_seconds == 42
+    assert len(script.requests) == 1
+
+
+def test_an_apps_user_hears_429_for_the_apps_own_limits() -> None:
+    url = "https://tokens.example/tokens"
+    limited = _errors.error_from_answer(429, {"code": "rate_limited"}, "")
+    capped = _errors.error_from_answer(402, {"code": "daily_spend_cap_exceeded"}, "")
+    poor = _errors.error_from_answer(402, {"code": "insufficient_tokens"}, "")
+    assert refusal_answer(limited, buy_tokens_url=url)[0] == 429
+    status, body = refusal_answer(capped, buy_tokens_url=url)
+    assert status == 429 and "buyTokensUrl" not in body  # buying would not help
+    assert refusal_answer(poor, buy_tokens_url=url)[0] == 402

@@ -5,13 +5,17 @@ subscriptions, reconcile, and the whole flow through a real server and real webh
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import stripe
 import uvicorn
+from sqlalchemy import select
 
 from tests.payments.support import (
     WEBHOOK_SECRET,
@@ -211,7 +215,10 @@ async def test_the_whole_flow_through_a_real_server_and_real_webhooks(
         # Credited once is the invariant (below). How many of this purchase's events
         # count as "applied" is not asserted: in full-suite runs on PostgreSQL it was 3,
         # not 1, and the cause is not yet found (the session note says where to look).
-        assert await count(tokens, StripeEvent, ours, StripeEvent.outcome == "applied") >= 1
+        applied = await count(tokens, StripeEvent, ours, StripeEvent.outcome == "applied")
+        assert applied >= 1
+        if applied != 1:
+            await record_anomaly(tokens, started.purchase_id)
         assert await count(tokens, StripeEvent, succeeded, ours) == 1
         balance = await tokens.get_balance("bob")
         assert balance is not None and balance.paid_tokens == 150_000
@@ -221,3 +228,17 @@ async def test_the_whole_flow_through_a_real_server_and_real_webhooks(
         server.should_exit = True
         await asyncio.wait_for(task, timeout=10)
         await tokens.close()
+
+
+async def record_anomaly(tokens: TokenService, purchase_id: str) -> None:
+    """Every event row the server took, written where the next engineer looks
+    (tempfile.gettempdir(), tokenbank-checkout-anomaly-*.txt): the clue to why more than
+    one event of one purchase counted as applied in some full-suite runs."""
+    async with (await tokens.engine()).connect() as conn:
+        rows = (await conn.execute(select(StripeEvent))).all()
+    lines = [f"purchase {purchase_id}"] + [
+        f"{row.id} {row.type} {row.outcome} {row.purchase_id} {row.received_at} {row.detail}"
+        for row in rows
+    ]
+    out = Path(tempfile.gettempdir()) / f"tokenbank-checkout-anomaly-{os.getpid()}.txt"
+    out.write_text("\n".join(lines) + "\n")

@@ -15,7 +15,7 @@ from tests.web.conftest import LiveServer, screenshot, watched_page
 PASSWORD = "correct horse battery"
 
 
-async def test_a_person_signs_up_and_lands_on_their_tokens(
+async def test_a_person_signs_up_signs_in_and_lands_on_their_tokens(
     live_server: LiveServer, page: Page
 ) -> None:
     await page.goto(f"{live_server.url}/signup")
@@ -25,6 +25,12 @@ async def test_a_person_signs_up_and_lands_on_their_tokens(
     await page.get_by_label("Password", exact=False).first.fill(PASSWORD)
     await page.get_by_label("Password again").fill(PASSWORD)
     await page.get_by_role("button", name="Sign up").click()
+    await page.wait_for_url(f"{live_server.url}/login?signed_up=1")
+    await expect(page.get_by_role("status")).to_contain_text("If this email was new")
+    await screenshot(page, "login-after-signup")
+    await page.get_by_label("Email").fill("new@example.com")
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
     await page.wait_for_url(f"{live_server.url}/tokens")
     account = await live_server.services.accounts.get("new@example.com")
     assert account.user_id is not None

@@ -19,6 +19,9 @@ async def sign_up(page: Page, live_server: LiveServer, email: str) -> str:
     await page.locator("#password").fill(PASSWORD)
     await page.get_by_label("Password again").fill(PASSWORD)
     await page.get_by_role("button", name="Sign up").click()
+    await page.wait_for_url(f"{live_server.url}/login?signed_up=1")
+    await screenshot(page, "login-after-signup")
+    await sign_in(page, live_server, email)
     await page.wait_for_url(f"{live_server.url}/tokens")
     user_id = (await live_server.services.accounts.get(email)).user_id
     assert user_id is not None

@@ -171,6 +171,80 @@ async def test_settings_edits_are_audited_and_bad_ones_write_nothing(site: Site)
     assert 'value="2"' in (await site.client.get("/admin/settings")).text
 
 
+async def test_model_rates_are_overridden_and_restored_with_audit(site: Site) -> None:
+    root = await site.sign_in_as("superadmin")
+    page = (await site.client.get("/admin/settings")).text
+    assert 'id="model-rates"' in page and "dall-e-3" in page  # the shipped rates are listed
+    form = {"model": "my-model", "input_tokens_per_unit": "0.5", "output_tokens_per_unit": "2"}
+    answer = await site.post("/admin/settings/models", form, root.csrf_token)
+    assert answer.status_code == 303
+    rates = {rate.model: rate for rate in await site.services.pricing.list_model_rates()}
+    assert (str(rates["my-model"].input_tokens_per_unit), rates["my-model"].source) == (
+        "0.5",
+        "database",
+    )
+    answer = await site.post("/admin/settings/models/my-model/delete", {}, root.csrf_token)
+    assert answer.status_code == 303
+    assert "my-model" not in {r.model for r in await site.services.pricing.list_model_rates()}
+    created, deleted = sorted(await site.audit_rows(), key=lambda entry: entry.id)
+    assert (created.action, created.target, created.before) == (
+        "pricing.set_model_rate",
+        "my-model",
+        None,
+    )
+    assert created.after["outputTokensPerUnit"] == "2"
+    assert (deleted.action, deleted.after) == ("pricing.delete_model_rate", None)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        {"model": "", "input_tokens_per_unit": "1", "output_tokens_per_unit": "1"},
+        {"model": "m", "input_tokens_per_unit": "-1", "output_tokens_per_unit": "1"},
+        {"model": "m", "input_tokens_per_unit": "1", "output_tokens_per_unit": "lots"},
+        {"model": "m", "input_tokens_per_unit": "1", "output_tokens_per_unit": "1e9"},
+        {"model": "m" * 200, "input_tokens_per_unit": "1", "output_tokens_per_unit": "1"},
+        {"model": "m", "input_tokens_per_unit": "1", "output_tokens_per_unit": "1",
+         "image_tokens": "0"},
+    ],
+)  # fmt: skip
+async def test_a_bad_model_rate_is_a_400_page_that_writes_nothing(
+    site: Site, form: dict[str, str]
+) -> None:
+    root = await site.sign_in_as("superadmin")
+    before = await site.services.pricing.list_model_rates()
+    answer = await site.post("/admin/settings/models", form, root.csrf_token)
+    assert answer.status_code == 400, form
+    assert await site.services.pricing.list_model_rates() == before
+    assert await site.audit_count() == 0
+
+
+async def test_operation_costs_are_set_and_deleted_with_audit(site: Site) -> None:
+    shipped = await site.services.tokens.get_operation_costs()
+    admin = await site.sign_in_as("admin")
+    form = {"operation_type": "video_render", "tokens": "1,500"}
+    assert (await site.post("/admin/settings/costs", form, admin.csrf_token)).status_code == 403
+    root = await site.sign_in_as("superadmin")
+    assert (await site.post("/admin/settings/costs", form, None)).status_code == 403  # no CSRF
+    for bad in ({"operation_type": "usage", "tokens": "5"}, {"operation_type": "x", "tokens": "0"}):
+        assert (await site.post("/admin/settings/costs", bad, root.csrf_token)).status_code == 400
+    assert await site.services.tokens.get_operation_costs() == shipped
+    assert await site.audit_count() == 0
+    assert (await site.post("/admin/settings/costs", form, root.csrf_token)).status_code == 303
+    costs = await site.services.tokens.get_operation_costs()
+    assert costs == {**shipped, "video_render": 1_500}
+    page = (await site.client.get("/admin/settings")).text
+    assert '<th scope="row">video_render</th>' in page
+    path = "/admin/settings/costs/video_render/delete"
+    assert (await site.post(path, {}, root.csrf_token)).status_code == 303
+    assert await site.services.tokens.get_operation_costs() == shipped
+    entries = sorted(await site.audit_rows(), key=lambda entry: entry.id)
+    assert [(e.action, e.before, e.after) for e in entries] == [
+        ("pricing.set_operation_cost", None, {"tokens": 1_500}),
+        ("pricing.delete_operation_cost", {"tokens": 1_500}, None),
+    ]
+
+
 # --- packs ---------------------------------------------------------------------------------
 
 

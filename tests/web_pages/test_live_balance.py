@@ -17,6 +17,7 @@ import uvicorn
 
 from tests.web_pages.conftest import Site
 from tokenbank.ledger.pages import UserPages
+from tokenbank.web import auth
 from tokenbank.web.auth import SESSION_COOKIE
 from tokenbank.web.live import KEEPALIVE, StreamTiming, balance_events
 
@@ -93,6 +94,33 @@ async def test_the_stream_sends_the_balance_then_each_change(site: Site, served:
     }
     assert (third["balance"], third["available"], third["held"]) == (1_300, 1_000, 300)
     assert hold.success
+
+
+async def test_signing_out_ends_an_open_stream(
+    site: Site, served: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth, "SESSION_RECHECK_SECONDS", 0.2)
+    await site.tokens.credit("alice", amount=1_000, operation_type="purchase")
+    token = site.alice.cookies[SESSION_COOKIE]
+    async with (
+        httpx.AsyncClient(base_url=served, cookies={SESSION_COOKIE: token}) as client,
+        client.stream("GET", "/tokens/events") as answer,
+    ):
+        lines = answer.aiter_lines()
+        assert (await next_event(lines))["balance"] == 1_000
+        await site.services.accounts.end_session(token)
+        rest = [line async for line in _until_the_end(lines)]
+    # No balance event after the sign-out, and the stream ended by itself.
+    assert not any(line.startswith("data: ") for line in rest)
+
+
+async def _until_the_end(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    for _ in range(MAX_LINES):
+        try:
+            yield await asyncio.wait_for(anext(lines), LINE_TIMEOUT_S)
+        except StopAsyncIteration:
+            return
+    raise AssertionError("the stream went on after the sign-out")
 
 
 async def never() -> bool:

@@ -4,12 +4,14 @@ JSON the charts are drawn from and as tables; plotly.js served from the plotly w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from datetime import timedelta
 from typing import Any
 
 from tests.web_pages.conftest import Site
+from tokenbank.ledger.pages import SETTLE_SECONDS, UserPages
 
 # The record the token process keeps on a charge (pricing/calculator.py, Quote.record).
 PRICED = {"rule": {"type": "per_unit", "model": "gpt-4o"}, "model": "gpt-4o", "cost_tokens": 7}
@@ -85,6 +87,42 @@ async def test_usage_follows_new_debits_today_and_past_days_stay_right(site: Sit
     assert tomorrow["days"][-1] == "2026-02-11"
     assert tomorrow["totals"]["tokens"] == before["tokens"] + 5 + 3
     assert tomorrow["byType"]["usage"][-2:] == [50, 3]
+
+
+async def test_kept_usage_stays_exact_as_the_ledger_grows(site: Site) -> None:
+    """Settled entries are summed once and kept; newer ones are read on each visit;
+    a kept sum that counts fewer entries than the database (a late commit below its
+    mark) is made again from the start."""
+    await seed(site)
+
+    async def tokens() -> int:
+        return int(usage_json((await site.alice.get("/tokens/usage")).text)["totals"]["tokens"])
+
+    assert await tokens() == 212
+    pages = reads_of(site)
+    # Today's debits (written at the clock's now) are not settled yet: read, not kept.
+    (early,) = pages._usage.values()
+    assert sum(v[0] for v in early.usage.values()) == 7 + 10 + 50
+    site.clock.advance(timedelta(seconds=SETTLE_SECONDS + 1))
+    assert await tokens() == 212
+    (kept,) = pages._usage.values()
+    assert kept.upto_id > early.upto_id and sum(v[0] for v in kept.usage.values()) == 212
+    await site.tokens.debit("alice", amount=5)  # newer than the mark: read on each visit
+    assert await tokens() == 217
+    assert next(iter(pages._usage.values())) is kept
+    site.clock.advance(timedelta(seconds=SETTLE_SECONDS + 1))
+    assert await tokens() == 217
+    (grown,) = pages._usage.values()
+    assert grown.upto_id > kept.upto_id
+    key = next(iter(pages._usage))
+    pages._usage[key] = dataclasses.replace(grown, entries=grown.entries - 1, usage={})
+    assert await tokens() == 217  # the count told; summed again from the start
+
+
+def reads_of(site: Site) -> UserPages:
+    found = site.app.state.user_pages
+    assert isinstance(found, UserPages)
+    return found
 
 
 async def test_a_model_name_cannot_break_out_of_the_json(site: Site) -> None:

@@ -137,6 +137,10 @@ class AccountService:
         """The wallet id of a person who signs up by themselves."""
         return f"usr_{uuid.uuid4().hex}"
 
+    async def email_taken(self, email: str) -> bool:
+        async with read_transaction(self._engine) as conn:
+            return await repo.account_by_email(conn, normalize_email(email)) is not None
+
     async def get(self, email: str) -> AccountView:
         async with read_transaction(self._engine) as conn:
             row = await repo.account_by_email(conn, normalize_email(email))

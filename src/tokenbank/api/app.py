@@ -20,6 +20,8 @@ from tokenbank.api.observe import router as metrics_router
 from tokenbank.api.observe import stop as stop_task
 from tokenbank.api.routes import costs, estimate, health, token_process, tokens, users
 from tokenbank.api.state import Services
+from tokenbank.apps import routes as apps_routes
+from tokenbank.apps.rate_limits import RateLimiter
 from tokenbank.apps.service import AppService, Principal
 from tokenbank.clock import Clock, system_clock
 from tokenbank.config import Settings, get_settings
@@ -37,6 +39,7 @@ from tokenbank.pricing.service import PricingService
 from tokenbank.process.service import TokenProcess
 from tokenbank.renewals import routes as renewals_routes
 from tokenbank.web.install import install_pages
+from tokenbank.web.warm import warm_pages
 
 logger = logging.getLogger("tokenbank.api")
 
@@ -117,11 +120,13 @@ def create_app(
             payments=PaymentService(tokens, pricing=pricing),
             accounts=AccountService(engine, settings=settings, clock=clock),
             env_principal=env_principal,
+            rate_limiter=RateLimiter(engine, clock=clock),
         )
         app.state.services = services
         if freeze_heap_after_start:  # the engine exists (above): its heap is frozen too
             gc.collect()
             gc.freeze()
+        warmer = asyncio.create_task(warm_pages(tokens))
         sweeper = None
         if settings.hold_sweep_interval_seconds > 0:
             sweeper = asyncio.create_task(
@@ -131,6 +136,7 @@ def create_app(
         try:
             yield
         finally:
+            await stop_task(warmer)
             await stop_task(sweeper)
             await stop_task(pool_gauges)
             mark_process_dead(os.getpid())  # multi-process mode: this worker's gauges go
@@ -170,6 +176,7 @@ def create_app(
         payments_routes.router,
         payments_routes.admin,
         recharge_routes.router,
+        apps_routes.router,
     ):
         app.include_router(router)
     return app

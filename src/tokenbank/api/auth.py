@@ -1,7 +1,10 @@
-"""API key authentication and scopes, for both dialects' headers.
+"""API key authentication, scopes and per-key limits, for both dialects' headers.
 
 Both ``Authorization: Bearer <key>`` and ``x-server-api-key: <key>`` work on every
-endpoint. A missing or wrong key is a 401, a key without the scope a 403.
+endpoint. A missing or wrong key is a 401, a key without the scope a 403, a key over
+its request rate a 429 with ``Retry-After`` (issue 14; keys without a rate limit pay
+nothing for it). A key's daily spend cap goes with its spends as a
+:class:`~tokenbank.ledger.operations.SpendCap` (:func:`spend_cap_of`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from tokenbank.api.errors import ApiError, is_dialect_b
 from tokenbank.api.state import get_services
 from tokenbank.apps.keys import keys_match
 from tokenbank.apps.service import Principal
+from tokenbank.ledger.operations import SpendCap
 
 SERVER_API_KEY_HEADER = "x-server-api-key"
 
@@ -44,7 +48,33 @@ async def authenticate(
     server_key: Annotated[str | None, Security(header_scheme)],
 ) -> Principal:
     presented = bearer.credentials if bearer is not None else server_key
-    return await principal_for(request, presented)
+    principal = await principal_for(request, presented)
+    if principal.rate_limit_per_minute is not None:
+        await _admit(request, principal, principal.rate_limit_per_minute)
+    return principal
+
+
+async def _admit(request: Request, principal: Principal, limit: int) -> None:
+    """Count the request against its key's rate; over it, a 429 before anything runs."""
+    limiter = get_services(request).rate_limiter
+    if limiter is None or principal.key_id is None:
+        return
+    retry_after_seconds = await limiter.admit(principal.key_id, limit)
+    if retry_after_seconds is not None:
+        raise ApiError(
+            429,
+            f"Rate limit of this API key reached ({limit} requests per minute)",
+            code="rate_limited",
+            headers={"Retry-After": str(retry_after_seconds)},
+            retryAfterSeconds=retry_after_seconds,
+        )
+
+
+def spend_cap_of(principal: Principal) -> SpendCap | None:
+    """The key's daily spend cap, for the ledger to judge with each spend."""
+    if principal.daily_spend_cap_tokens is None or principal.key_id is None:
+        return None
+    return SpendCap(key_id=principal.key_id, cap_tokens=principal.daily_spend_cap_tokens)
 
 
 async def principal_for(request: Request, presented: str | None) -> Principal:

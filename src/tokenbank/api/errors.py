@@ -32,12 +32,19 @@ class ApiError(Exception):
     """An answer other than 2xx, raised anywhere in a request."""
 
     def __init__(
-        self, status_code: int, message: str, *, code: str | None = None, **extra: Any
+        self,
+        status_code: int,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.code = code
+        self.headers = headers or {}  # such as a 429's Retry-After
         self.extra = extra
 
 

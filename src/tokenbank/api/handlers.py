@@ -40,7 +40,9 @@ def allowed_methods(request: Request) -> list[str]:
 
 
 async def on_api_error(request: Request, error: ApiError) -> JSONResponse:
-    return error_response(request, error.status_code, error.message, error.code, **error.extra)
+    response = error_response(request, error.status_code, error.message, error.code, **error.extra)
+    response.headers.update(error.headers)
+    return response
 
 
 async def on_validation(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tokenbank.api.errors import ApiError
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.results import HoldResult, OperationResult
@@ -19,6 +21,8 @@ REFUSAL_STATUS: dict[ErrorCode, int] = {
     ErrorCode.REFUND_EXCEEDS_SPENT: 409,
     ErrorCode.CREDIT_NOT_FOUND: 404,
     ErrorCode.IDEMPOTENCY_CONFLICT: 409,
+    # Not the wallet's tokens: the API key's cap for the UTC day (issue 14).
+    ErrorCode.DAILY_SPEND_CAP_EXCEEDED: 402,
 }
 
 
@@ -39,7 +43,7 @@ def refusal(result: OperationResult | HoldResult, *, public_url: str) -> ApiErro
             required=result.required_tokens,
             buyTokensUrl=buy_tokens_url(public_url),
         )
-    extra = {}
+    extra: dict[str, Any] = {}
     if result.available_tokens is not None:
         extra["available"] = result.available_tokens
     if result.required_tokens is not None:

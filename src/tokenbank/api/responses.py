@@ -35,6 +35,9 @@ class ErrorBody(BaseModel):
     buyTokensUrl: str | None = Field(  # noqa: N815 - the wire contract's name
         default=None, description="402: where the user can buy tokens"
     )
+    retryAfterSeconds: int | None = Field(  # noqa: N815
+        default=None, description="429: seconds until the key may call again"
+    )
 
 
 class ErrorBodyB(BaseModel):
@@ -57,12 +60,15 @@ class HealthBody(BaseModel):
 DESCRIPTIONS: dict[int, str] = {
     400: "Bad input the schema cannot express (code invalid_input)",
     401: "Missing or invalid API key (code unauthorized)",
-    402: "Insufficient tokens (code insufficient_tokens, with available and required)",
+    402: "Insufficient tokens (code insufficient_tokens, with available and required), or"
+    " the API key's daily spend cap would be exceeded (code daily_spend_cap_exceeded)",
     403: "The key lacks the scope (code forbidden), or the wallet is suspended or closed",
     404: "Not found",
     409: "Conflict: an idempotency key reused for a different request, or a state clash",
     413: "Request body too large (code payload_too_large)",
     415: "Content-Type must be application/json (code unsupported_media_type)",
+    429: "The API key's request rate limit is reached (code rate_limited, with"
+    " retryAfterSeconds; header Retry-After)",
     422: "Invalid request: malformed JSON, a missing or ill-typed field or parameter"
     " (code invalid_request, with details)",
     502: "Stripe refused or could not be reached (code payment_provider_error)",
@@ -70,8 +76,9 @@ DESCRIPTIONS: dict[int, str] = {
     " routes, Stripe keys not configured (code payments_not_configured)",
 }
 
-# Every route that takes a key: a refused key, or the database out of reach.
-AUTHENTICATED = (401, 403, 503)
+# Every route that takes a key: a refused key, a key over its rate, or the database
+# out of reach.
+AUTHENTICATED = (401, 403, 429, 503)
 # Every route with parameters or a body.
 WITH_INPUT = (400, 422)
 # Every route with a JSON body: the request limits apply.

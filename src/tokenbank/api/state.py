@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from tokenbank.accounts.service import AccountService
+from tokenbank.apps.rate_limits import RateLimiter
 from tokenbank.apps.service import AppService, Principal
 from tokenbank.config import Settings
 from tokenbank.ledger.service import TokenService
@@ -31,6 +32,8 @@ class Services:
     accounts: AccountService
     # The principal of TOKENBANK_API_KEY, when a single-app deployment sets one.
     env_principal: Principal | None = None
+    # Per-key request rates, counted in the database (issue 14).
+    rate_limiter: RateLimiter | None = None
 
 
 def get_services(request: Request) -> Services:

@@ -4,7 +4,8 @@ TokenBankError
 ├── Conflict (409)
 │   └── AppExists       an app of that slug is registered
 └── NotFound (404)
-    └── AppNotFound     no app of that slug
+    ├── AppNotFound     no app of that slug
+    └── KeyNotFound     no live key of the app shown with that prefix
 """
 
 from __future__ import annotations
@@ -17,4 +18,8 @@ class AppExists(Conflict):
 
 
 class AppNotFound(NotFound):
+    pass
+
+
+class KeyNotFound(NotFound):
     pass

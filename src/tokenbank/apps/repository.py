@@ -5,15 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, insert, or_, select, update
+from sqlalchemy import Table, delete, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tokenbank.db.models import ApiKey, App, AppOrigin
+from tokenbank.db.engine import is_sqlite
+from tokenbank.db.models import ApiKey, ApiKeyRequestCount, App, AppOrigin
 from tokenbank.db.rows import AnyRow
 
 apps = cast(Table, App.__table__)
 api_keys = cast(Table, ApiKey.__table__)
 origins = cast(Table, AppOrigin.__table__)
+request_counts = cast(Table, ApiKeyRequestCount.__table__)
 
 
 async def app_by_slug(conn: AsyncConnection, slug: str) -> AnyRow | None:
@@ -33,6 +36,7 @@ async def insert_key(
     display_prefix: str,
     scopes: str,
     now: datetime,
+    limits: dict[str, int | None] | None = None,
 ) -> int:
     statement = (
         insert(api_keys)
@@ -42,6 +46,7 @@ async def insert_key(
             display_prefix=display_prefix,
             scopes=scopes,
             created_at=now,
+            **(limits or {}),
         )
         .returning(api_keys.c.id)
     )
@@ -63,7 +68,7 @@ async def live_keys(conn: AsyncConnection, app_id: int, now: datetime) -> list[A
         api_keys.c.revoked_at.is_(None),
         or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > now),
     )
-    return list((await conn.execute(statement)).all())
+    return list((await conn.execute(statement.order_by(api_keys.c.id))).all())
 
 
 async def expire_keys(conn: AsyncConnection, key_ids: list[int], expires_at: datetime) -> None:
@@ -118,3 +123,43 @@ async def origin_registered(
 async def origins_of(conn: AsyncConnection, app_id: int) -> list[str]:
     query = select(origins.c.origin).where(origins.c.app_id == app_id).order_by(origins.c.origin)
     return list((await conn.execute(query)).scalars())
+
+
+# --- per-key limits (issue 14) ---------------------------------------------------------------
+
+
+async def set_key_limits(conn: AsyncConnection, key_id: int, limits: dict[str, int | None]) -> None:
+    await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**limits))
+
+
+async def claim_requests(
+    conn: AsyncConnection, *, key_id: int, window_start: datetime, requests: int
+) -> int:
+    """Add ``requests`` to the key's claims in the window, atomically; the claims after.
+
+    One statement on both engines (an upsert that adds under the row's lock), so
+    concurrent claims from any number of processes get disjoint ranges of the count.
+    """
+    insert_into = sqlite.insert if is_sqlite(conn) else postgresql.insert
+    statement = insert_into(request_counts).values(
+        key_id=key_id, window_start=window_start, claimed_requests=requests
+    )
+    upsert = statement.on_conflict_do_update(
+        index_elements=[request_counts.c.key_id, request_counts.c.window_start],
+        set_={
+            "claimed_requests": request_counts.c.claimed_requests
+            + statement.excluded.claimed_requests
+        },
+    ).returning(request_counts.c.claimed_requests)
+    return int((await conn.execute(upsert)).scalar_one())
+
+
+async def forget_windows_before(
+    conn: AsyncConnection, *, key_id: int, window_start: datetime
+) -> None:
+    """Past windows decide nothing: their counts go when a new window starts."""
+    await conn.execute(
+        delete(request_counts).where(
+            request_counts.c.key_id == key_id, request_counts.c.window_start < window_start
+        )
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -15,12 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenbank.apps import keys
 from tokenbank.apps import repository as repo
-from tokenbank.apps.errors import AppExists, AppNotFound
+from tokenbank.apps.errors import AppExists, AppNotFound, KeyNotFound
 from tokenbank.clock import Clock, system_clock
+from tokenbank.config import MAX_RATE_LIMIT_PER_MINUTE
 from tokenbank.db.engine import read_transaction, write_transaction
 from tokenbank.db.models import API_SCOPES
 from tokenbank.db.rows import AnyRow
 from tokenbank.errors import InvalidInput
+from tokenbank.validation import validate_amount
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 DEFAULT_SCOPES = ("read", "spend", "refund")
@@ -37,6 +40,9 @@ class Principal:
     app_slug: str
     scopes: frozenset[str]
     key_id: int | None = None
+    # The key's limits (issue 14); None: unlimited.
+    rate_limit_per_minute: int | None = None
+    daily_spend_cap_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,8 @@ class KeyInfo:
     expires_at: datetime | None
     revoked_at: datetime | None
     active: bool
+    rate_limit_per_minute: int | None = None
+    daily_spend_cap_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +78,29 @@ def validate_scopes(scopes: object) -> tuple[str, ...]:
     if unknown:
         raise InvalidInput("scopes", f"unknown {unknown}; known: {', '.join(API_SCOPES)}")
     return tuple(sorted(set(scopes), key=API_SCOPES.index))
+
+
+LIMIT_FIELDS = ("rate_limit_per_minute", "daily_spend_cap_tokens")
+
+
+def validate_limits(limits: Mapping[str, object]) -> dict[str, int | None]:
+    """A key's limits to set: each a positive whole number, or None for no limit."""
+    unknown = sorted(set(limits) - set(LIMIT_FIELDS))
+    if unknown:
+        raise InvalidInput(unknown[0], f"unknown limit; known: {', '.join(LIMIT_FIELDS)}")
+    checked: dict[str, int | None] = {}
+    for name, value in limits.items():
+        if value is None:
+            checked[name] = None
+        elif name == "daily_spend_cap_tokens":
+            checked[name] = validate_amount(value, field_name=name)
+        elif not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidInput(name, "must be a whole number of requests per minute")
+        elif not 1 <= value <= MAX_RATE_LIMIT_PER_MINUTE:
+            raise InvalidInput(name, f"must be from 1 to {MAX_RATE_LIMIT_PER_MINUTE}")
+        else:
+            checked[name] = value
+    return checked
 
 
 def parse_duration_seconds(text: str) -> int:
@@ -109,16 +140,19 @@ class AppService:
         *,
         scopes: list[str] | tuple[str, ...] = DEFAULT_SCOPES,
         name: str | None = None,
+        limits: Mapping[str, object] | None = None,
     ) -> tuple[AppInfo, str]:
-        """Register an app and issue its first key; the key is returned only here."""
+        """Register an app and issue its first key (with ``limits``, see
+        :meth:`set_key_limits`); the key is returned only here."""
         validate_slug(slug)
         valid_scopes = validate_scopes(scopes)
+        checked = validate_limits(limits or {})
         now = self._clock()
         async with write_transaction(self._engine) as conn:
             if await repo.app_by_slug(conn, slug) is not None:
                 raise AppExists(f"app {slug!r} already exists")
             app_id = await repo.insert_app(conn, slug, name, now)
-            key = await self._issue(conn, app_id, valid_scopes, now)
+            key = await self._issue(conn, app_id, valid_scopes, now, checked)
         return AppInfo(slug=slug, name=name, created_at=now), key
 
     async def rotate_key(
@@ -137,7 +171,9 @@ class AppService:
             new_scopes = validate_scopes(list(scopes or current or DEFAULT_SCOPES))
             expires_at = now + timedelta(seconds=old_key_expires_in_seconds)
             await repo.expire_keys(conn, [k.id for k in live], expires_at)
-            key = await self._issue(conn, app.id, new_scopes, now)
+            # The new key keeps the newest live key's limits: rotating lifts no limit.
+            limits = {name: getattr(live[-1], name) for name in LIMIT_FIELDS} if live else {}
+            key = await self._issue(conn, app.id, new_scopes, now, limits)
         self._cache.clear()
         return key
 
@@ -151,6 +187,28 @@ class AppService:
             revoked = await repo.revoke_keys(conn, chosen, now)
         self._cache.clear()
         return revoked
+
+    async def set_key_limits(
+        self, slug: str, display_prefix: str, limits: Mapping[str, object]
+    ) -> KeyInfo:
+        """Set (or with None clear) a live key's rate limit and daily spend cap (issue 14).
+
+        Only the limits named change. Other processes see the change within
+        ``KEY_CACHE_TTL_SECONDS``.
+        """
+        checked = validate_limits(limits)
+        now = self._clock()
+        async with write_transaction(self._engine) as conn:
+            app = await self._app(conn, slug)
+            live = await repo.live_keys(conn, app.id, now)
+            chosen = [k for k in live if k.display_prefix == display_prefix]
+            if len(chosen) != 1:
+                raise KeyNotFound(f"no live key of {slug!r} shown as {display_prefix!r}")
+            if checked:
+                await repo.set_key_limits(conn, chosen[0].id, checked)
+            row = next(k for k in await repo.keys_of(conn, app.id) if k.id == chosen[0].id)
+        self._cache.clear()
+        return _key_info(row, now)
 
     # --- origins that may embed the balance widget (decision 17) ---------------------------
 
@@ -219,7 +277,11 @@ class AppService:
         if not _key_info(row, self._clock()).active:
             return None, None
         principal = Principal(
-            app_slug=row.slug, scopes=frozenset(row.scopes.split(",")), key_id=row.id
+            app_slug=row.slug,
+            scopes=frozenset(row.scopes.split(",")),
+            key_id=row.id,
+            rate_limit_per_minute=row.rate_limit_per_minute,
+            daily_spend_cap_tokens=row.daily_spend_cap_tokens,
         )
         return principal, row.expires_at
 
@@ -230,7 +292,12 @@ class AppService:
         return app
 
     async def _issue(
-        self, conn: AsyncConnection, app_id: int, scopes: tuple[str, ...], now: datetime
+        self,
+        conn: AsyncConnection,
+        app_id: int,
+        scopes: tuple[str, ...],
+        now: datetime,
+        limits: dict[str, int | None] | None = None,
     ) -> str:
         key = keys.generate_key()
         await repo.insert_key(
@@ -240,6 +307,7 @@ class AppService:
             display_prefix=keys.display_prefix(key),
             scopes=",".join(scopes),
             now=now,
+            limits=limits,
         )
         return key
 
@@ -253,4 +321,6 @@ def _key_info(row: AnyRow, now: datetime) -> KeyInfo:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         active=active,
+        rate_limit_per_minute=row.rate_limit_per_minute,
+        daily_spend_cap_tokens=row.daily_spend_cap_tokens,
     )

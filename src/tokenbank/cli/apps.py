@@ -8,7 +8,7 @@ import typer
 
 from tokenbank.apps.service import DEFAULT_SCOPES, parse_duration_seconds
 from tokenbank.cli._common import DatabaseUrl, group, run, with_apps
-from tokenbank.cli._errors import expected_errors, fail
+from tokenbank.cli._errors import BAD_INPUT, expected_errors, fail
 
 app = group("Registered apps and their API keys.")
 
@@ -20,16 +20,61 @@ ScopeOption = Annotated[
 ]
 
 
+RateOption = Annotated[
+    str | None,
+    typer.Option(
+        "--rate-per-minute", help="Requests per minute the key may make, or 'none' for no limit."
+    ),
+]
+CapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--daily-cap-tokens",
+        help="Tokens the key may spend per UTC day, or 'none' for no cap.",
+    ),
+]
+NO_LIMIT = "none"
+
+
+def _limits(rate_per_minute: str | None, daily_cap_tokens: str | None) -> dict[str, object]:
+    """The limits the options name: a whole number, or 'none' to remove one."""
+    limits: dict[str, object] = {}
+    for name, text in (
+        ("rate_limit_per_minute", rate_per_minute),
+        ("daily_spend_cap_tokens", daily_cap_tokens),
+    ):
+        if text is None:
+            continue
+        value = text.strip().lower()
+        if value != NO_LIMIT and not value.isdigit():
+            fail(f"{name}: give a whole number, or '{NO_LIMIT}'", BAD_INPUT)
+        limits[name] = None if value == NO_LIMIT else int(value)
+    return limits
+
+
+def _limits_text(rate: int | None, cap: int | None) -> str:
+    rate_text = f"{rate}/min" if rate is not None else "no rate limit"
+    cap_text = f"{cap} tokens/day" if cap is not None else "no daily cap"
+    return f"{rate_text}, {cap_text}"
+
+
 @app.command("create")
 def apps_create(
     slug: str,
     scope: ScopeOption = None,
     name: Annotated[str | None, typer.Option(help="A human-readable name.")] = None,
+    rate_per_minute: RateOption = None,
+    daily_cap_tokens: CapOption = None,
     database_url: DatabaseUrl = None,
 ) -> None:
     """Register an app and print its API key (shown this once only)."""
     scopes = tuple(scope) if scope else DEFAULT_SCOPES
-    info, key = run(with_apps(database_url, lambda s: s.create_app(slug, scopes=scopes, name=name)))
+    limits = _limits(rate_per_minute, daily_cap_tokens)
+    info, key = run(
+        with_apps(
+            database_url, lambda s: s.create_app(slug, scopes=scopes, name=name, limits=limits)
+        )
+    )
     typer.echo(f"app {info.slug} created with scopes {','.join(scopes)}")
     typer.echo("API key (store it now: it is not shown again):")
     typer.echo(key)
@@ -43,7 +88,25 @@ def apps_list(database_url: DatabaseUrl = None) -> None:
         for key in info.keys:
             state = "active" if key.active else ("revoked" if key.revoked_at else "expired")
             expiry = f", expires {key.expires_at:%Y-%m-%d %H:%M}" if key.expires_at else ""
-            typer.echo(f"  {key.display_prefix}...  {','.join(key.scopes)}  {state}{expiry}")
+            limits = _limits_text(key.rate_limit_per_minute, key.daily_spend_cap_tokens)
+            typer.echo(
+                f"  {key.display_prefix}...  {','.join(key.scopes)}  {state}{expiry}  ({limits})"
+            )
+
+
+@app.command("key-limits")
+def apps_key_limits(
+    slug: str,
+    key_prefix: Annotated[str, typer.Argument(help="The key as 'apps list' shows it: tb_xxxxxxx.")],
+    rate_per_minute: RateOption = None,
+    daily_cap_tokens: CapOption = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Set or remove a key's request rate limit (429 past it) and daily spend cap (402)."""
+    limits = _limits(rate_per_minute, daily_cap_tokens)
+    key = run(with_apps(database_url, lambda s: s.set_key_limits(slug, key_prefix, limits)))
+    limits_text = _limits_text(key.rate_limit_per_minute, key.daily_spend_cap_tokens)
+    typer.echo(f"key {key.display_prefix}... of {slug}: {limits_text}")
 
 
 @app.command("rotate-key")

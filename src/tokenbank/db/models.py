@@ -8,7 +8,7 @@ the Python layer is bypassed.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -17,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Computed,
+    Date,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -467,11 +468,54 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Per-key limits (issue 14; None: no limit). Requests per fixed minute, and tokens
+    # the key may debit per UTC day.
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(Integer)
+    daily_spend_cap_tokens: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         CheckConstraint("length(key_hash) = 64", name="hash_length"),
         CheckConstraint("scopes <> ''", name="has_scopes"),
+        CheckConstraint("rate_limit_per_minute > 0", name="rate_limit_positive"),
+        CheckConstraint("daily_spend_cap_tokens > 0", name="spend_cap_positive"),
         Index("ix_api_keys_app_id", "app_id"),
+    )
+
+
+class ApiKeyRequestCount(Base):
+    """Requests a rate-limited key claimed in one fixed minute, shared by every process.
+
+    A process claims requests in small lots (``apps/rate_limits.py``): the count is what
+    was claimed, so it may pass the limit; what a process may serve never does.
+    """
+
+    __tablename__ = "api_key_request_counts"
+
+    key_id: Mapped[int] = mapped_column(BigId, ForeignKey("api_keys.id"), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    claimed_requests: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (CheckConstraint("claimed_requests > 0", name="claimed_positive"),)
+
+
+class ApiKeyDailySpend(Base):
+    """Tokens a capped key debited on one UTC day, with the cap that applied.
+
+    Written in the same transaction as the debit it counts (``ledger/spend_caps.py``);
+    the CHECK refuses a day's spend above its cap whatever code writes it.
+    """
+
+    __tablename__ = "api_key_daily_spend"
+
+    key_id: Mapped[int] = mapped_column(BigId, ForeignKey("api_keys.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    spent_tokens: Mapped[int] = mapped_column(BigInteger)
+    cap_tokens: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        CheckConstraint("spent_tokens >= 0", name="spent_not_negative"),
+        CheckConstraint("cap_tokens > 0", name="cap_positive"),
+        CheckConstraint("spent_tokens <= cap_tokens", name="within_cap"),
     )
 
 

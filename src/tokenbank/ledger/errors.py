@@ -26,6 +26,8 @@ class ErrorCode(StrEnum):
     REFUND_EXCEEDS_SPENT = "refund_exceeds_spent"
     CREDIT_NOT_FOUND = "credit_not_found"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    # The API key's daily spend cap (issue 14): not the wallet's balance.
+    DAILY_SPEND_CAP_EXCEEDED = "daily_spend_cap_exceeded"
 
 
 ERROR_MESSAGES: dict[ErrorCode, str] = {
@@ -41,4 +43,5 @@ ERROR_MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.REFUND_EXCEEDS_SPENT: "Refund exceeds what the user has spent",
     ErrorCode.CREDIT_NOT_FOUND: "The credit to claw back was not found for this user",
     ErrorCode.IDEMPOTENCY_CONFLICT: IDEMPOTENCY_CONFLICT_MESSAGE,
+    ErrorCode.DAILY_SPEND_CAP_EXCEEDED: "The API key's daily spend cap would be exceeded",
 }

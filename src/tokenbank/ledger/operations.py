@@ -77,6 +77,22 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
 
 
+@dataclass(frozen=True, slots=True)
+class SpendCap:
+    """The daily spend cap of the API key an operation is made with (issue 14).
+
+    What the operation debits counts against ``cap_tokens`` for the key and the UTC
+    day, in the same database transaction as the debit (``ledger/spend_caps.py``).
+    Not part of a request's fingerprint: a retry is the same request whatever the cap.
+    """
+
+    key_id: int
+    cap_tokens: int
+
+    def __post_init__(self) -> None:
+        validate_amount(self.cap_tokens, field_name="daily_spend_cap_tokens")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LedgerOperation:
     description: str | None = None
@@ -178,6 +194,7 @@ class Debit(LedgerOperation):
     operation_type: str = USAGE
     allow_overdraft: bool = False
     pricing: dict[str, Any] | None = field(default=None)
+    spend_cap: SpendCap | None = None
 
     def __post_init__(self) -> None:
         validate_user_id(self.user_id)
@@ -229,6 +246,7 @@ class PlaceHold(LedgerOperation):
     amount_tokens: int
     ttl_seconds: int
     operation_type: str = USAGE
+    spend_cap: SpendCap | None = None
 
     def __post_init__(self) -> None:
         validate_user_id(self.user_id)
@@ -314,6 +332,7 @@ class CaptureHold(LedgerOperation):
     hold_id: str
     amount_tokens: int
     pricing: dict[str, Any] | None = None
+    spend_cap: SpendCap | None = None
 
     def __post_init__(self) -> None:
         validate_hold_id(self.hold_id)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.config import MAX_PAGE_SIZE
 from tokenbank.db.engine import read_transaction
@@ -24,8 +26,34 @@ EXPORT_CHUNK = 1_000
 MAX_CHUNK = 10_000
 FIRST_DAY = date(1970, 1, 1)
 LAST_DAY = date(9998, 12, 31)
-# Wallets whose finished days of usage are kept in memory, per process.
+# Wallets whose settled usage is kept in memory, per process.
 USAGE_CACHE_WALLETS = 1_024
+# A wallet's entries older than this are summed once per process and kept
+# (UserPages._kept_usage).
+SETTLE_SECONDS = 5
+# (wallet id, first day, last day)
+UsageKey = tuple[int, str, str]
+# (day, operation type, model) -> [tokens, operations]
+UsageSums = dict[tuple[str, str, str], list[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class KeptUsage:
+    """A period's usage in a wallet's entries up to ``upto_id``, and how many of the
+    wallet's entries (of any kind) have an id up to it."""
+
+    upto_id: int = 0
+    entries: int = 0
+    usage: UsageSums = field(default_factory=dict)
+
+
+def _added_usage(sums: UsageSums, rows: list[AnyRow]) -> UsageSums:
+    total = {key: list(figures) for key, figures in sums.items()}
+    for row in rows:
+        into = total.setdefault((str(row.day), row.operation_type, str(row.model)), [0, 0])
+        into[0] += int(row.tokens)
+        into[1] += int(row.operations)
+    return total
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,16 +129,6 @@ def _history_row(row: AnyRow) -> HistoryRow:
     )
 
 
-def _usage_row(row: AnyRow) -> UsageRow:
-    return UsageRow(
-        day=str(row.day),
-        operation_type=row.operation_type,
-        model=str(row.model),
-        tokens=int(row.tokens),
-        operations=int(row.operations),
-    )
-
-
 def _check_page(limit: int, offset: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
         raise InvalidInput("limit", f"must be a whole number from 1 to {MAX_PAGE_SIZE}")
@@ -119,13 +137,12 @@ def _check_page(limit: int, offset: int) -> None:
 
 
 class UserPages:
-    """The pages' reads over one TokenService. Keep one per process: it remembers
-    the usage of finished days (the ledger is append-only and stamped with the
-    writer's clock, so a day that has ended gains no rows)."""
+    """The pages' reads over one TokenService. Keep one per process: it keeps what
+    wallets' settled entries add up to (``_kept_usage``)."""
 
     def __init__(self, tokens: TokenService) -> None:
         self.tokens = tokens
-        self._finished_days: OrderedDict[tuple[int, str, str], list[UsageRow]] = OrderedDict()
+        self._usage: OrderedDict[UsageKey, KeptUsage] = OrderedDict()
 
     async def figures(self, user_id: str) -> tuple[int, int] | None:
         """(balance, held) of the user's wallet: one indexed row, cheap to poll."""
@@ -191,28 +208,54 @@ class UserPages:
 
     async def usage(self, user_id: str, days: int) -> list[UsageRow] | None:
         """Usage of the last ``days`` UTC days, today included, by day, operation type
-        and model (None without a wallet). Finished days are read once per process;
-        today is read every time."""
+        and model (None without a wallet), sorted by those three. Exact and fresh to
+        the request; ``_kept_usage`` says what is read from the database."""
         validate_user_id(user_id)
         if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_USAGE_DAYS:
             raise InvalidInput("days", f"a whole number from 1 to {MAX_USAGE_DAYS}")
-        today = self.tokens.clock().astimezone(UTC).date()
-        first = today - timedelta(days=days - 1)
+        now = self.tokens.clock()
+        today = now.astimezone(UTC).date()
+        since = _midnight(today - timedelta(days=days - 1))
         async with read_transaction(await self.tokens.engine()) as conn:
             wallet_id = await repo.wallet_id_of(conn, user_id)
             if wallet_id is None:
                 return None
-            key = (wallet_id, first.isoformat(), today.isoformat())
-            finished = self._finished_days.get(key)
-            if finished is None:
-                rows = await repo.usage_by_day(conn, wallet_id, _midnight(first))
-                return self._remember(key, [_usage_row(row) for row in rows])
-            rows = await repo.usage_by_day(conn, wallet_id, _midnight(today))
-        self._finished_days.move_to_end(key)
-        return finished + [_usage_row(row) for row in rows]
+            key = (wallet_id, since.date().isoformat(), today.isoformat())
+            kept = await self._kept_usage(conn, key, since, now)
+            newest = await repo.usage_after_entry(conn, wallet_id, since, kept.upto_id, None)
+        totals = _added_usage(kept.usage, newest)
+        return [
+            UsageRow(day=k[0], operation_type=k[1], model=k[2], tokens=v[0], operations=v[1])
+            for k, v in sorted(totals.items())
+        ]
 
-    def _remember(self, key: tuple[int, str, str], rows: list[UsageRow]) -> list[UsageRow]:
-        self._finished_days[key] = [row for row in rows if row.day < key[2]]
-        while len(self._finished_days) > USAGE_CACHE_WALLETS:
-            self._finished_days.popitem(last=False)
-        return rows
+    async def _kept_usage(
+        self, conn: AsyncConnection, key: UsageKey, since: datetime, now: datetime
+    ) -> KeptUsage:
+        """The period's usage in the wallet's entries written more than SETTLE_SECONDS
+        ago, kept per process and extended by the entries settled since. The ledger is
+        append-only, so what entries up to an id add up to never changes; the kept sum
+        also counts the wallet's entries it covers, and when the database counts more
+        (a transaction that took an id below the mark committed after it was read) the
+        sum is made again from the start. Only the first visit of a period (in a
+        process) reads the whole period."""
+        wallet_id = key[0]
+        kept = self._usage.pop(key, None)
+        if kept is None or await repo.wallet_entry_count(conn, wallet_id, kept.upto_id) != (
+            kept.entries
+        ):
+            kept = KeptUsage()
+        before = now - timedelta(seconds=SETTLE_SECONDS)
+        mark = await repo.wallet_settled_mark(conn, wallet_id, kept.upto_id, before)
+        if mark > kept.upto_id:
+            # Counted before it is summed (above: a late commit makes a difference).
+            count = await repo.wallet_entry_count(conn, wallet_id, mark)
+            if kept.upto_id == 0:
+                rows = await repo.usage_by_day(conn, wallet_id, since, upto_id=mark)
+            else:
+                rows = await repo.usage_after_entry(conn, wallet_id, since, kept.upto_id, mark)
+            kept = KeptUsage(mark, count, _added_usage(kept.usage, rows))
+        self._usage[key] = kept  # the most recently used last
+        while len(self._usage) > USAGE_CACHE_WALLETS:
+            self._usage.popitem(last=False)
+        return kept

@@ -47,6 +47,7 @@ from tokenbank.ledger.operations import (
     Operation,
     PlaceHold,
     Refund,
+    SpendCap,
     VoidHold,
     validate_hold_id,
     validate_operation_type,
@@ -471,7 +472,9 @@ class TokenService:
         idempotency_scope: str = "",
         allow_overdraft: bool = False,
         pricing: dict[str, Any] | None = None,
+        spend_cap: SpendCap | None = None,
     ) -> OperationResult:
+        """Debit a wallet; with ``spend_cap``, only within the key's cap for the UTC day."""
         op = Debit(
             user_id=user_id,
             amount_tokens=amount,
@@ -482,6 +485,7 @@ class TokenService:
             idempotency_scope=idempotency_scope,
             allow_overdraft=allow_overdraft,
             pricing=pricing,
+            spend_cap=spend_cap,
         )
         await self._check_debit_type(op.operation_type)
         return await self._operation(op)
@@ -642,6 +646,7 @@ class TokenService:
         description: str | None = None,
         idempotency_key: str | None = None,
         idempotency_scope: str = "",
+        spend_cap: SpendCap | None = None,
     ) -> HoldResult:
         op = PlaceHold(
             user_id=user_id,
@@ -654,6 +659,7 @@ class TokenService:
             description=description,
             idempotency_key=idempotency_key,
             idempotency_scope=idempotency_scope,
+            spend_cap=spend_cap,
         )
         await self._check_debit_type(op.operation_type)
         return await self._hold_operation(op)
@@ -668,9 +674,11 @@ class TokenService:
         idempotency_key: str | None = None,
         idempotency_scope: str = "",
         pricing: dict[str, Any] | None = None,
+        spend_cap: SpendCap | None = None,
     ) -> HoldResult:
         """Settle a hold: less than held releases the rest; more overdraws (decision 6,
-        docs/architecture.md)."""
+        docs/architecture.md). With ``spend_cap``, the capture must fit in the key's
+        cap for the UTC day, or it is refused and the hold stays pending."""
         op = CaptureHold(
             hold_id=hold_id,
             amount_tokens=amount,
@@ -679,6 +687,7 @@ class TokenService:
             idempotency_key=idempotency_key,
             idempotency_scope=idempotency_scope,
             pricing=pricing,
+            spend_cap=spend_cap,
         )
         return await self._hold_operation(op)
 

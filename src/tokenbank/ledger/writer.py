@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tokenbank.clock import Clock
 from tokenbank.config import MAX_WRITE_RETRIES
 from tokenbank.db.engine import write_transaction
-from tokenbank.ledger import handlers, scheduled
+from tokenbank.ledger import handlers, scheduled, spend_caps
 from tokenbank.ledger.batch import FAST_TYPES, FastOperation, apply_fast
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.idempotency import KEYED_OPERATIONS, key_row
@@ -92,12 +92,23 @@ def _kernel_operations(operations: Sequence[Operation]) -> list[tuple[int, FastO
 
 
 def _for_kernel(op: Operation) -> TypeGuard[FastOperation]:
-    # A credit with an effective date may be scheduled for later: per operation.
-    return isinstance(op, FAST_TYPES) and getattr(op, "effective_at", None) is None
+    # A credit with an effective date may be scheduled for later, and a debit under a
+    # key's spend cap counts in its own savepoint: per operation.
+    return (
+        isinstance(op, FAST_TYPES)
+        and getattr(op, "effective_at", None) is None
+        and getattr(op, "spend_cap", None) is None
+    )
 
 
 # Refusals that no expired hold or grant can explain.
-_NOT_TIME = frozenset({ErrorCode.WALLET_NOT_FOUND, ErrorCode.IDEMPOTENCY_CONFLICT})
+_NOT_TIME = frozenset(
+    {
+        ErrorCode.WALLET_NOT_FOUND,
+        ErrorCode.IDEMPOTENCY_CONFLICT,
+        ErrorCode.DAILY_SPEND_CAP_EXCEEDED,
+    }
+)
 
 
 def _time_may_explain(op: Operation, result: LedgerResult) -> TypeGuard[Debit | PlaceHold]:
@@ -185,6 +196,7 @@ class LedgerWriter:
     ) -> list[LedgerResult]:
         results: dict[int, LedgerResult] = {}
         remaining = list(range(len(operations)))
+        await spend_caps.lock_counters(conn, operations, now)
         fast = _kernel_operations(operations)
         if use_kernel and fast:
             results, deferred = await apply_fast(conn, fast, now)
@@ -243,6 +255,9 @@ class LedgerWriter:
                     result = await handler(conn, op, now)
                     if not result.success:
                         raise _RollBack(result)
+                    capped = await spend_caps.over_cap(conn, op, result, now)
+                    if capped is not None:
+                        raise _RollBack(capped)
                     if op.idempotency_key is not None:
                         result = await self._claim_key(conn, op, result, now)
                         if not result.success:

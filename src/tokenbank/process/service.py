@@ -40,7 +40,7 @@ from tokenbank.db.engine import read_transaction
 from tokenbank.db.rows import AnyRow
 from tokenbank.errors import IdempotencyConflict, InvalidInput, TokenBankError
 from tokenbank.ledger.errors import ErrorCode
-from tokenbank.ledger.operations import validate_hold_id
+from tokenbank.ledger.operations import SpendCap, validate_hold_id
 from tokenbank.ledger.repository import reads as ledger_reads
 from tokenbank.ledger.results import HoldResult, HoldView, OperationResult
 from tokenbank.ledger.service import TokenService
@@ -50,7 +50,7 @@ from tokenbank.pricing.calculator import Quote, Usage
 from tokenbank.pricing.numbers import decimal_text
 from tokenbank.pricing.rules import PerUnitRule
 from tokenbank.pricing.service import PricingService
-from tokenbank.process.errors import HoldAlreadySettled, HoldNotFound
+from tokenbank.process.errors import DailySpendCapExceeded, HoldAlreadySettled, HoldNotFound
 from tokenbank.validation import validate_amount
 
 DERIVED_KEY_PREFIX = "token-process-end:"
@@ -143,6 +143,7 @@ class TokenProcess:
         hold_tokens: int | None = None,
         idempotency_key: str | None = None,
         idempotency_scope: str = "",
+        spend_cap: SpendCap | None = None,
     ) -> StartOutcome:
         access = await self._plans.access(user_id, feature_id)
         wallet = _active_wallet(access, user_id)
@@ -164,7 +165,10 @@ class TokenProcess:
             description=f"token process start: {feature.id}",
             idempotency_key=start_key(idempotency_key),
             idempotency_scope=idempotency_scope,
+            spend_cap=spend_cap,
         )
+        if placed.error_code == ErrorCode.DAILY_SPEND_CAP_EXCEEDED:
+            raise DailySpendCapExceeded()
         return await self._started(user_id, feature, amount, placed)
 
     async def _started(
@@ -212,6 +216,7 @@ class TokenProcess:
         hold_id: str | None = None,
         idempotency_key: str | None = None,
         idempotency_scope: str = "",
+        spend_cap: SpendCap | None = None,
     ) -> EndOutcome:
         access = await self._plans.access(user_id, feature_id)
         if access.wallet is None or access.wallet.status == "closed":
@@ -242,6 +247,7 @@ class TokenProcess:
             description=f"token process: {feature.name}",
             key=charge_key,
             scope=idempotency_scope,
+            spend_cap=spend_cap,
         )
         if hold is not None and hold.status == "pending":
             return await self._capture(charge, hold)
@@ -325,9 +331,12 @@ class TokenProcess:
             idempotency_key=charge.key,
             idempotency_scope=charge.scope,
             pricing=charge.pricing,
+            spend_cap=charge.spend_cap,
         )
         if result.success:
             return await self._outcome(charge, result, hold_id=hold.hold_id)
+        if result.error_code == ErrorCode.DAILY_SPEND_CAP_EXCEEDED:
+            raise DailySpendCapExceeded()  # the hold stays pending until voided or expired
         if result.error_code == ErrorCode.HOLD_NOT_PENDING and result.status == "captured":
             raise HoldAlreadySettled(f"hold {hold.hold_id} was already settled")
         if result.error_code == ErrorCode.HOLD_EXPIRED:
@@ -348,7 +357,10 @@ class TokenProcess:
             idempotency_scope=charge.scope,
             allow_overdraft=True,
             pricing=charge.pricing,
+            spend_cap=charge.spend_cap,
         )
+        if result.error_code == ErrorCode.DAILY_SPEND_CAP_EXCEEDED:
+            raise DailySpendCapExceeded()
         if not result.success:
             raise WalletNotFound(charge.user_id)  # missing or closed: nothing else refuses
         return await self._outcome(charge, result)
@@ -410,3 +422,4 @@ class _Charge:
     description: str
     key: str | None
     scope: str
+    spend_cap: SpendCap | None = None

@@ -45,7 +45,7 @@ from tokenbank.plans import repository as plans_repo
 CHART_DAYS = 30
 NO_MODEL_LABEL = "(no model recorded)"
 # Entries older than this are summed once per process and kept (the module docstring).
-SETTLE_SECONDS = 60
+SETTLE_SECONDS = 5
 
 Key = TypeVar("Key")
 

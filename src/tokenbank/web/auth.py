@@ -11,6 +11,8 @@ sign-up forms, before there is a session, use a double-submit cookie instead.
 from __future__ import annotations
 
 import secrets
+import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -45,6 +47,29 @@ class PageRefused(Exception):
 
 def accounts(request: Request) -> AccountService:
     return get_services(request).accounts
+
+
+# How often a long-lived answer (the live balance stream) asks whether its session
+# still lives: a sign-out ends the stream within this.
+SESSION_RECHECK_SECONDS = 5.0
+
+
+def gone_or_signed_out(request: Request) -> Callable[[], Awaitable[bool]]:
+    """For a stream: whether the client left, or (asked again every
+    SESSION_RECHECK_SECONDS) its session ended (signed out, revoked, expired)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    checked_at = time.monotonic()
+
+    async def ended() -> bool:
+        nonlocal checked_at
+        if await request.is_disconnected():
+            return True
+        if time.monotonic() - checked_at < SESSION_RECHECK_SECONDS:
+            return False
+        checked_at = time.monotonic()
+        return await accounts(request).session(token) is None
+
+    return ended
 
 
 async def current(request: Request) -> SignedIn | None:

@@ -37,6 +37,7 @@ from tokenbank.web.admin_forms import (
 )
 from tokenbank.web.admin_reads import plan_stripe_prices
 from tokenbank.web.auth import PageAdmin
+from tokenbank.web.routes_admin_pricing import pricing_tables
 from tokenbank.web.templating import page
 
 router = APIRouter()
@@ -58,7 +59,8 @@ async def settings_page(request: Request, signed_in: PageAdmin) -> Response:
 async def _settings_page(
     request: Request, signed_in: SignedIn, *, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    current = await get_services(request).pricing.settings()
+    services = get_services(request)
+    current = await services.pricing.settings()
     return page(
         request,
         "admin_settings.html",
@@ -66,6 +68,7 @@ async def _settings_page(
         status_code=status_code,
         section="settings",
         current=settings_json(current),
+        **(await pricing_tables(services)),
         **context,
     )
 

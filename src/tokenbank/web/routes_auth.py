@@ -4,6 +4,7 @@ a short-lived HS256 JWT) (decision 17)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -12,8 +13,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from tokenbank.accounts import user_tokens
 from tokenbank.accounts.errors import AccountExists, SignInRefused
-from tokenbank.accounts.passwords import validate_password
-from tokenbank.accounts.service import NewSession, SignedIn, normalize_email
+from tokenbank.accounts.passwords import hash_password, validate_password
+from tokenbank.accounts.service import SignedIn, normalize_email
 from tokenbank.api.auth import ReadKey
 from tokenbank.api.errors import ApiError
 from tokenbank.api.responses import AUTHENTICATED, errors
@@ -34,6 +35,12 @@ from tokenbank.web.auth import (
 )
 from tokenbank.web.templating import page
 
+logger = logging.getLogger("tokenbank.web")
+# After a sign-up, whether or not the email was new (the page must not say which).
+SIGNED_UP = (
+    "Thanks for signing up. If this email was new, its account is ready: sign in with it."
+    " If you already had an account, sign in with your password."
+)
 router = APIRouter(include_in_schema=False)
 api_router = APIRouter(tags=["people"])
 
@@ -52,11 +59,14 @@ def _form_page(
 
 
 @router.get("/login")
-async def login_form(request: Request, next: str | None = None) -> Response:
+async def login_form(
+    request: Request, next: str | None = None, signed_up: str | None = None
+) -> Response:
     signed_in = await current(request)
     if signed_in is not None:
         return RedirectResponse(safe_next(next, _home(signed_in)), status_code=303)
-    return _form_page(request, "login.html", next=safe_next(next, ""), email="")
+    notice = SIGNED_UP if signed_up is not None else None
+    return _form_page(request, "login.html", next=safe_next(next, ""), email="", notice=notice)
 
 
 @router.post("/login")
@@ -113,29 +123,35 @@ async def signup(
     try:
         if password != confirm:
             raise InvalidInput("confirm", "the two passwords differ")
-        session = await _sign_up(request, email, password)
-    except (InvalidInput, AccountExists) as refused:
-        message = (
-            "Could not sign up with these details. If you have an account, sign in."
-            if isinstance(refused, AccountExists)
-            else refused.message
+        await _sign_up(request, email, password)
+    except InvalidInput as refused:
+        return _form_page(
+            request, "signup.html", status_code=400, error=refused.message, email=email
         )
-        return _form_page(request, "signup.html", status_code=400, error=message, email=email)
-    response = RedirectResponse("/tokens", status_code=303)
-    set_session_cookie(response, session.token, services.settings)
-    return response
+    # The same answer whether the email was new or taken, and no session either way:
+    # signing in next is what proves the password (decision 17).
+    return RedirectResponse("/login?signed_up=1", status_code=303)
 
 
-async def _sign_up(request: Request, email: str, password: str) -> NewSession:
-    """A wallet (with its welcome bonus, once) and its account, then a session."""
+async def _sign_up(request: Request, email: str, password: str) -> None:
+    """A wallet (with its welcome bonus, once) and its account, unless the email is
+    taken: then the password is hashed all the same, so that the two cases cost the
+    same time and write nothing that tells them apart."""
     services = get_services(request)
     people = accounts(request)
-    user_id = people.new_user_id()
     normalize_email(email)
     validate_password(password)
+    if await people.email_taken(email):
+        hash_password(password)
+        return
+    user_id = people.new_user_id()
     await services.tokens.open_wallet(user_id)
-    account = await people.create(email, password, role="user", user_id=user_id)
-    return await people.start_session(account)
+    try:
+        await people.create(email, password, role="user", user_id=user_id)
+    except AccountExists:
+        # Two sign-ups raced for one email: this one's wallet stays unowned (its
+        # welcome bonus is counted in the books, and nobody can spend it).
+        logger.info("sign-up raced for an email; wallet %s left without an account", user_id)
 
 
 @router.post("/logout")

@@ -21,7 +21,7 @@ from tokenbank.errors import InvalidInput, NotFound
 from tokenbank.payments.errors import PaymentProviderError, PaymentsNotConfigured
 from tokenbank.payments.purchases import Order
 from tokenbank.web import routes_billing, routes_history
-from tokenbank.web.auth import CsrfUser, PageUser
+from tokenbank.web.auth import CsrfUser, PageUser, gone_or_signed_out
 from tokenbank.web.live import balance_events
 from tokenbank.web.templating import page
 from tokenbank.web.wallet_pages import no_wallet, parse_dollars, reads, refusal_text
@@ -168,7 +168,8 @@ async def events(request: Request, signed_in: PageUser) -> Response:
     if signed_in.user_id is None:
         # 204 tells EventSource to stop: there is no wallet to follow.
         return Response(status_code=204)
-    stream = balance_events(reads(request), signed_in.user_id, disconnected=request.is_disconnected)
+    ended = gone_or_signed_out(request)
+    stream = balance_events(reads(request), signed_in.user_id, disconnected=ended)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 

@@ -37,7 +37,7 @@ FIELD_NAMES = {
 
 
 def reads(request: Request) -> UserPages:
-    """The process's UserPages (one per app: it caches finished days of usage)."""
+    """The process's UserPages (one per app: it keeps what settled usage adds up to)."""
     tokens = get_services(request).tokens
     found: UserPages | None = getattr(request.app.state, "user_pages", None)
     if found is None or found.tokens is not tokens:

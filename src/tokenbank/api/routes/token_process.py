@@ -34,7 +34,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request
 from pydantic import Field, StrictBool
 
-from tokenbank.api.auth import SpendKey
+from tokenbank.api.auth import SpendKey, spend_cap_of
 from tokenbank.api.idempotency import idempotency_key
 from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, errors
 from tokenbank.api.schemas import ApiModel, ReferenceId, Tokens, TokensOrZero, UserId
@@ -148,6 +148,7 @@ async def start(request: Request, body: StartRequest, principal: SpendKey) -> di
         hold_tokens=body.hold_tokens,
         idempotency_key=idempotency_key(request, body.request_id),
         idempotency_scope=principal.app_slug,
+        spend_cap=spend_cap_of(principal),
     )
     return _start_body(outcome)
 
@@ -184,5 +185,6 @@ async def end(request: Request, body: EndRequest, principal: SpendKey) -> dict[s
         hold_id=body.hold_id,
         idempotency_key=idempotency_key(request, body.request_id),
         idempotency_scope=principal.app_slug,
+        spend_cap=spend_cap_of(principal),
     )
     return _end_body(outcome)

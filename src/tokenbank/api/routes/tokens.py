@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BeforeValidator, Field, StrictInt
 
-from tokenbank.api.auth import CreditKey, ReadKey, RefundKey, SpendKey
+from tokenbank.api.auth import CreditKey, ReadKey, RefundKey, SpendKey, spend_cap_of
 from tokenbank.api.errors import ApiError
 from tokenbank.api.idempotency import idempotency_key
 from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, WITH_INPUT, errors
@@ -163,6 +163,7 @@ async def deduct(request: Request, body: DeductRequest, principal: SpendKey) -> 
         metadata=body.metadata,
         idempotency_key=idempotency_key(request, body.referenceId),
         idempotency_scope=principal.app_slug,
+        spend_cap=spend_cap_of(principal),
     )
     return {"data": operation_data(settled(request, result))}
 
@@ -314,6 +315,7 @@ async def place_hold(request: Request, body: HoldRequest, principal: SpendKey) -
         metadata=body.metadata,
         idempotency_key=idempotency_key(request, body.referenceId),
         idempotency_scope=principal.app_slug,
+        spend_cap=spend_cap_of(principal),
     )
     return {"data": await hold_data(tokens, settled(request, result))}
 
@@ -340,6 +342,7 @@ async def capture_hold(
         metadata=body.metadata,
         idempotency_key=idempotency_key(request, body.referenceId),
         idempotency_scope=principal.app_slug,
+        spend_cap=spend_cap_of(principal),
     )
     return {"data": await hold_data(tokens, settled(request, result))}
 

@@ -138,20 +138,29 @@ def _model() -> ColumnElement[Any]:
     )
 
 
-async def usage_by_day(conn: AsyncConnection, wallet_id: int, since: datetime) -> list[AnyRow]:
-    """Tokens the wallet's debits took since ``since``, by UTC day, operation type and
-    model: (day, operation_type, model, tokens, operations)."""
+def _usage(conn: AsyncConnection) -> tuple[Select[Any], list[ColumnElement[Any]]]:
+    """(day, operation_type, model, tokens, operations) of debits' wallet legs, to be
+    filtered by the caller, and what to group it by."""
     day = _day(conn).label("day")
     model = _model().label("model")
+    keys: list[ColumnElement[Any]] = [day, transactions.c.operation_type, model]
+    statement = select(
+        *keys,
+        func.sum(-entries.c.amount_tokens).label("tokens"),
+        func.count().label("operations"),
+    )
+    return statement, keys
+
+
+async def usage_by_day(
+    conn: AsyncConnection, wallet_id: int, since: datetime, *, upto_id: int | None = None
+) -> list[AnyRow]:
+    """Tokens the wallet's debits took since ``since`` (in entries up to ``upto_id``),
+    by UTC day, operation type and model: (day, operation_type, model, tokens,
+    operations). Walks the wallet's transactions by time: for a whole period."""
+    usage, keys = _usage(conn)
     statement = (
-        select(
-            day,
-            transactions.c.operation_type,
-            model,
-            func.sum(-entries.c.amount_tokens).label("tokens"),
-            func.count().label("operations"),
-        )
-        .select_from(transactions)
+        usage.select_from(transactions)
         .join(
             entries,
             and_(entries.c.transaction_id == transactions.c.id, _WALLET_LEG),
@@ -161,7 +170,50 @@ async def usage_by_day(conn: AsyncConnection, wallet_id: int, since: datetime) -
             transactions.c.created_at >= since,
             transactions.c.kind == USAGE_KIND,
         )
-        .group_by(day, transactions.c.operation_type, model)
-        .order_by(day, transactions.c.operation_type, model)
     )
-    return list((await conn.execute(statement)).all())
+    if upto_id is not None:
+        statement = statement.where(entries.c.id <= upto_id)
+    return list((await conn.execute(statement.group_by(*keys))).all())
+
+
+async def usage_after_entry(
+    conn: AsyncConnection, wallet_id: int, since: datetime, after_id: int, upto_id: int | None
+) -> list[AnyRow]:
+    """``usage_by_day`` of the wallet's entries after ``after_id`` only (and up to
+    ``upto_id``): walks (wallet, entry id), so that it reads only the newest entries."""
+    usage, keys = _usage(conn)
+    statement = (
+        usage.select_from(entries)
+        .join(transactions, transactions.c.id == entries.c.transaction_id)
+        .where(
+            entries.c.wallet_id == wallet_id,
+            entries.c.id > after_id,
+            transactions.c.created_at >= since,
+            transactions.c.kind == USAGE_KIND,
+        )
+    )
+    if upto_id is not None:
+        statement = statement.where(entries.c.id <= upto_id)
+    return list((await conn.execute(statement.group_by(*keys))).all())
+
+
+async def wallet_settled_mark(
+    conn: AsyncConnection, wallet_id: int, after_id: int, before: datetime
+) -> int:
+    """The wallet's highest entry id after ``after_id`` among its entries written
+    before ``before`` (``after_id`` when none is)."""
+    statement = select(func.max(entries.c.id)).where(
+        entries.c.wallet_id == wallet_id, entries.c.id > after_id, entries.c.created_at < before
+    )
+    found = await conn.scalar(statement)
+    return after_id if found is None else int(found)
+
+
+async def wallet_entry_count(conn: AsyncConnection, wallet_id: int, upto_id: int) -> int:
+    """How many of the wallet's entries have an id up to ``upto_id``."""
+    statement = (
+        select(func.count())
+        .select_from(entries)
+        .where(entries.c.wallet_id == wallet_id, entries.c.id <= upto_id)
+    )
+    return int(await conn.scalar(statement) or 0)

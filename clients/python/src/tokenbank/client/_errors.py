@@ -11,6 +11,10 @@ Our exception hierarchy::
     ├── ConflictError             409: an idempotency key reused for a different request,
     │                             a hold no longer pending, a refund above what was spent
     ├── InvalidRequestError       400, 413, 422: the request itself is malformed
+    ├── RateLimitedError          429: the app's key is over its request rate
+    │                             (``retry_after_seconds`` says when it frees)
+    ├── SpendCapExceededError     402 ``daily_spend_cap_exceeded``: the app's key reached
+    │                             its daily spend cap (not the user's tokens)
     └── UnavailableError          502, 503, 504, or no answer at all (after the retries)
 
     InvalidTokenError (ValueError)  a user's JWT failed verification (no call is made)
@@ -25,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 INSUFFICIENT_TOKENS_STATUS = 402
+SPEND_CAP_CODE = "daily_spend_cap_exceeded"
 
 
 class TokenServiceError(Exception):
@@ -52,7 +57,8 @@ class TokenServiceError(Exception):
 
     @property
     def is_insufficient_tokens(self) -> bool:
-        return self.status_code == INSUFFICIENT_TOKENS_STATUS
+        # A 402 for the key's daily spend cap is not about the user's tokens.
+        return self.status_code == INSUFFICIENT_TOKENS_STATUS and self.code != SPEND_CAP_CODE
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, status_code={self.status_code})"
@@ -82,6 +88,17 @@ class InvalidRequestError(TokenServiceError):
     """HTTP 400, 413 or 422: the service refused the request as malformed."""
 
 
+class RateLimitedError(TokenServiceError):
+    """HTTP 429: the app's API key made more requests than its rate limit allows."""
+
+    retry_after_seconds: int | None = None
+
+
+class SpendCapExceededError(TokenServiceError):
+    """HTTP 402 ``daily_spend_cap_exceeded``: the app's API key reached its daily spend
+    cap; buying tokens would not help (the cap frees at midnight UTC)."""
+
+
 class UnavailableError(TokenServiceError):
     """The service did not answer, or answered 502/503/504, on every attempt."""
 
@@ -100,6 +117,7 @@ ERRORS_BY_STATUS: dict[int, type[TokenServiceError]] = {
     413: InvalidRequestError,
     415: InvalidRequestError,
     422: InvalidRequestError,
+    429: RateLimitedError,
     502: UnavailableError,
     503: UnavailableError,
     504: UnavailableError,
@@ -130,13 +148,19 @@ def error_from_answer(status_code: int, body: Any, text: str) -> TokenServiceErr
         or text.strip()[:MAX_MESSAGE_CHARACTERS]
         or f"Token service answered HTTP {status_code}"
     )
+    code = _text(fields.get("code"))
     error_class = ERRORS_BY_STATUS.get(status_code, TokenServiceError)
-    return error_class(
+    if status_code == INSUFFICIENT_TOKENS_STATUS and code == SPEND_CAP_CODE:
+        error_class = SpendCapExceededError
+    error = error_class(
         message,
         status_code,
         available=_integer(fields.get("available")),
         required=_integer(fields.get("required")),
-        code=_text(fields.get("code")),
+        code=code,
         buy_tokens_url=_text(fields.get("buyTokensUrl")),
         body=body,
     )
+    if isinstance(error, RateLimitedError):
+        error.retry_after_seconds = _integer(fields.get("retryAfterSeconds"))
+    return error

@@ -6,6 +6,8 @@ Shared by the FastAPI and ASGI integrations, so both answer alike:
   "buyTokensUrl"}`` (the Token Service dialect's ``requireTokens`` answer);
 - no wallet: 404; a suspended or closed wallet, or a feature not in the user's plan:
   403, each with the service's message;
+- the app's key over its request rate or its daily spend cap: 429 (the user can only
+  wait; the app's operator set the limit);
 - the service unreachable: 503;
 - anything else (a wrong API key, a key without the scope, a malformed request) is
   the app's own misconfiguration, not the user's business: 502 with a generic message,
@@ -21,6 +23,8 @@ from tokenbank.client._errors import (
     ForbiddenError,
     InsufficientTokensError,
     NotFoundError,
+    RateLimitedError,
+    SpendCapExceededError,
     TokenServiceError,
     UnavailableError,
 )
@@ -31,6 +35,11 @@ INSUFFICIENT_TOKENS = "Insufficient tokens"
 UNAVAILABLE = "Token service unavailable: try again shortly"
 SERVICE_ERROR = "Token service error"
 UNAUTHORIZED = "Unauthorized"
+# The app's key's own limits (the service's 429 and its daily spend cap's 402).
+APP_LIMIT_MESSAGES: dict[type[TokenServiceError], str] = {
+    RateLimitedError: "Too many requests: try again shortly",
+    SpendCapExceededError: "Today's spending limit is reached: try again tomorrow",
+}
 # 403 codes that are about the app's key, not about the user.
 APP_KEY_CODES = frozenset({"forbidden", "unauthorized"})
 
@@ -48,6 +57,8 @@ def refusal_answer(error: TokenServiceError, *, buy_tokens_url: str) -> tuple[in
     """The status and JSON body an app answers its user with, for ``error``."""
     if isinstance(error, InsufficientTokensError):
         return 402, insufficient_body(error, buy_tokens_url)
+    if isinstance(error, RateLimitedError | SpendCapExceededError):
+        return 429, {"error": APP_LIMIT_MESSAGES[type(error)]}
     if isinstance(error, NotFoundError):
         return 404, {"error": error.message}
     if isinstance(error, ForbiddenError) and error.code not in APP_KEY_CODES:
