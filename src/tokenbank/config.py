@@ -160,6 +160,23 @@ class Settings(BaseSettings):
     # Origins allowed to embed the balance widget (CORS), comma-separated.
     widget_origins: str = ""
 
+    # --- operations (issue 14: metrics and logs) -----------------------------------------
+    # /metrics answers without a key: for a port only Prometheus reaches (a private
+    # network, or a proxy that does not pass /metrics on). Off, it takes a key with
+    # the admin scope (Prometheus: `authorization: {credentials_file: ...}`).
+    metrics_public: bool = False
+    # Logs: one JSON object a line (json), or lines for a person to read (text).
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # One tokenbank.access line per request (method, path without its query, route,
+    # status, duration, request id).
+    access_log: bool = True
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
     @field_validator("renewal_cron")
     @classmethod
     def _known_cron(cls, value: str) -> str:

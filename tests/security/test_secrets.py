@@ -8,12 +8,15 @@ users, a key sent by mistake where an id belongs), with every logger at DEBUG (t
 SQL statements and their parameters included). Then every table is dumped (and, on
 SQLite, the raw database and WAL files are read) and everything is searched for every
 secret: each key, its secret part after the displayable prefix, TOKENBANK_API_KEY and
-TOKENBANK_JWT_SECRET.
+TOKENBANK_JWT_SECRET. The logs are searched as records and as the lines tokenbank
+writes (JSON and text, request ids included), and the answers include /metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +36,7 @@ from tests.security.conftest import (
 )
 from tests.support.server import free_port
 from tokenbank.apps.keys import DISPLAY_PREFIX_LENGTH, generate_key
+from tokenbank.logs import TEXT_FORMAT, JsonFormatter, RequestIdFilter
 
 # Loggers that may be silent by default: set to DEBUG explicitly, in case something
 # configured them (or their propagation) before this test.
@@ -104,6 +108,26 @@ def debug_logs() -> Iterator[Capture]:
             logger.setLevel(level)
             logger.propagate = propagate
             logger.disabled = disabled
+
+
+@pytest.fixture
+def written_logs(debug_logs: Capture) -> Iterator[dict[str, io.StringIO]]:
+    """The lines tokenbank's handlers write (JSON and text), of the same DEBUG run."""
+    streams = {"json": io.StringIO(), "text": io.StringIO()}
+    formatters = {"json": JsonFormatter(), "text": logging.Formatter(TEXT_FORMAT)}
+    handlers = []
+    for name, stream in streams.items():
+        handler = logging.StreamHandler(stream)
+        handler.setLevel(1)
+        handler.setFormatter(formatters[name])
+        handler.addFilter(RequestIdFilter())
+        handlers.append(handler)
+        logging.getLogger().addHandler(handler)
+    try:
+        yield streams
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
 
 
 def _needles(secret: str) -> list[str]:
@@ -185,6 +209,7 @@ async def _exercise(client: httpx.AsyncClient, keys: dict[str, str]) -> None:
     await client.get("/api/ping", headers={"Authorization": f"Bearer {anyone} extra"})
     await client.get("/openapi.json")
     await client.get("/healthz")
+    await client.get("/metrics", headers=_bearer(anyone))  # what it counted of all the above
 
 
 def _json() -> dict[str, str]:
@@ -228,7 +253,10 @@ def _sqlite_files(url: str) -> list[bytes]:
 
 
 async def test_no_secret_in_database_logs_or_answers(
-    debug_logs: Capture, secured: Secured, database_url: str
+    debug_logs: Capture,
+    written_logs: dict[str, io.StringIO],
+    secured: Secured,
+    database_url: str,
 ) -> None:
     services = secured.services
     await services.tokens.open_wallet("alice")
@@ -270,9 +298,15 @@ async def test_no_secret_in_database_logs_or_answers(
     assert any(name.startswith("sqlalchemy.engine") for name in names), names
     assert {"uvicorn.error", "uvicorn.access", "uvicorn.asgi"} <= names, names
     assert not _leaks(logged, secrets), _leaks(logged, secrets)
+    written = [stream.getvalue() for stream in written_logs.values()]
+    assert not _leaks(written, secrets), _leaks(written, secrets)
+    json_lines = [json.loads(line) for line in written[0].splitlines()]
+    assert len(json_lines) == len(debug_logs.records)
+    assert sum(line["request_id"] is not None for line in json_lines) > 100
 
     # The answers: every body and header.
     assert len(hook.texts) > 100
+    assert sum("tokenbank_http_requests_total" in text for text in hook.texts) >= 3
     assert not _leaks(hook.texts, secrets), _leaks(hook.texts, secrets)
 
     # The settings never show their secrets.

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,6 +15,9 @@ from tokenbank.accounts.service import AccountService
 from tokenbank.api.docs import install_docs
 from tokenbank.api.handlers import install_error_handlers
 from tokenbank.api.limits import RequestLimitsMiddleware
+from tokenbank.api.observe import ObserveMiddleware, refresh_pool_gauges
+from tokenbank.api.observe import router as metrics_router
+from tokenbank.api.observe import stop as stop_task
 from tokenbank.api.routes import costs, estimate, health, token_process, tokens, users
 from tokenbank.api.state import Services
 from tokenbank.apps import routes as apps_routes
@@ -25,6 +28,7 @@ from tokenbank.config import Settings, get_settings
 from tokenbank.db.models import API_SCOPES
 from tokenbank.ledger import routes as ledger_routes
 from tokenbank.ledger.service import TokenService
+from tokenbank.metrics import JobTimer, mark_process_dead
 from tokenbank.payments import recharge_routes
 from tokenbank.payments import routes as payments_routes
 from tokenbank.payments.service import PaymentService
@@ -69,7 +73,8 @@ async def _sweep_holds(services: Services, interval_seconds: float) -> None:
     while True:
         await asyncio.sleep(interval_seconds)
         try:
-            await services.tokens.sweep()
+            with JobTimer("sweep_holds"):
+                await services.tokens.sweep()
         except Exception:
             logger.exception("sweep failed; retrying next interval")
 
@@ -127,16 +132,14 @@ def create_app(
             sweeper = asyncio.create_task(
                 _sweep_holds(services, settings.hold_sweep_interval_seconds)
             )
+        pool_gauges = asyncio.create_task(refresh_pool_gauges(engine))
         try:
             yield
         finally:
-            warmer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await warmer
-            if sweeper is not None:
-                sweeper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+            await stop_task(warmer)
+            await stop_task(sweeper)
+            await stop_task(pool_gauges)
+            mark_process_dead(os.getpid())  # multi-process mode: this worker's gauges go
             await services.payments.aclose()
             if token_service is None:
                 await tokens.close()
@@ -156,8 +159,11 @@ def create_app(
     install_pages(app)
     install_error_handlers(app)
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_request_body_bytes)
+    # Added last, so outermost: it times and counts the limits' refusals too.
+    app.add_middleware(ObserveMiddleware, access_log=settings.access_log)
     for router in (
         health.router,
+        metrics_router,
         tokens.router,
         users.router,
         costs.router,

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from typing import Annotated
 
 import typer
 
 from tokenbank.cli._common import DatabaseUrl, group, run, with_service
+from tokenbank.config import get_settings
 from tokenbank.jobs.worker import JobsWorker, PassTotals
 from tokenbank.ledger.service import TokenService
+from tokenbank.logs import configure_logging
+from tokenbank.metrics import serve_http
 
 app = group("The jobs worker: renewals on their cron schedule, expiry and hold sweeps.")
 
@@ -21,11 +23,24 @@ def jobs_run(
     once: Annotated[
         bool, typer.Option("--once", help="Run every job once now and exit (for cron or CI).")
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve this worker's /metrics (Prometheus, no key) on this port.",
+            min=1,
+            max=65_535,
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address for --metrics-port (keep it private).")
+    ] = "127.0.0.1",
     database_url: DatabaseUrl = None,
 ) -> None:
     """Run the jobs until stopped (Ctrl-C or SIGTERM); several workers may run at once."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("tokenbank").setLevel(logging.INFO)  # the jobs' own reports
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)  # the jobs' own reports
+    if metrics_port is not None:
+        serve_http(metrics_port, metrics_host)
 
     async def act(service: TokenService) -> PassTotals | None:
         worker = JobsWorker(service)

@@ -30,6 +30,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from tokenbank.ledger.service import TokenService
+from tokenbank.metrics import timed_job
 from tokenbank.payments.recharge import RechargeRun, RechargeService, summary
 from tokenbank.payments.service import PaymentService
 from tokenbank.pricing.service import PricingService
@@ -72,6 +73,7 @@ class JobsWorker:
         # Auto-recharges charge a card: without a Stripe key there is nothing to run.
         self.recharges_enabled = settings.stripe_secret_key is not None
 
+    @timed_job("renewals")
     async def renew_due(self) -> PassTotals:
         """Renew every user due now, batch after batch (a user that fails is retried
         by the next pass, not this one)."""
@@ -93,6 +95,7 @@ class JobsWorker:
             logger.warning("renewal failed: %s", error)
         return totals
 
+    @timed_job("sweeps")
     async def sweep(self) -> None:
         """``TokenService.sweep``, logged when it found something."""
         holds, scheduled, expired = await self._service.sweep()
@@ -104,6 +107,7 @@ class JobsWorker:
                 expired,
             )
 
+    @timed_job("recharges")
     async def recharge(self) -> list[RechargeRun]:
         """One pass of auto-recharges, logged when it found something."""
         service = self._service

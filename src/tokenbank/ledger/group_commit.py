@@ -15,6 +15,7 @@ applied, and a retry with the same idempotency key is safe.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,8 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tokenbank.ledger.operations import Operation
 from tokenbank.ledger.results import LedgerResult
 from tokenbank.ledger.writer import LedgerWriter
+from tokenbank.metrics import (
+    group_commit_batch_operations,
+    group_commit_wait_seconds,
+    group_commit_write_seconds,
+)
 
 DEFAULT_MAX_BATCH_OPERATIONS = 256
+
+# An operation, its caller's future, and when it was queued (perf_counter seconds).
+_Queued = tuple[Operation, "asyncio.Future[LedgerResult]", float]
 
 
 class GroupCommitter:
@@ -39,13 +48,13 @@ class GroupCommitter:
         self._writer = writer
         self._max_batch = max_batch_operations
         self._max_inflight = max_inflight_batches
-        self._queue: deque[tuple[Operation, asyncio.Future[LedgerResult]]] = deque()
+        self._queue: deque[_Queued] = deque()
         self._inflight = 0
         self._drainers: set[asyncio.Task[None]] = set()
 
     async def submit(self, operation: Operation) -> LedgerResult:
         future: asyncio.Future[LedgerResult] = asyncio.get_running_loop().create_future()
-        self._queue.append((operation, future))
+        self._queue.append((operation, future, time.perf_counter()))
         if self._inflight < self._max_inflight:
             self._inflight += 1
             drainer = asyncio.create_task(self._drain())
@@ -83,16 +92,20 @@ class GroupCommitter:
         finally:
             self._inflight -= 1
 
-    def _take(self) -> list[tuple[Operation, asyncio.Future[LedgerResult]]]:
+    def _take(self) -> list[_Queued]:
         size = min(len(self._queue), self._max_batch)
         return [self._queue.popleft() for _ in range(size)]
 
     async def _write(
         self,
-        batch: list[tuple[Operation, asyncio.Future[LedgerResult]]],
+        batch: list[_Queued],
         connection: AsyncConnection,
     ) -> None:
-        operations = [operation for operation, _ in batch]
+        operations = [operation for operation, _, _ in batch]
+        # Per batch, not per operation: three observations however large the batch.
+        started = time.perf_counter()
+        group_commit_batch_operations.observe(len(batch))
+        group_commit_wait_seconds.observe(started - batch[0][2])
         try:
             results = await self._writer.apply(operations, connection=connection)
         except BaseException as error:
@@ -100,14 +113,13 @@ class GroupCommitter:
             if not isinstance(error, Exception):
                 raise
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        group_commit_write_seconds.observe(time.perf_counter() - started)
+        for (_, future, _), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
 
     @staticmethod
-    def _fail(
-        batch: list[tuple[Operation, asyncio.Future[LedgerResult]]], error: BaseException
-    ) -> None:
-        for _, future in batch:
+    def _fail(batch: list[_Queued], error: BaseException) -> None:
+        for _, future, _ in batch:
             if not future.done():
                 future.set_exception(error)

@@ -33,6 +33,7 @@ from tokenbank.db.engine import create_engine, read_transaction, write_transacti
 from tokenbank.db.migrate import upgrade
 from tokenbank.db.reads import ReadHandle
 from tokenbank.errors import IdempotencyConflict, InvalidInput
+from tokenbank.ledger import measure
 from tokenbank.ledger.accounts import RESERVED_OPERATION_TYPES, USAGE
 from tokenbank.ledger.costs import CostTable
 from tokenbank.ledger.errors import ErrorCode
@@ -289,7 +290,12 @@ class TokenService:
         """Apply a batch of operations in one transaction (each outcome independent)."""
         writer, _ = await self._parts()
         started = time.perf_counter()
-        results = await writer.apply(operations)
+        try:
+            results = await writer.apply(operations)
+        except Exception:
+            for operation in operations:
+                measure.count(OPERATION_NAMES[type(operation)], "error")
+            raise
         duration_ms = (time.perf_counter() - started) * 1000
         for operation, result in zip(operations, results, strict=True):
             await self._after_commit(operation, result, duration_ms)
@@ -302,7 +308,11 @@ class TokenService:
             result = (await self.apply([operation]))[0]
         else:
             started = time.perf_counter()
-            result = await self._committer.submit(operation)
+            try:
+                result = await self._committer.submit(operation)
+            except Exception:
+                measure.count(OPERATION_NAMES[type(operation)], "error")
+                raise
             await self._after_commit(operation, result, (time.perf_counter() - started) * 1000)
         if result.error_code == ErrorCode.IDEMPOTENCY_CONFLICT:
             raise IdempotencyConflict(operation.idempotency_key or "")
@@ -311,6 +321,7 @@ class TokenService:
     async def _after_commit(
         self, operation: Operation, result: LedgerResult, duration_ms: float
     ) -> None:
+        measure.count(OPERATION_NAMES[type(operation)], measure.outcome_of(result))
         user_id = getattr(result, "user_id", None) or operation.user_key
         if result.success and not result.replayed and user_id is not None:
             await self._call(self._cache_invalidation_callback, user_id)

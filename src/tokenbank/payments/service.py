@@ -15,6 +15,7 @@ from tokenbank.db.rows import AnyRow
 from tokenbank.errors import InvalidInput
 from tokenbank.ledger.repository import purchases as wallet_marks
 from tokenbank.ledger.service import TokenService
+from tokenbank.metrics import stripe_events_received_total, stripe_events_total
 from tokenbank.payments import repository as repo
 from tokenbank.payments.errors import (
     CustomerWalletNotFound,
@@ -282,7 +283,13 @@ class PaymentService:
 
     async def take_webhook(self, payload: bytes, signature: str | None) -> EventTaken:
         """Verify and apply one webhook delivery (the answer goes back after the commit)."""
-        return await self.take_event(self.gateway.verify_event(payload, signature))
+        stripe_events_received_total.inc()
+        try:
+            event = self.gateway.verify_event(payload, signature)
+        except Exception:
+            stripe_events_total.labels("rejected").inc()
+            raise
+        return await self.take_event(event)
 
     async def take_event(self, event: dict[str, Any]) -> EventTaken:
         """Apply a verified event once: it is recorded by id in the same transaction as
@@ -293,6 +300,7 @@ class PaymentService:
             if not await repo.claim_event(conn, event_id, event_type, now):
                 found = await repo.event_row(conn, event_id)
                 detail = found.detail if found is not None else None
+                stripe_events_total.labels("duplicate").inc()
                 return EventTaken(event_id, event_type, "duplicate", detail or "", True)
             outcome = await apply_event(conn, event, now)
             await repo.settle_event(
@@ -302,6 +310,7 @@ class PaymentService:
                 detail=outcome.detail,
                 purchase_id=outcome.purchase_id,
             )
+        stripe_events_total.labels(outcome.outcome).inc()  # applied or ignored
         await self._changed(outcome)
         return EventTaken(event_id, event_type, outcome.outcome, outcome.detail, False)
 
