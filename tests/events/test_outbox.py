@@ -17,11 +17,17 @@ async def events_of(service: TokenService, user_id: str) -> list[tuple[str, dict
     async with engine.connect() as conn:
         rows = (
             await conn.execute(
-                text("SELECT type, payload, id FROM events WHERE user_id = :user ORDER BY created_at, id"),
+                text(
+                    "SELECT type, payload, id FROM events WHERE user_id = :user"
+                    " ORDER BY created_at, id"
+                ),
                 {"user": user_id},
             )
         ).all()
-    return [(row.type, row.payload if isinstance(row.payload, dict) else _json(row.payload)) for row in rows]
+    return [
+        (row.type, row.payload if isinstance(row.payload, dict) else _json(row.payload))
+        for row in rows
+    ]
 
 
 def _json(value: Any) -> dict[str, Any]:
@@ -86,9 +92,7 @@ async def test_a_change_that_rolls_back_leaves_no_event(service: TokenService) -
     engine = await service.engine()
     try:
         async with engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE wallets SET balance_tokens = 10 WHERE user_id = 'eve'")
-            )
+            await conn.execute(text("UPDATE wallets SET balance_tokens = 10 WHERE user_id = 'eve'"))
             inside = (await conn.execute(text("SELECT count(*) FROM events"))).scalar_one()
             assert inside == 2  # low and critical, inside the transaction
             raise RuntimeError("roll back")

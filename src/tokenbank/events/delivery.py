@@ -160,7 +160,9 @@ class DeliveryService:
             return list(await asyncio.gather(*(self._send(client, row) for row in claimed)))
 
     async def _send(self, client: httpx.AsyncClient, delivery: AnyRow) -> Answer:
-        body = envelope(delivery.event_id, delivery.type, delivery.event_created_at, delivery.payload)
+        body = envelope(
+            delivery.event_id, delivery.type, delivery.event_created_at, delivery.payload
+        )
         headers = signed_headers(delivery.secret, delivery.event_id, body, self._wall_clock())
         started = time.monotonic()
         try:
@@ -168,10 +170,15 @@ class DeliveryService:
             # which keeps the send inside its claim's lease.
             async with asyncio.timeout(self._timeout_seconds):
                 response = await client.post(
-                    delivery.url, content=body.encode(), headers=headers,
+                    delivery.url,
+                    content=body.encode(),
+                    headers=headers,
                     timeout=self._timeout_seconds,
                 )
-            status, error = response.status_code, None if response.is_success else f"HTTP {response.status_code}"
+            status, error = (
+                response.status_code,
+                None if response.is_success else f"HTTP {response.status_code}",
+            )
         except (TimeoutError, httpx.TimeoutException):
             status, error = None, f"timed out after {self._timeout_seconds:g} s"
         except httpx.HTTPError as failure:
@@ -192,7 +199,9 @@ class DeliveryService:
                     "status_code": answer.status_code,
                     "error": answer.error,
                 }
-                recorded = await repo.record_attempt(conn, delivery.id, delivery.attempts, outcome, log)
+                recorded = await repo.record_attempt(
+                    conn, delivery.id, delivery.attempts, outcome, log
+                )
                 if recorded:
                     _count(result, outcome["status"], delivery, now)
 
@@ -234,5 +243,3 @@ def summary(result: DeliveryPass) -> str:
         f"{result.fanned_out} events fanned out, {result.claimed} sent: {result.delivered}"
         f" delivered (max lag {lag:.1f} s), {result.retrying} to retry, {result.dead} dead"
     )
-
-

@@ -11,7 +11,7 @@ from tokenbank.errors import InvalidInput
 
 MAX_URL_LENGTH = 2_048
 MAX_DESCRIPTION_LENGTH = 500
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 # Standard Webhooks: a secret of 24 to 64 random bytes; 32, like its reference servers.
 SECRET_BYTES = 32
 
@@ -60,5 +60,7 @@ def validate_description(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > MAX_DESCRIPTION_LENGTH:
-        raise InvalidInput("description", f"must be text of at most {MAX_DESCRIPTION_LENGTH} characters")
+        raise InvalidInput(
+            "description", f"must be text of at most {MAX_DESCRIPTION_LENGTH} characters"
+        )
     return value

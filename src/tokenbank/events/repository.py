@@ -77,9 +77,7 @@ async def claim_unfanned_events(conn: AsyncConnection, limit: int) -> list[AnyRo
 
 
 async def mark_fanned_out(conn: AsyncConnection, event_ids: list[str], now: datetime) -> None:
-    await conn.execute(
-        update(events).where(events.c.id.in_(event_ids)).values(fanned_out_at=now)
-    )
+    await conn.execute(update(events).where(events.c.id.in_(event_ids)).values(fanned_out_at=now))
 
 
 # --- endpoints -------------------------------------------------------------------------------
@@ -152,8 +150,14 @@ async def claim_deliveries(
         .values(attempts=deliveries.c.attempts + 1, next_attempt_at=lease_until, updated_at=now)
     )
     query = (
-        select(deliveries, endpoints.c.url, endpoints.c.secret, events.c.type,
-               events.c.payload, events.c.created_at.label("event_created_at"))
+        select(
+            deliveries,
+            endpoints.c.url,
+            endpoints.c.secret,
+            events.c.type,
+            events.c.payload,
+            events.c.created_at.label("event_created_at"),
+        )
         .join(endpoints, endpoints.c.id == deliveries.c.endpoint_id)
         .join(events, events.c.id == deliveries.c.event_id)
         .where(deliveries.c.id.in_(ids))
@@ -163,7 +167,10 @@ async def claim_deliveries(
 
 
 async def record_attempt(
-    conn: AsyncConnection, delivery_id: int, attempt: int, values: dict[str, Any],
+    conn: AsyncConnection,
+    delivery_id: int,
+    attempt: int,
+    values: dict[str, Any],
     log: dict[str, Any],
 ) -> bool:
     """Record attempt ``attempt``'s outcome, only if the delivery is still this

@@ -200,8 +200,13 @@ class WebhookService:
         return _endpoint(row, await _slugs(conn))
 
     async def _audit(
-        self, conn: AsyncConnection, actor: str, action: str, endpoint: Endpoint,
-        before: Any, after: Any,
+        self,
+        conn: AsyncConnection,
+        actor: str,
+        action: str,
+        endpoint: Endpoint,
+        before: Any,
+        after: Any,
     ) -> None:
         await audit_repo.insert_audit(
             conn,

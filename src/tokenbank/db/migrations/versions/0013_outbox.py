@@ -59,7 +59,9 @@ def _check(condition: str, table: str, name: str) -> sa.CheckConstraint:
     return sa.CheckConstraint(condition, name=op.f(f"ck_{table}_{name}"))
 
 
-def _foreign_key(table: str, column: str, target: str, target_column: str) -> sa.ForeignKeyConstraint:
+def _foreign_key(
+    table: str, column: str, target: str, target_column: str
+) -> sa.ForeignKeyConstraint:
     return sa.ForeignKeyConstraint(
         [column], [f"{target}.{target_column}"], name=op.f(f"fk_{table}_{column}_{target}")
     )
@@ -187,7 +189,9 @@ def _create_deliveries() -> None:
 
 AVAILABLE_BEFORE = "(OLD.balance_tokens - OLD.held_tokens)"
 AVAILABLE_AFTER = "(NEW.balance_tokens - NEW.held_tokens)"
-DOWN_LOW = f"{AVAILABLE_BEFORE} >= NEW.low_balance_tokens AND {AVAILABLE_AFTER} < NEW.low_balance_tokens"
+DOWN_LOW = (
+    f"{AVAILABLE_BEFORE} >= NEW.low_balance_tokens AND {AVAILABLE_AFTER} < NEW.low_balance_tokens"
+)
 DOWN_CRITICAL = (
     f"{AVAILABLE_BEFORE} >= NEW.critical_balance_tokens"
     f" AND {AVAILABLE_AFTER} < NEW.critical_balance_tokens"
@@ -225,8 +229,7 @@ def _payloads(json: str) -> dict[str, str]:
     """Each simple trigger's JSON payload expression, by the key SIMPLE_TRIGGERS names."""
     return {
         "status": (
-            f"{json}('userId', NEW.user_id, 'status', NEW.status,"
-            " 'reason', NEW.suspended_reason)"
+            f"{json}('userId', NEW.user_id, 'status', NEW.status, 'reason', NEW.suspended_reason)"
         ),
         "hold": (
             f"{json}('userId', {WALLET_USER}, 'holdId', NEW.id,"
@@ -255,7 +258,9 @@ def _payloads(json: str) -> dict[str, str]:
     }
 
 
-STATUS_TYPE = "CASE WHEN NEW.status = 'suspended' THEN 'wallet.suspended' ELSE 'wallet.reactivated' END"
+STATUS_TYPE = (
+    "CASE WHEN NEW.status = 'suspended' THEN 'wallet.suspended' ELSE 'wallet.reactivated' END"
+)
 PURCHASE_TYPE = "CASE WHEN NEW.status = 'paid' THEN 'purchase.succeeded' ELSE 'purchase.failed' END"
 RECHARGE_TYPE = (
     "CASE WHEN NEW.status = 'succeeded' THEN 'auto_recharge.succeeded'"
@@ -263,8 +268,24 @@ RECHARGE_TYPE = (
 )
 # (name, table, timing, WHEN, type, user, payload key)
 SIMPLE_TRIGGERS = [
-    ("wallet_status", "wallets", "UPDATE OF status", STATUS_CHANGE, STATUS_TYPE, "NEW.user_id", "status"),
-    ("hold_expired", "holds", "UPDATE OF status", HOLD_EXPIRED, "'hold.expired'", WALLET_USER, "hold"),
+    (
+        "wallet_status",
+        "wallets",
+        "UPDATE OF status",
+        STATUS_CHANGE,
+        STATUS_TYPE,
+        "NEW.user_id",
+        "status",
+    ),
+    (
+        "hold_expired",
+        "holds",
+        "UPDATE OF status",
+        HOLD_EXPIRED,
+        "'hold.expired'",
+        WALLET_USER,
+        "hold",
+    ),
     (
         "grant_expired",
         "ledger_transactions",
@@ -274,9 +295,33 @@ SIMPLE_TRIGGERS = [
         WALLET_USER,
         "expiry",
     ),
-    ("renewal_completed", "plan_renewals", "INSERT", "1 = 1", "'renewal.completed'", WALLET_USER, "renewal"),
-    ("purchase_settled", "purchases", "UPDATE OF status", PURCHASE_SETTLED, PURCHASE_TYPE, "NEW.user_id", "purchase"),
-    ("recharge_settled", "recharges", "UPDATE OF status", RECHARGE_SETTLED, RECHARGE_TYPE, WALLET_USER, "recharge"),
+    (
+        "renewal_completed",
+        "plan_renewals",
+        "INSERT",
+        "1 = 1",
+        "'renewal.completed'",
+        WALLET_USER,
+        "renewal",
+    ),
+    (
+        "purchase_settled",
+        "purchases",
+        "UPDATE OF status",
+        PURCHASE_SETTLED,
+        PURCHASE_TYPE,
+        "NEW.user_id",
+        "purchase",
+    ),
+    (
+        "recharge_settled",
+        "recharges",
+        "UPDATE OF status",
+        RECHARGE_SETTLED,
+        RECHARGE_TYPE,
+        WALLET_USER,
+        "recharge",
+    ),
 ]
 EVENT_COLUMNS = "(id, type, user_id, payload, created_at)"
 PG_EVENT_ID = "'evt_' || replace(gen_random_uuid()::text, '-', '')"
@@ -316,7 +361,8 @@ def _postgres_up() -> list[str]:
         f" ON wallets FOR EACH ROW WHEN ({CROSSING}) EXECUTE FUNCTION tokenbank_balance_alerts()",
         """CREATE FUNCTION tokenbank_wallet_alert_levels() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
-          SELECT low_tokens, critical_tokens INTO NEW.low_balance_tokens, NEW.critical_balance_tokens
+          SELECT low_tokens, critical_tokens
+            INTO NEW.low_balance_tokens, NEW.critical_balance_tokens
             FROM balance_alert_levels WHERE id = 1;
           RETURN NEW;
         END $$""",
@@ -374,7 +420,9 @@ def _sqlite_up() -> list[str]:
     json = "json_object"
     payloads = _payloads(json)
     alerts = " ".join(
-        _sqlite_event(f"'{event_type}'", "NEW.user_id", _balance_payload(json, threshold), condition)
+        _sqlite_event(
+            f"'{event_type}'", "NEW.user_id", _balance_payload(json, threshold), condition
+        )
         for event_type, threshold, condition in (
             ("balance.low", "NEW.low_balance_tokens", DOWN_LOW),
             ("balance.critical", "NEW.critical_balance_tokens", DOWN_CRITICAL),
