@@ -125,8 +125,8 @@ class DeliveryService:
         claimed = await self.claim()
         result.claimed = len(claimed)
         if claimed:
-            answers = await self._send_all(claimed)
-            await self._record_all(claimed, answers, result)
+            answers = await self.send(claimed)
+            await self.record(claimed, answers, result)
         return result
 
     async def fan_out(self) -> int:
@@ -153,7 +153,7 @@ class DeliveryService:
         async with write_transaction(self._engine) as conn:
             return await repo.claim_deliveries(conn, self._batch_limit, now, now + lease)
 
-    async def _send_all(self, claimed: list[AnyRow]) -> list[Answer]:
+    async def send(self, claimed: list[AnyRow]) -> list[Answer]:
         async with httpx.AsyncClient(
             transport=self._transport, follow_redirects=False, trust_env=False
         ) as client:
@@ -186,7 +186,7 @@ class DeliveryService:
         duration_ms = int((time.monotonic() - started) * 1000)
         return Answer(status, error, duration_ms)
 
-    async def _record_all(
+    async def record(
         self, claimed: list[AnyRow], answers: list[Answer], result: DeliveryPass
     ) -> None:
         now = self._clock()
