@@ -3,8 +3,10 @@ crossing, on both engines (decision 15)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from sqlalchemy import text
 
 from tokenbank import ManualClock, TokenService
@@ -114,3 +116,31 @@ async def test_the_levels_follow_the_settings(service: TokenService, clock: Manu
     await service.debit("gus", amount=560, operation_type="usage")  # 40 < 50
     assert types_of(await events_of(service, "fay")) == ["balance.low"]
     assert sorted(types_of(await events_of(service, "gus"))) == ["balance.critical", "balance.low"]
+
+
+async def test_racing_debits_cross_each_level_once(database_url: str, engine_name: str) -> None:
+    """200 debits from four services (their own connections and group commits) race
+    down through both levels: one balance.low, one balance.critical."""
+    if engine_name != "postgresql":
+        pytest.skip("SQLite has one writer: nothing races")
+    services = [
+        TokenService(database_url, welcome_bonus_tokens=0, auto_migrate=False) for _ in range(4)
+    ]
+    try:
+        await services[0].open_wallet("race")
+        await services[0].credit("race", amount=2_000, operation_type="purchase")
+        results = await asyncio.gather(
+            *(
+                service.debit("race", amount=10, operation_type="usage")
+                for service in services
+                for _ in range(50)
+            )
+        )
+        assert all(result.success for result in results)
+        assert sorted(types_of(await events_of(services[0], "race"))) == [
+            "balance.critical",
+            "balance.low",
+        ]
+    finally:
+        for service in services:
+            await service.close()
