@@ -31,6 +31,28 @@ from tokenbank.events.endpoints import (
 from tokenbank.events.errors import AppNotFound, EndpointNotFound, EventNotFound
 
 MAX_PAGE = 200
+# What the user's pages say about each event type.
+ALERT_TEXTS = {
+    "balance.low": "Your balance went below the low-balance level.",
+    "balance.critical": "Your balance went below the critical level.",
+    "balance.recovered": "Your balance is back above the low-balance level.",
+    "wallet.suspended": "Your wallet was suspended.",
+    "wallet.reactivated": "Your wallet was reactivated.",
+    "purchase.succeeded": "A purchase was paid and its tokens credited.",
+    "purchase.failed": "A purchase failed: nothing was charged.",
+    "auto_recharge.succeeded": "Auto-recharge bought tokens.",
+    "auto_recharge.failed": "Auto-recharge failed.",
+    "grant.expired": "Some of your tokens expired.",
+    "renewal.completed": "Your plan's monthly tokens were renewed.",
+    "hold.expired": "A reservation of tokens expired and was released.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    type: str
+    text: str
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +206,14 @@ class WebhookService:
             else:
                 await repo.requeue_delivery(conn, delivery.id, now)
             await self._audit(conn, actor, "webhook.redeliver", endpoint, None, {"event": event_id})
+
+    # --- a user's events (their pages' alerts) --------------------------------------------
+
+    async def user_alerts(self, user_id: str, *, limit: int = 10) -> list[Alert]:
+        """The user's latest events, newest first, as their pages say them."""
+        async with read_transaction(self._engine) as conn:
+            rows = await repo.user_events(conn, user_id, max(1, min(limit, MAX_PAGE)))
+        return [Alert(row.type, ALERT_TEXTS[row.type], row.created_at) for row in rows]
 
     # --- helpers -------------------------------------------------------------------------
 
