@@ -220,3 +220,22 @@ async def test_the_body_is_the_event(service: TokenService) -> None:
     assert (body["id"], body["type"]) == (hit.event_id, "wallet.suspended")
     assert body["data"] == {"userId": "eve", "status": "suspended", "reason": "admin"}
     assert hit.headers["content-type"] == "application/json"
+
+
+async def test_a_disabled_endpoint_waits(service: TokenService) -> None:
+    with RunningReceiver() as receiver:
+        endpoints = await endpoints_at(service, receiver, ("/ok",), ["balance.low"])
+        hooks = WebhookService(await service.engine())
+        await hooks.update(endpoints["/ok"].id, enabled=False)
+        await low_balances(service, ["fay"])
+        worker = DeliveryService(await service.engine(), FAST)
+        assert (await worker.run_pass()).claimed == 0  # not fanned out to it
+        await hooks.update(endpoints["/ok"].id, enabled=True)
+        await low_balances(service, ["gil"])
+        assert (await worker.fan_out()) == 2  # balance.low and wallet.suspended
+        await hooks.update(endpoints["/ok"].id, enabled=False)
+        assert (await worker.run_pass()).claimed == 0  # its pending delivery waits
+        assert receiver.at("/ok") == []
+        await hooks.update(endpoints["/ok"].id, enabled=True)
+        assert (await worker.run_pass()).delivered == 1
+    assert [hit.event_id for hit in receiver.at("/ok")] != []

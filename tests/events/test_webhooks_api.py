@@ -65,6 +65,8 @@ BAD_BODIES = [
     {"app": "test-app", "url": "ftp://a.example.test/h", "eventTypes": ["balance.low"]},
     {"app": "test-app", "url": "javascript:alert(1)", "eventTypes": ["balance.low"]},
     {"app": "test-app", "url": "https://", "eventTypes": ["balance.low"]},
+    {"app": "test-app", "url": "HTTPS://a.example.test/h", "eventTypes": ["balance.low"]},
+    {"app": "test-app", "url": "https://a.example.test:0/h", "eventTypes": ["balance.low"]},
     {"app": "test-app", "url": "https://a.example.test/h", "eventTypes": ["balance.sideways"]},
     {"app": "test-app", "url": "https://a.example.test/h", "eventTypes": []},
     {"app": "test-app", "url": "https://a.example.test/h"},

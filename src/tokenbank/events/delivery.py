@@ -56,6 +56,7 @@ class Answer:
     status_code: int | None
     error: str | None
     duration_ms: int
+    started_at: datetime
 
     @property
     def delivered(self) -> bool:
@@ -164,7 +165,7 @@ class DeliveryService:
             delivery.event_id, delivery.type, delivery.event_created_at, delivery.payload
         )
         headers = signed_headers(delivery.secret, delivery.event_id, body, self._wall_clock())
-        started = time.monotonic()
+        started_at, started = self._clock(), time.monotonic()
         try:
             # The whole exchange is cut off at the timeout (httpx's own is per read),
             # which keeps the send inside its claim's lease.
@@ -184,7 +185,7 @@ class DeliveryService:
         except httpx.HTTPError as failure:
             status, error = None, f"{type(failure).__name__}: {failure}"[:MAX_ERROR_LENGTH]
         duration_ms = int((time.monotonic() - started) * 1000)
-        return Answer(status, error, duration_ms)
+        return Answer(status, error, duration_ms, started_at)
 
     async def record(
         self, claimed: list[AnyRow], answers: list[Answer], result: DeliveryPass
@@ -194,7 +195,7 @@ class DeliveryService:
             for delivery, answer in zip(claimed, answers, strict=True):
                 outcome = self._outcome(delivery.attempts, answer, now)
                 log = {
-                    "started_at": now,
+                    "started_at": answer.started_at,
                     "duration_ms": answer.duration_ms,
                     "status_code": answer.status_code,
                     "error": answer.error,

@@ -34,7 +34,9 @@ def validate_url(value: object) -> str:
         port_ok = parts.port is None or parts.port > 0
     except ValueError:
         raise InvalidInput("url", "is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+    # Spelled in lower case, as the database's CHECK reads it (urlsplit lowers it).
+    scheme_ok = value.startswith(("http://", "https://"))
+    if not scheme_ok or not parts.hostname or not port_ok:
         raise InvalidInput("url", "must be an absolute http:// or https:// URL")
     if any(character.isspace() for character in value):
         raise InvalidInput("url", "must not contain whitespace")

@@ -136,7 +136,12 @@ async def claim_deliveries(
     again when the lease ends. ``SKIP LOCKED`` on PostgreSQL, one writer on SQLite."""
     due = (
         select(deliveries.c.id)
-        .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
+        .where(
+            deliveries.c.status == "pending",
+            deliveries.c.next_attempt_at <= now,
+            # A disabled endpoint's deliveries wait for it to be enabled again.
+            deliveries.c.endpoint_id.in_(select(endpoints.c.id).where(endpoints.c.enabled)),
+        )
         .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
