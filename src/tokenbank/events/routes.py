@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Path, Query, Request
 from pydantic import Field, StrictBool
+from pydantic.json_schema import SkipJsonSchema
 
 from tokenbank.api.admin import AdminModel, PatchModel, admin_router, given
 from tokenbank.api.auth import AdminKey
@@ -38,10 +39,10 @@ class EndpointCreate(AdminModel):
 class EndpointUpdate(PatchModel):
     not_null = ("url", "event_types", "enabled")
 
-    url: Url | None = None
-    event_types: EventTypes | None = None
+    url: Url | SkipJsonSchema[None] = None
+    event_types: EventTypes | SkipJsonSchema[None] = None
     description: EndpointDescription = None
-    enabled: StrictBool | None = None
+    enabled: StrictBool | SkipJsonSchema[None] = None
 
 
 class Redelivery(AdminModel):
@@ -63,7 +64,11 @@ def _actor(principal: AdminKey) -> str:
     return f"api:{principal.app_slug}"
 
 
-@router.get("/webhooks", summary="List webhook endpoints (without their secrets)")
+@router.get(
+    "/webhooks",
+    summary="List webhook endpoints (without their secrets)",
+    responses=errors(WITH_INPUT, 404),
+)
 async def list_endpoints(
     request: Request,
     principal: AdminKey,
@@ -132,7 +137,7 @@ async def delete_endpoint(
 @router.post(
     "/webhooks/{endpointId}/rotate-secret",
     summary="A new signing secret (answered once here)",
-    responses=errors(WITH_INPUT, 404),
+    responses=errors(WITH_BODY, 404),
 )
 async def rotate_secret(
     request: Request, endpoint_id: EndpointIdPath, principal: AdminKey
