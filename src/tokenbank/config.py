@@ -177,6 +177,21 @@ class Settings(BaseSettings):
     def _lower_case(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    # --- events to apps (issue 14; decision 15) ------------------------------------------
+    # How often `tokenbank jobs run` delivers due webhooks: the lag of a first delivery.
+    webhook_interval_seconds: float = Field(default=2.0, ge=0.05, le=3_600)
+    # How long a receiver may take to answer one delivery.
+    webhook_timeout_seconds: float = Field(default=10.0, ge=0.1, le=120)
+    # How many deliveries one pass claims (and sends concurrently).
+    webhook_batch_limit: int = Field(default=50, ge=1, le=1_000)
+    # The waits before each retry (the Standard Webhooks schedule, about three days in
+    # all), each with +-20 % jitter; after the last one fails, the delivery is dead.
+    webhook_retry_seconds: list[float] = Field(
+        default=[5, 300, 1_800, 7_200, 18_000, 36_000, 36_000, 36_000, 36_000, 36_000, 36_000],
+        min_length=1,
+        max_length=50,
+    )
+
     @field_validator("renewal_cron")
     @classmethod
     def _known_cron(cls, value: str) -> str:

@@ -28,6 +28,7 @@ import fastapi.routing
 from tests.security.conftest import Secured, table_rows
 from tokenbank.apps.keys import generate_key
 from tokenbank.db.models import API_SCOPES
+from tokenbank.events import repository as events_repository
 
 ALICE = "alice"
 PLAN = "basic"
@@ -95,6 +96,24 @@ class World:
         await self.s.tokens.open_wallet(user_id)
         return user_id
 
+    async def webhook(self) -> str:
+        """A webhook endpoint of an app of its own (decision 15)."""
+        slug = self.name("hooks")
+        await self.s.services.apps.create_app(slug)
+        url = "https://hooks.example.test/in"
+        return (await self.s.services.webhooks.create(slug, url, ["*"])).id
+
+    async def event(self) -> str:
+        """An event: a wallet suspended."""
+        user_id = await self.user()
+        await self.s.tokens.set_wallet_status(user_id, "suspended")
+        [alert] = await self.s.services.webhooks.user_alerts(user_id)
+        engine = await self.s.tokens.engine()
+        async with engine.connect() as conn:
+            [event] = await events_repository.user_events(conn, user_id, 1)
+        assert alert.type == event.type
+        return str(event.id)
+
 
 Prepare = Callable[[World], Awaitable[Request]]
 
@@ -148,6 +167,37 @@ async def _end(world: World) -> Request:
         "request_id": world.name("end"),
     }
     return "/api/token-process/end", body
+
+
+async def _create_webhook(world: World) -> Request:
+    slug = world.name("hooks")
+    await world.s.services.apps.create_app(slug)
+    body = {"app": slug, "url": "https://hooks.example.test/new", "eventTypes": ["*"]}
+    return "/api/admin/webhooks", body
+
+
+async def _on_webhook(world: World, tail: str = "", body: Any = None) -> Request:
+    return f"/api/admin/webhooks/{await world.webhook()}{tail}", body
+
+
+async def _get_webhook(world: World) -> Request:
+    return await _on_webhook(world)
+
+
+async def _patch_webhook(world: World) -> Request:
+    return await _on_webhook(world, "", {"enabled": False})
+
+
+async def _rotate_webhook(world: World) -> Request:
+    return await _on_webhook(world, "/rotate-secret")
+
+
+async def _webhook_deliveries(world: World) -> Request:
+    return await _on_webhook(world, "/deliveries")
+
+
+async def _redeliver(world: World) -> Request:
+    return await _on_webhook(world, "/redeliver", {"eventId": await world.event()})
 
 
 async def _create_plan(world: World) -> Request:
@@ -416,6 +466,19 @@ ENDPOINTS = [
         fixed("/api/admin/packs/pro", {"popular": True}),
     ),
     Endpoint("DELETE", "/api/admin/packs/{packId}", "admin", 200, fixed("/api/admin/packs/pro")),
+    # webhooks (decision 15)
+    Endpoint("GET", "/api/admin/webhooks", "admin", 200, fixed("/api/admin/webhooks")),
+    Endpoint("POST", "/api/admin/webhooks", "admin", 201, _create_webhook),
+    Endpoint("GET", "/api/admin/webhooks/{endpointId}", "admin", 200, _get_webhook),
+    Endpoint("PATCH", "/api/admin/webhooks/{endpointId}", "admin", 200, _patch_webhook),
+    Endpoint("DELETE", "/api/admin/webhooks/{endpointId}", "admin", 200, _get_webhook),
+    Endpoint(
+        "POST", "/api/admin/webhooks/{endpointId}/rotate-secret", "admin", 200, _rotate_webhook
+    ),
+    Endpoint(
+        "GET", "/api/admin/webhooks/{endpointId}/deliveries", "admin", 200, _webhook_deliveries
+    ),
+    Endpoint("POST", "/api/admin/webhooks/{endpointId}/redeliver", "admin", 202, _redeliver),
 ]
 
 # Answer without a key: liveness and the API's own documentation.

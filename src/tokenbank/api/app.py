@@ -26,6 +26,8 @@ from tokenbank.apps.service import AppService, Principal
 from tokenbank.clock import Clock, system_clock
 from tokenbank.config import Settings, get_settings
 from tokenbank.db.models import API_SCOPES
+from tokenbank.events import routes as events_routes
+from tokenbank.events.service import WebhookService, sync_alert_levels
 from tokenbank.ledger import routes as ledger_routes
 from tokenbank.ledger.service import TokenService
 from tokenbank.metrics import JobTimer, mark_process_dead
@@ -119,9 +121,12 @@ def create_app(
             token_process=TokenProcess(tokens, plans, pricing),
             payments=PaymentService(tokens, pricing=pricing),
             accounts=AccountService(engine, settings=settings, clock=clock),
+            webhooks=WebhookService(engine, clock=clock),
             env_principal=env_principal,
             rate_limiter=RateLimiter(engine, clock=clock),
         )
+        # The balance alert levels the database's triggers read are the settings'.
+        await sync_alert_levels(engine, settings, clock())
         app.state.services = services
         if freeze_heap_after_start:  # the engine exists (above): its heap is frozen too
             gc.collect()
@@ -177,6 +182,7 @@ def create_app(
         payments_routes.admin,
         recharge_routes.router,
         apps_routes.router,
+        events_routes.router,
     ):
         app.include_router(router)
     return app

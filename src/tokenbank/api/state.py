@@ -10,6 +10,7 @@ from tokenbank.accounts.service import AccountService
 from tokenbank.apps.rate_limits import RateLimiter
 from tokenbank.apps.service import AppService, Principal
 from tokenbank.config import Settings
+from tokenbank.events.service import WebhookService
 from tokenbank.ledger.service import TokenService
 from tokenbank.payments.service import PaymentService
 from tokenbank.plans.service import PlanService
@@ -30,6 +31,8 @@ class Services:
     payments: PaymentService
     # People: accounts, sessions and the admin audit log (issue 13, decision 17).
     accounts: AccountService
+    # Webhook endpoints and their deliveries (issue 14, decision 15).
+    webhooks: WebhookService
     # The principal of TOKENBANK_API_KEY, when a single-app deployment sets one.
     env_principal: Principal | None = None
     # Per-key request rates, counted in the database (issue 14).

@@ -31,6 +31,7 @@ from tokenbank.cli import (
     serve,
     users,
     wallets,
+    webhooks,
 )
 from tokenbank.cli._errors import ReportingGroup
 
@@ -61,6 +62,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(packs.app, name="packs")
 app.add_typer(accounts.app, name="accounts")
 app.add_typer(payments.app, name="payments")
+app.add_typer(webhooks.app, name="webhooks")
 
 
 def main() -> None:

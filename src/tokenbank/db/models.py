@@ -107,6 +107,10 @@ class Wallet(Base):
     # trigger from auto_recharge_settings; read by the trigger that queues a
     # recharge when a change takes the available tokens across it (decision 14).
     recharge_below_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    # The balance alert levels (decision 15), copied from balance_alert_levels by
+    # triggers, so that the crossing trigger's WHEN clause reads the updated row only.
+    low_balance_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    critical_balance_tokens: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -973,3 +977,158 @@ class AdminAuditEntry(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_admin_audit_log_created_at", "created_at"),)
+
+
+# --- events and their delivery to apps (decision 15) ----------------------------------------
+
+EVENT_TYPES = (
+    "balance.low",
+    "balance.critical",
+    "balance.recovered",
+    "wallet.suspended",
+    "wallet.reactivated",
+    "purchase.succeeded",
+    "purchase.failed",
+    "auto_recharge.succeeded",
+    "auto_recharge.failed",
+    "grant.expired",
+    "renewal.completed",
+    "hold.expired",
+)
+DELIVERY_STATUSES = ("pending", "delivered", "dead")
+
+
+class BalanceAlertLevels(Base):
+    """The one row of balance alert thresholds, kept equal to the settings; triggers
+    copy it onto every wallet."""
+
+    __tablename__ = "balance_alert_levels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    low_tokens: Mapped[int] = mapped_column(BigInteger)
+    critical_tokens: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("id = 1", name="one_row"),
+        CheckConstraint(
+            "critical_tokens >= 0 AND critical_tokens <= low_tokens", name="critical_within_low"
+        ),
+    )
+
+
+class Event(Base):
+    """The outbox: one row per event, written by a trigger in its cause's transaction."""
+
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str | None] = mapped_column(String(128))
+    # Set for an event only one app may hear about (none yet: every type concerns a
+    # user's wallet, which all apps share).
+    app_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("apps.id"))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # When its deliveries were made, one per endpoint that subscribes (None: not yet).
+    fanned_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("type", EVENT_TYPES), name="type_known"),
+        CheckConstraint("substr(id, 1, 4) = 'evt_'", name="id_shape"),
+        Index("ix_events_user_id_created_at", "user_id", "created_at"),
+        Index(
+            "ix_events_not_fanned_out",
+            "created_at",
+            postgresql_where=text("fanned_out_at IS NULL"),
+            sqlite_where=text("fanned_out_at IS NULL"),
+        ),
+    )
+
+
+class WebhookEndpoint(Base):
+    """Where an app hears about events: a URL, the types it wants, its signing secret."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    app_id: Mapped[int] = mapped_column(BigId, ForeignKey("apps.id"))
+    url: Mapped[str] = mapped_column(String(2048))
+    event_types: Mapped[list[str]] = mapped_column(JSON)
+    # Standard Webhooks: whsec_ + base64 of the key (kept: signing needs the key itself).
+    secret: Mapped[str] = mapped_column(String(128))
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    description: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("url LIKE 'http://%' OR url LIKE 'https://%'", name="url_http"),
+        CheckConstraint("substr(secret, 1, 6) = 'whsec_'", name="secret_shape"),
+        Index("ix_webhook_endpoints_app_id", "app_id"),
+    )
+
+
+class WebhookDelivery(Base):
+    """One event to one endpoint: pending until delivered, or dead after the last try."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(40), ForeignKey("events.id"))
+    endpoint_id: Mapped[str] = mapped_column(String(40), ForeignKey("webhook_endpoints.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    # Attempts started; also the fencing token of a claim (a worker records only the
+    # attempt it claimed).
+    attempts: Mapped[int] = mapped_column(Integer)
+    # When a pending delivery is next due; a claim moves it past its lease.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", DELIVERY_STATUSES), name="status_known"),
+        CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+        CheckConstraint(
+            "(status = 'delivered') = (delivered_at IS NOT NULL)", name="delivered_has_time"
+        ),
+        CheckConstraint(
+            "(status = 'pending') = (next_attempt_at IS NOT NULL)", name="pending_has_next"
+        ),
+        UniqueConstraint("event_id", "endpoint_id"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index("ix_webhook_deliveries_endpoint_id", "endpoint_id", "id"),
+    )
+
+
+class WebhookAttempt(Base):
+    """The delivery log: each attempt's answer (or error) and how long it took."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(BigId, ForeignKey("webhook_deliveries.id"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+
+    __table_args__ = (
+        CheckConstraint("attempt >= 1", name="attempt_positive"),
+        CheckConstraint("duration_ms >= 0", name="duration_not_negative"),
+        CheckConstraint(
+            "status_code IS NULL OR (status_code >= 100 AND status_code <= 599)",
+            name="status_code_http",
+        ),
+        CheckConstraint("status_code IS NOT NULL OR error IS NOT NULL", name="has_outcome"),
+        UniqueConstraint("delivery_id", "attempt"),
+    )

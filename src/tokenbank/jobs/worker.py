@@ -9,13 +9,17 @@
   its wallet up anyway; the sweep makes the books say so on time);
 - **auto-recharges** every ``TOKENBANK_RECHARGE_INTERVAL_SECONDS``, when a Stripe
   secret key is configured: up to ``TOKENBANK_RECHARGE_BATCH_LIMIT`` queued recharges
-  charged per pass (``payments/recharge.py``).
+  charged per pass (``payments/recharge.py``);
+- **webhook deliveries** every ``TOKENBANK_WEBHOOK_INTERVAL_SECONDS``: new events fanned
+  out to the endpoints that hear them, due deliveries claimed, sent and recorded
+  (``events/delivery.py``, decision 15).
 
 Several workers may run at once, on one or several machines: a renewal locks its
 wallet and is recorded under (wallet, period), so each period is renewed once; the
 sweeps lock the wallets they change; a recharge is claimed by one worker (``SKIP
-LOCKED``) and charged under a key of its own. APScheduler keeps the schedule (a cron parser
-written here would get some expression wrong).
+LOCKED``) and charged under a key of its own; a delivery is claimed under a lease
+(``SKIP LOCKED``) and recorded under the attempt it claimed. APScheduler keeps the
+schedule (a cron parser written here would get some expression wrong).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from tokenbank.events.delivery import DeliveryPass, DeliveryService
+from tokenbank.events.delivery import summary as delivery_summary
+from tokenbank.events.service import sync_alert_levels
 from tokenbank.ledger.service import TokenService
 from tokenbank.metrics import timed_job
 from tokenbank.payments.recharge import RechargeRun, RechargeService, summary
@@ -72,6 +79,8 @@ class JobsWorker:
         self._recharge_limit = settings.recharge_batch_limit
         # Auto-recharges charge a card: without a Stripe key there is nothing to run.
         self.recharges_enabled = settings.stripe_secret_key is not None
+        self._webhook_seconds = settings.webhook_interval_seconds
+        self._deliveries: DeliveryService | None = None
 
     @timed_job("renewals")
     async def renew_due(self) -> PassTotals:
@@ -128,12 +137,30 @@ class JobsWorker:
                 logger.warning("recharge %d (%s): %s", run.recharge_id, run.status, run.detail)
         return runs
 
+    @timed_job("deliveries")
+    async def deliver(self) -> DeliveryPass:
+        """One pass of webhook deliveries, logged when it did something."""
+        if self._deliveries is None:
+            service = self._service
+            self._deliveries = DeliveryService(
+                await service.engine(), service.settings, clock=service.clock
+            )
+        result = await self._deliveries.run_pass()
+        if result.fanned_out or result.claimed:
+            logger.info("webhooks: %s", delivery_summary(result))
+        return result
+
     async def run_once(self) -> PassTotals:
         """Every job once, now (``tokenbank jobs run --once``)."""
+        service = self._service
+        await sync_alert_levels(await service.engine(), service.settings, service.clock())
         await self.sweep()
         if self.recharges_enabled:
             await self.recharge()
-        return await self.renew_due()
+        totals = await self.renew_due()
+        # Last: the events the other jobs just wrote go out in this pass.
+        await self.deliver()
+        return totals
 
     async def run_forever(self, stop: asyncio.Event) -> None:
         """Run on schedule until ``stop`` is set; a job that fails is logged and runs
@@ -162,6 +189,13 @@ class JobsWorker:
                 max_instances=1,
                 coalesce=True,
             )
+        scheduler.add_job(
+            self._logged(self.deliver),
+            IntervalTrigger(seconds=self._webhook_seconds),
+            id="webhooks",
+            max_instances=1,
+            coalesce=True,
+        )
         scheduler.start()
         try:
             await self._logged(self.run_once)()

@@ -20,7 +20,7 @@ from tokenbank.config import MAX_DESCRIPTION_LENGTH
 from tokenbank.errors import InvalidInput, TokenBankError
 from tokenbank.ledger.repository.admin_stats import NO_PLAN, WalletFilter
 from tokenbank.validation import validate_user_id
-from tokenbank.web import routes_admin_config, routes_admin_pricing
+from tokenbank.web import routes_admin_config, routes_admin_pricing, routes_admin_webhooks
 from tokenbank.web.admin_common import SuperadminCsrf, audit, done, message, path_part, refused
 from tokenbank.web.admin_forms import (
     filter_query,
@@ -38,6 +38,7 @@ from tokenbank.web.templating import page
 router = APIRouter(prefix="/admin", include_in_schema=False)
 router.include_router(routes_admin_config.router)
 router.include_router(routes_admin_pricing.router)
+router.include_router(routes_admin_webhooks.router)
 
 DASHBOARD_ROWS = 10
 LIST_ROWS = 25

@@ -31,6 +31,7 @@ router.include_router(routes_history.router)
 router.include_router(routes_billing.router)
 
 GRANTS_SHOWN = 50
+ALERTS_SHOWN = 5
 PLOTLY_PATH = "/static/vendor/plotly.min.js"
 PAYMENTS_OFF = "Payments are not available right now: buying tokens is switched off."
 PROVIDER_FAILED = "Stripe could not start the checkout. Nothing was charged: try again shortly."
@@ -78,6 +79,7 @@ async def _tokens_page(
         grants=await services.tokens.get_grants(user_id, limit=GRANTS_SHOWN) or [],
         grants_shown=GRANTS_SHOWN,
         alert=alert_level(info.available, settings),
+        recent_alerts=await services.webhooks.user_alerts(user_id, limit=ALERTS_SHOWN),
         settings=settings,
         packs=packs,
         payments_on=payments_on(settings),

@@ -49,6 +49,7 @@ from tokenbank.client._models import (
 from tokenbank.client._process import TokenProcess, UnsettledUsage
 from tokenbank.client._retry import DEFAULT_RETRY_POLICY, NO_RETRIES, RetryPolicy
 from tokenbank.client._sync.client import Reservation, TokenClient
+from tokenbank.client._webhooks import Event, InvalidWebhookError, verify_webhook
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -62,12 +63,14 @@ __all__ = [
     "ConflictError",
     "Cost",
     "Estimate",
+    "Event",
     "ForbiddenError",
     "Grant",
     "Hold",
     "InsufficientTokensError",
     "InvalidRequestError",
     "InvalidTokenError",
+    "InvalidWebhookError",
     "LedgerEntry",
     "NotFoundError",
     "ProcessEnd",
@@ -87,6 +90,7 @@ __all__ = [
     "Wallet",
     "user_id_from_jwt",
     "verify_jwt",
+    "verify_webhook",
     "with_token_process",
 ]
 
