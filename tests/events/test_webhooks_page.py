@@ -84,7 +84,11 @@ async def test_an_admin_sees_and_changes_nothing(site: Site) -> None:
 
 async def test_the_tokens_page_shows_the_users_recent_alerts(site: Site) -> None:
     await site.sign_in_as("user")
-    assert "Recent alerts" not in (await site.client.get("/tokens")).text
+    # The list is there for the live stream to fill, hidden while it is empty.
+    assert (
+        'id="recent-alerts" aria-labelledby="recent-alerts-title" aria-live="polite" hidden>'
+        in (await site.client.get("/tokens")).text
+    )
     tokens = site.services.tokens
     await tokens.credit("plain-user", amount=1_500, operation_type="purchase")
     await tokens.debit("plain-user", amount=600, operation_type="usage")
@@ -92,4 +96,5 @@ async def test_the_tokens_page_shows_the_users_recent_alerts(site: Site) -> None
     await tokens.set_wallet_status("someone-else", "suspended")
     html = (await site.client.get("/tokens")).text
     assert "Your balance went below the low-balance level." in html
+    assert 'aria-live="polite" hidden>' not in html
     assert "wallet.suspended" not in html  # another user's event

@@ -56,6 +56,8 @@ async def test_a_user_buys_a_pack_watches_the_balance_and_sets_up_auto_recharge(
     await screenshot(buyer, "tokens-bought")
     await expect(page.locator("#balance")).to_have_text("150,000", timeout=5_000)
     await expect(page.locator("#paid")).to_have_text("150,000")
+    # The open page's grants table follows too (fetched again when paid tokens change).
+    await expect(page.locator("#grants")).to_contain_text("150,000", timeout=5_000)
     await screenshot(page, "tokens-after-purchase")
 
     # An app's deducts take it below the warning and then the critical threshold.
@@ -64,6 +66,10 @@ async def test_a_user_buys_a_pack_watches_the_balance_and_sets_up_auto_recharge(
     await screenshot(page, "tokens-low-balance")
     assert (await services.tokens.debit(user_id, amount=450)).success
     await expect(page.locator("#balance-alerts .alert.critical")).to_be_visible(timeout=5_000)
+    # The open page's recent alerts follow the events written for the two crossings.
+    recent = page.locator("#recent-alerts li")
+    await expect(recent.and_(page.locator("[data-type='balance.critical']"))).to_be_visible()
+    await expect(recent.and_(page.locator("[data-type='balance.low']"))).to_be_visible()
     await screenshot(page, "tokens-critical-balance")
 
     # Auto-recharge: a saved card (Stripe.js is not loaded in tests), then the form.

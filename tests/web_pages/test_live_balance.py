@@ -45,17 +45,16 @@ async def served(site: Site) -> AsyncIterator[str]:
         listener.close()
 
 
-async def next_event(lines: AsyncIterator[str]) -> dict[str, Any]:
-    """The data of the next ``balance`` event, reading a bounded number of lines."""
+async def next_event(lines: AsyncIterator[str], name: str = "balance") -> Any:
+    """The data of the next event called ``name``, reading a bounded number of lines."""
     event = None
     for _ in range(MAX_LINES):
         line = await asyncio.wait_for(anext(lines), LINE_TIMEOUT_S)
         if line.startswith("event: "):
             event = line.removeprefix("event: ")
-        elif line.startswith("data: ") and event == "balance":
-            data: dict[str, Any] = json.loads(line.removeprefix("data: "))
-            return data
-    raise AssertionError(f"no balance event in {MAX_LINES} lines")
+        elif line.startswith("data: ") and event == name:
+            return json.loads(line.removeprefix("data: "))
+    raise AssertionError(f"no {name} event in {MAX_LINES} lines")
 
 
 async def test_the_stream_sends_the_balance_then_each_change(site: Site, served: str) -> None:
@@ -94,6 +93,24 @@ async def test_the_stream_sends_the_balance_then_each_change(site: Site, served:
     }
     assert (third["balance"], third["available"], third["held"]) == (1_300, 1_000, 300)
     assert hold.success
+
+
+async def test_the_stream_sends_a_new_alert_with_the_balance_that_caused_it(
+    site: Site, served: str
+) -> None:
+    await site.tokens.credit("alice", amount=1_500, operation_type="purchase")
+    cookies = {SESSION_COOKIE: site.alice.cookies[SESSION_COOKIE]}
+    async with (
+        httpx.AsyncClient(base_url=served, cookies=cookies) as client,
+        client.stream("GET", "/tokens/events") as answer,
+    ):
+        lines = answer.aiter_lines()
+        assert (await next_event(lines))["balance"] == 1_500
+        await site.tokens.debit("alice", amount=600)  # below the low level (1,000)
+        assert (await next_event(lines))["balance"] == 900
+        alerts = await next_event(lines, "alerts")
+    assert [alert["type"] for alert in alerts] == ["balance.low"]
+    assert alerts[0]["text"] == "Your balance went below the low-balance level."
 
 
 async def test_signing_out_ends_an_open_stream(

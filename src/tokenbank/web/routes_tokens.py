@@ -18,6 +18,7 @@ from tokenbank.accounts.service import SignedIn
 from tokenbank.api.state import get_services
 from tokenbank.config import Settings
 from tokenbank.errors import InvalidInput, NotFound
+from tokenbank.events.service import Alert
 from tokenbank.payments.errors import PaymentProviderError, PaymentsNotConfigured
 from tokenbank.payments.purchases import Order
 from tokenbank.web import routes_billing, routes_history
@@ -171,7 +172,13 @@ async def events(request: Request, signed_in: PageUser) -> Response:
         # 204 tells EventSource to stop: there is no wallet to follow.
         return Response(status_code=204)
     ended = gone_or_signed_out(request)
-    stream = balance_events(reads(request), signed_in.user_id, disconnected=ended)
+    user_id = signed_in.user_id
+    webhooks = get_services(request).webhooks
+
+    async def alerts() -> list[Alert]:
+        return await webhooks.user_alerts(user_id, limit=ALERTS_SHOWN)
+
+    stream = balance_events(reads(request), user_id, disconnected=ended, alerts=alerts)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
