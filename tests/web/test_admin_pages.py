@@ -4,6 +4,8 @@ is made from the keyboard, and a key is revoked through its confirmation."""
 
 from __future__ import annotations
 
+import re
+
 from playwright.async_api import Page, expect
 
 from tests.web.conftest import LiveServer, screenshot
@@ -66,3 +68,29 @@ async def test_a_key_is_revoked_after_its_confirmation(page: Page, live_server: 
     await expect(page.get_by_text("revoked", exact=True)).to_be_visible()
     await screenshot(page, "admin-apps")
     assert await live_server.services.apps.authenticate(key) is None
+
+
+async def test_a_webhook_endpoint_is_added_and_its_secret_shown_once(
+    page: Page, live_server: LiveServer
+) -> None:
+    await live_server.services.apps.create_app("shop", scopes=["read"])
+    await _sign_in_as_superadmin(page, live_server)
+    await page.goto(f"{live_server.url}/admin/webhooks")
+    await page.get_by_label("App").select_option("shop")
+    await page.get_by_label("URL").fill("https://shop.example/hooks/tokenbank")
+    await page.get_by_label("Description").fill("Balance alerts")
+    await page.get_by_label("balance.low").check()
+    await page.get_by_label("purchase.succeeded").check()
+    await page.get_by_role("button", name="Add endpoint").click()
+    secret = page.get_by_label("Secret")
+    await expect(secret).to_have_value(re.compile(r"^whsec_"))
+    await screenshot(page, "admin-webhook-secret")
+    await page.get_by_role("link", name="Back to the webhooks").click()
+    await page.wait_for_url(re.compile(r"/admin/webhooks\?saved=1#endpoint-"))
+    await expect(page.get_by_role("heading", name="Webhooks")).to_be_visible()
+    endpoint_heading = page.get_by_role("heading", name="https://shop.example/hooks/tokenbank")
+    await expect(endpoint_heading).to_be_visible()
+    assert "whsec_" not in await page.content()  # the secret was shown that once only
+    await screenshot(page, "admin-webhooks")
+    [endpoint] = await live_server.services.webhooks.list_endpoints()
+    assert sorted(endpoint.event_types) == ["balance.low", "purchase.succeeded"]
