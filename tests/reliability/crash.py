@@ -834,8 +834,9 @@ def print_webhooks(hooks_report: dict[str, Any]) -> None:
           f" once each to the endpoint {figures['events_by_type']}")  # fmt: skip
     print(f"  webhook attempts:          {figures['claimed_attempts']} claimed, "
           f"{figures['recorded_attempts']} recorded ({figures['lost_claims']} lost with a "
-          f"killed worker), {figures['requests_received']} received, "
-          f"{figures['refused_first_tries']} refused on purpose")  # fmt: skip
+          f"killed worker, {figures['unanswered_attempts']} timed out or failed), "
+          f"{figures['requests_received']} received ({figures['unsent_claims']} claims never "
+          f"sent), {figures['refused_first_tries']} refused on purpose")  # fmt: skip
     reasons = {k: v for k, v in duplicates.items() if k != "ids"}
     print(f"  webhook duplicates:        {duplicates['ids']} ids received twice or more "
           f"{reasons} ({figures['worker_kills']} jobs worker kills)")  # fmt: skip

@@ -248,6 +248,10 @@ def check_deliveries(
         "claimed_attempts": sum(d.claims for d in deliveries.values()),
         "recorded_attempts": sum(d.recorded for d in deliveries.values()),
         "lost_claims": sum(d.claims - d.recorded for d in deliveries.values()),
+        # Claims no request reached the receiver for: the worker died before sending
+        # (or the connection failed, then recorded as unanswered).
+        "unsent_claims": sum(max(0, d.claims - receiver.tries[i]) for i, d in deliveries.items()),
+        "unanswered_attempts": sum(d.unanswered for d in deliveries.values()),
         "requests_received": sum(receiver.tries.values()),
         "refused_first_tries": receiver.refused,
         "duplicates": duplicates,
