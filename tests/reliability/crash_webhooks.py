@@ -145,6 +145,7 @@ class Delivery:
     recorded: int
     unanswered: int
     lag_seconds: float | None
+    rows: int = 1  # delivery rows for this event and endpoint (a unique constraint says 1)
 
 
 async def wait_drained(url: str, timeout_s: float = DRAIN_TIMEOUT_S) -> tuple[float, int]:
@@ -182,6 +183,7 @@ async def delivery_facts(url: str, endpoint_id: str) -> tuple[dict[str, str], di
     finally:
         await engine.dispose()
     created = {str(row[0]): row[2] for row in events}
+    rows_per_event = Counter(str(row[0]) for row in rows)
     deliveries = {
         str(row[0]): Delivery(
             status=str(row[1]),
@@ -193,6 +195,7 @@ async def delivery_facts(url: str, endpoint_id: str) -> tuple[dict[str, str], di
                 if row[3] is not None and str(row[0]) in created
                 else None
             ),
+            rows=rows_per_event[str(row[0])],
         )
         for row in rows
     }
@@ -220,6 +223,9 @@ def check_deliveries(
         violations.append(
             f"{len(undelivered)} events without a delivered delivery: {_examples(undelivered)}"
         )
+    doubled = {i for i, d in deliveries.items() if d.rows != 1}
+    if doubled:
+        violations.append(f"{len(doubled)} events with several deliveries: {_examples(doubled)}")
     unseen = set(events) - set(receiver.accepted)
     if unseen:
         violations.append(f"{len(unseen)} events the receiver never accepted: {_examples(unseen)}")

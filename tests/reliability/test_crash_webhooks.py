@@ -110,6 +110,10 @@ def test_lost_unknown_oversent_and_forged_deliveries_are_violations() -> None:
         ({"evt_a": delivered()}, seen("evt_a", "evt_b")),  # evt_b has no delivery row
         ({"evt_a": delivered(), "evt_b": delivered()}, seen("evt_a")),  # evt_b never came
         ({"evt_a": delivered(), "evt_b": delivered()}, seen("evt_a", "evt_b", "evt_x")),
+        (
+            {"evt_a": delivered(), "evt_b": Delivery("delivered", 1, 1, 0, 0.5, rows=2)},
+            seen("evt_a", "evt_b"),
+        ),  # evt_b has two delivery rows
     ]
     for deliveries, receiver in cases:
         violations: list[str] = []
