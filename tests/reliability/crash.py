@@ -744,7 +744,7 @@ class Harness:
         waited_seconds, pending = drain
         if pending:
             violations.append(f"{pending} events or deliveries still pending after the wait")
-        events, deliveries = await hooks.delivery_facts(
+        events, deliveries, errors = await hooks.delivery_facts(
             self.env["TOKENBANK_DATABASE_URL"], self.endpoint_id
         )
         worker_kills = sum(
@@ -753,7 +753,12 @@ class Harness:
         figures = hooks.check_deliveries(
             events, deliveries, self.receiver.receiver, worker_kills, violations
         )
-        return {**figures, "drain_seconds": round(waited_seconds, 1), "worker_kills": worker_kills}
+        return {
+            **figures,
+            "attempt_errors": errors,
+            "drain_seconds": round(waited_seconds, 1),
+            "worker_kills": worker_kills,
+        }
 
     async def run(self) -> dict[str, Any]:
         began = time.monotonic()
@@ -837,6 +842,7 @@ def print_webhooks(hooks_report: dict[str, Any]) -> None:
           f"killed worker, {figures['unanswered_attempts']} timed out or failed), "
           f"{figures['requests_received']} received ({figures['unsent_claims']} claims never "
           f"sent), {figures['refused_first_tries']} refused on purpose")  # fmt: skip
+    print(f"  webhook attempt errors:    {figures['attempt_errors']}")
     reasons = {k: v for k, v in duplicates.items() if k != "ids"}
     print(f"  webhook duplicates:        {duplicates['ids']} ids received twice or more "
           f"{reasons} ({figures['worker_kills']} jobs worker kills)")  # fmt: skip

@@ -99,13 +99,20 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: hundreds of deliveries would flood the report."""
 
 
+class _Server(ThreadingHTTPServer):
+    # A pass sends up to TOKENBANK_WEBHOOK_BATCH_LIMIT (50) deliveries at once: with
+    # socketserver's backlog of 5, connections beyond it wait for SYN retries and time
+    # out without ever reaching the receiver.
+    request_queue_size = 128
+
+
 class RunningReceiver:
     """A threaded ``http.server`` on a loopback port, recording into ``receiver``."""
 
     def __init__(self) -> None:
         self.receiver = Receiver()
         handler = type("CrashReceiverHandler", (_Handler,), {"receiver": self.receiver})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = _Server(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hooks"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -127,6 +134,8 @@ PENDING_SQL = (
     " + (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending')"
 )
 EVENTS_SQL = "SELECT id, type, created_at FROM events"
+# What the failed attempts came back with (the refused first tries: HTTP 500).
+ERRORS_SQL = "SELECT error, COUNT(*) FROM webhook_attempts WHERE error IS NOT NULL GROUP BY error"
 # Each delivery to the endpoint with its attempts as claimed, as recorded, and how
 # many recorded attempts got no answer (timed out or failed on the way).
 DELIVERIES_SQL = (
@@ -168,8 +177,10 @@ async def wait_drained(url: str, timeout_s: float = DRAIN_TIMEOUT_S) -> tuple[fl
         await engine.dispose()
 
 
-async def delivery_facts(url: str, endpoint_id: str) -> tuple[dict[str, str], dict[str, Delivery]]:
-    """(event id -> type, event id -> its delivery to the endpoint)."""
+async def delivery_facts(
+    url: str, endpoint_id: str
+) -> tuple[dict[str, str], dict[str, Delivery], dict[str, int]]:
+    """(event id -> type, event id -> its delivery to the endpoint, attempt errors)."""
     from sqlalchemy import text
 
     from tokenbank.config import Settings
@@ -180,6 +191,7 @@ async def delivery_facts(url: str, endpoint_id: str) -> tuple[dict[str, str], di
         async with engine.connect() as conn:
             events = (await conn.execute(text(EVENTS_SQL))).all()
             rows = (await conn.execute(text(DELIVERIES_SQL), {"endpoint": endpoint_id})).all()
+            errors = {str(row[0])[:80]: int(row[1]) for row in await conn.execute(text(ERRORS_SQL))}
     finally:
         await engine.dispose()
     created = {str(row[0]): row[2] for row in events}
@@ -199,7 +211,7 @@ async def delivery_facts(url: str, endpoint_id: str) -> tuple[dict[str, str], di
         )
         for row in rows
     }
-    return {str(row[0]): str(row[1]) for row in events}, deliveries
+    return {str(row[0]): str(row[1]) for row in events}, deliveries, errors
 
 
 # --- the checks ----------------------------------------------------------------------------
