@@ -744,12 +744,13 @@ class Harness:
         waited_seconds, pending = drain
         if pending:
             violations.append(f"{pending} events or deliveries still pending after the wait")
-        events, deliveries, errors = await hooks.delivery_facts(
+        events, deliveries, errors, causes = await hooks.delivery_facts(
             self.env["TOKENBANK_DATABASE_URL"], self.endpoint_id
         )
         worker_kills = sum(
             n for name, n in self.stats.kills_by_target.items() if name.startswith("jobs:")
         )
+        hooks.check_causes(events, causes, violations)
         figures = hooks.check_deliveries(
             events, deliveries, self.receiver.receiver, worker_kills, violations
         )

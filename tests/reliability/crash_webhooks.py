@@ -7,6 +7,9 @@ Afterwards, with the workers still running, the harness waits (bounded) until no
 event is left to fan out and no delivery is pending, stops the workers and checks:
 
 - every row of ``events`` has exactly one delivery to the endpoint, ``delivered``;
+- each once-only job made one event: as many ``renewal.completed``,
+  ``grant.expired``, ``hold.expired`` and ``auto_recharge.*`` events as the rows
+  whose change causes them;
 - the receiver accepted every event id at least once, and saw no id that is not in
   ``events``; every request's signature verified (the SDK's ``verify_webhook``);
 - no delivery was sent more often than it was claimed (a claim is one attempt: two
@@ -134,6 +137,15 @@ PENDING_SQL = (
     " + (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending')"
 )
 EVENTS_SQL = "SELECT id, type, created_at FROM events"
+# The rows whose change makes each once-only job's event (migration 0013's triggers):
+# as many events of the type as rows, or an event was lost or doubled at its source.
+CAUSES_SQL = {
+    "renewal.completed": "SELECT COUNT(*) FROM plan_renewals",
+    "grant.expired": "SELECT COUNT(*) FROM ledger_transactions WHERE kind = 'expiry'",
+    "hold.expired": "SELECT COUNT(*) FROM holds WHERE status = 'expired'",
+    "auto_recharge.succeeded": "SELECT COUNT(*) FROM recharges WHERE status = 'succeeded'",
+    "auto_recharge.failed": "SELECT COUNT(*) FROM recharges WHERE status = 'failed'",
+}
 # What the failed attempts came back with (the refused first tries: HTTP 500).
 ERRORS_SQL = "SELECT error, COUNT(*) FROM webhook_attempts WHERE error IS NOT NULL GROUP BY error"
 # Each delivery to the endpoint with its attempts as claimed, as recorded, and how
@@ -179,8 +191,9 @@ async def wait_drained(url: str, timeout_s: float = DRAIN_TIMEOUT_S) -> tuple[fl
 
 async def delivery_facts(
     url: str, endpoint_id: str
-) -> tuple[dict[str, str], dict[str, Delivery], dict[str, int]]:
-    """(event id -> type, event id -> its delivery to the endpoint, attempt errors)."""
+) -> tuple[dict[str, str], dict[str, Delivery], dict[str, int], dict[str, int]]:
+    """(event id -> type, event id -> its delivery to the endpoint, attempt errors,
+    event type -> rows that caused one)."""
     from sqlalchemy import text
 
     from tokenbank.config import Settings
@@ -192,6 +205,10 @@ async def delivery_facts(
             events = (await conn.execute(text(EVENTS_SQL))).all()
             rows = (await conn.execute(text(DELIVERIES_SQL), {"endpoint": endpoint_id})).all()
             errors = {str(row[0])[:80]: int(row[1]) for row in await conn.execute(text(ERRORS_SQL))}
+            causes = {
+                kind: int((await conn.execute(text(sql))).scalar_one())
+                for kind, sql in CAUSES_SQL.items()
+            }
     finally:
         await engine.dispose()
     created = {str(row[0]): row[2] for row in events}
@@ -211,7 +228,7 @@ async def delivery_facts(
         )
         for row in rows
     }
-    return {str(row[0]): str(row[1]) for row in events}, deliveries, errors
+    return {str(row[0]): str(row[1]) for row in events}, deliveries, errors, causes
 
 
 # --- the checks ----------------------------------------------------------------------------
@@ -275,6 +292,14 @@ def check_deliveries(
         "duplicates": duplicates,
         "max_lag_seconds": round(max(lags, default=0.0), 2),
     }
+
+
+def check_causes(events: dict[str, str], causes: dict[str, int], violations: list[str]) -> None:
+    """One event per once-only job done: renewals, expiries, hold expiries, recharges."""
+    made = Counter(events.values())
+    for kind, rows in causes.items():
+        if made[kind] != rows:
+            violations.append(f"{made[kind]} {kind} events for {rows} rows that cause one")
 
 
 def _explain_duplicates(

@@ -15,6 +15,7 @@ from tests.reliability.crash_webhooks import (
     Delivery,
     Receiver,
     RunningReceiver,
+    check_causes,
     check_deliveries,
     fails_first_try,
 )
@@ -129,3 +130,15 @@ def test_lost_unknown_oversent_and_forged_deliveries_are_violations() -> None:
     violations = []
     check_deliveries(events, {"evt_a": delivered(), "evt_b": delivered()}, forged, 1, violations)
     assert violations == ["1 bad signatures: ['evt_a: no matching signature']"]
+
+
+def test_each_once_only_job_makes_one_event() -> None:
+    events = {"evt_a": "renewal.completed", "evt_b": "grant.expired", "evt_c": "grant.expired"}
+    violations: list[str] = []
+    check_causes(events, {"renewal.completed": 1, "grant.expired": 2}, violations)
+    assert violations == []
+    check_causes(events, {"renewal.completed": 2, "grant.expired": 1}, violations)
+    assert violations == [
+        "1 renewal.completed events for 2 rows that cause one",
+        "2 grant.expired events for 1 rows that cause one",
+    ]
