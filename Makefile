@@ -94,12 +94,13 @@ crash: install
 
 # The crash test over the topology of a deployment with several processes (PostgreSQL):
 # two `tokenbank serve` on two ports and two `tokenbank jobs run` over one database,
-# any of the four SIGKILLed; renewals, expiries and auto-recharges (on a localstripe)
-# checked to happen once too (docs/operations.md).
+# any of the four SIGKILLed; renewals, expiries, auto-recharges (on a localstripe) and
+# webhook deliveries (to a loopback receiver) checked to happen once too
+# (docs/operations.md).
 crash-many: install
 	./scripts/ensure-postgres.sh
 	$(BIN)/python tests/reliability/crash.py --engine postgresql --servers 2 --job-workers 2 \
-		--recharges 4 --clients 16 --kills $(CRASH_KILLS) --seconds $(CRASH_SECONDS)
+		--recharges 4 --webhooks --clients 16 --kills $(CRASH_KILLS) --seconds $(CRASH_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache tokenbank.db tokenbank.db-wal tokenbank.db-shm

@@ -33,10 +33,16 @@ and expiries. Then also:
   resolve), and no grant past its expiry still holds tokens;
 - the total above counts the renewals' tokens in and the expired tokens out.
 
+With ``--webhooks`` an endpoint of the app hears every event type at a loopback
+receiver the harness runs, and the jobs workers deliver to it during the load; then
+every event was delivered, the receiver got each id at least once, and each id it
+got twice is explained by a killed worker (``crash_webhooks.py`` says how).
+
 Usage::
 
     python tests/reliability/crash.py --engine sqlite --clients 16 --kills 10 --seconds 60
-    python tests/reliability/crash.py --engine postgresql --servers 2 --job-workers 2
+    python tests/reliability/crash.py --engine postgresql --servers 2 --job-workers 2 \
+        --recharges 4 --webhooks
 
 It prints the figures and exits 1 on any violation; ``--json PATH`` also writes them.
 """
@@ -65,6 +71,10 @@ from typing import Any
 
 import httpx
 
+if __package__ in (None, ""):  # run as a script: its sibling module is tests.reliability's
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.reliability import crash_webhooks as hooks
 from tokenbank.testing.postgres import PostgresServer
 
 APP = "crash"
@@ -254,6 +264,8 @@ class Harness:
         self.issuing = True  # clients start new operations while True
         self.retry_until = float("inf")  # set when the last kill is done
         self.load_ended = 0.0
+        self.receiver: hooks.RunningReceiver | None = None  # with --webhooks
+        self.endpoint_id = ""
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -302,6 +314,8 @@ class Harness:
             raise RuntimeError(f"apps create failed: {created.stdout}{created.stderr}")
         self.api_key = created.stdout.strip().splitlines()[-1]
         client.headers["Authorization"] = f"Bearer {self.api_key}"
+        if self.receiver is not None:
+            self.add_endpoint(self.receiver)
         for path, body in (
             ("/api/admin/features", {"id": FEATURE, "name": "Crash fixed", "rule": {
                 "type": "fixed", "tokens": FEATURE_TOKENS}}),
@@ -326,6 +340,15 @@ class Harness:
                 raise RuntimeError(f"funding {user}: {op.status} {op.answer}")
         if self.recharge_users:
             await self.setup_recharges(client)
+
+    def add_endpoint(self, receiver: hooks.RunningReceiver) -> None:
+        """What an operator does: ``tokenbank webhooks add`` for every event type."""
+        added = self.cli("webhooks", "add", APP, receiver.url, "--event", "*")
+        if added.returncode != 0:
+            raise RuntimeError(f"webhooks add failed: {added.stdout}{added.stderr}")
+        lines = added.stdout.splitlines()
+        self.endpoint_id = lines[0].split()[1]  # "endpoint <id> for <app>: <url>"
+        receiver.receiver.secret = lines[-1].rpartition(" ")[2]  # "signing secret: whsec_..."
 
     async def setup_recharges(self, client: httpx.AsyncClient) -> None:
         """Wallets with a saved card and auto-recharge on (the Starter pack)."""
@@ -626,6 +649,9 @@ class Harness:
         # with job workers, let one more of their sweeps (every second) expire grants.
         settle = max(HOLD_TTLS) + (3.5 if self.workers else 1.5)
         await asyncio.sleep(max(0.0, self.load_ended + settle - time.monotonic()))
+        drain = (
+            await hooks.wait_drained(self.env["TOKENBANK_DATABASE_URL"]) if self.receiver else None
+        )
         for worker in self.workers:  # a recharge charged between two reads would skew them
             worker.kill()
         keys, actual, pending = await self.database_facts()
@@ -661,6 +687,7 @@ class Harness:
             )
         if self.stats.kills < self.args.kills:
             violations.append(f"only {self.stats.kills} kills")
+        webhooks = await self.check_webhooks(drain, violations) if drain is not None else None
         server_errors = {s: n for s, n in self.stats.statuses.items() if s >= 500}
         four = Counter(op.status for op in ops if op.status is not None and op.status >= 400)
         return {
@@ -705,7 +732,33 @@ class Harness:
             "recharge_purchases_paid": (
                 sum(row[1] == "paid" for row in jobs["recharge_purchases"]) if jobs else 0
             ),
+            "webhooks": webhooks,
             "violations": violations,
+        }
+
+    async def check_webhooks(
+        self, drain: tuple[float, int], violations: list[str]
+    ) -> dict[str, Any]:
+        """Every event delivered (``crash_webhooks.check_deliveries``), with the wait."""
+        assert self.receiver is not None
+        waited_seconds, pending = drain
+        if pending:
+            violations.append(f"{pending} events or deliveries still pending after the wait")
+        events, deliveries, errors, causes = await hooks.delivery_facts(
+            self.env["TOKENBANK_DATABASE_URL"], self.endpoint_id
+        )
+        worker_kills = sum(
+            n for name, n in self.stats.kills_by_target.items() if name.startswith("jobs:")
+        )
+        hooks.check_causes(events, causes, violations)
+        figures = hooks.check_deliveries(
+            events, deliveries, self.receiver.receiver, worker_kills, violations
+        )
+        return {
+            **figures,
+            "attempt_errors": errors,
+            "drain_seconds": round(waited_seconds, 1),
+            "worker_kills": worker_kills,
         }
 
     async def run(self) -> dict[str, Any]:
@@ -767,6 +820,8 @@ def print_report(report: dict[str, Any]) -> None:
             f"{report['expiring_grants']} expiring ({report['expired_tokens']} tokens; "
             f"{report['grants_expired_in_steps']} in steps, as holds resolved)"
         )
+    if report["webhooks"]:
+        print_webhooks(report["webhooks"])
     if report["recharges"]:
         print(f"  auto-recharges:            {report['recharges']}, "
               f"{report['recharge_purchases_paid']} paid and credited once "
@@ -776,6 +831,24 @@ def print_report(report: dict[str, Any]) -> None:
     for violation in report["violations"]:
         print(f"  VIOLATION: {violation}")
     print("  PASSED" if not report["violations"] else "  FAILED")
+
+
+def print_webhooks(hooks_report: dict[str, Any]) -> None:
+    figures = hooks_report
+    duplicates = figures["duplicates"]
+    print(f"  webhook events:            {figures['events']}, {figures['delivered']} delivered"
+          f" once each to the endpoint {figures['events_by_type']}")  # fmt: skip
+    print(f"  webhook attempts:          {figures['claimed_attempts']} claimed, "
+          f"{figures['recorded_attempts']} recorded ({figures['lost_claims']} lost with a "
+          f"killed worker, {figures['unanswered_attempts']} timed out or failed), "
+          f"{figures['requests_received']} received ({figures['unsent_claims']} claims never "
+          f"sent), {figures['refused_first_tries']} refused on purpose")  # fmt: skip
+    print(f"  webhook attempt errors:    {figures['attempt_errors']}")
+    reasons = {k: v for k, v in duplicates.items() if k != "ids"}
+    print(f"  webhook duplicates:        {duplicates['ids']} ids received twice or more "
+          f"{reasons} ({figures['worker_kills']} jobs worker kills)")  # fmt: skip
+    print(f"  webhook lag:               max {figures['max_lag_seconds']} s from commit to "
+          f"delivery; all delivered {figures['drain_seconds']} s after the settle")  # fmt: skip
 
 
 async def arm_recharges(env: dict[str, str], users: list[str]) -> None:
@@ -838,6 +911,9 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
         }
         pg: PostgresServer | None = None
         stripe_server = None
+        receiver = hooks.RunningReceiver().start() if args.webhooks else None
+        if receiver is not None:
+            env |= hooks.WORKER_ENV
         try:
             if args.recharges:
                 from tokenbank.testing.localstripe import LocalStripe
@@ -855,6 +931,7 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 env["TOKENBANK_DATABASE_URL"] = f"sqlite+aiosqlite:///{work / 'crash.db'}"
             harness = Harness(args, env, work)
+            harness.receiver = receiver
             try:
                 return asyncio.run(harness.run())
             except BaseException:
@@ -865,6 +942,8 @@ def run_engine(args: argparse.Namespace) -> dict[str, Any]:
                 pg.stop()
             if stripe_server is not None:
                 stripe_server.stop()
+            if receiver is not None:
+                receiver.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -881,11 +960,17 @@ def main(argv: list[str] | None = None) -> int:
         "--recharges", type=int, default=0,
         help="users with auto-recharge on a localstripe (needs --job-workers)",
     )  # fmt: skip
+    parser.add_argument(
+        "--webhooks", action="store_true",
+        help="an endpoint for every event at a loopback receiver (needs --job-workers)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.servers < 1 or args.job_workers < 0:
         parser.error("--servers must be at least 1 and --job-workers at least 0")
     if args.recharges and not args.job_workers:
         parser.error("--recharges needs --job-workers: the workers charge the recharges")
+    if args.webhooks and not args.job_workers:
+        parser.error("--webhooks needs --job-workers: the workers deliver the webhooks")
     report = run_engine(args)
     print_report(report)
     if args.json is not None:

@@ -52,12 +52,13 @@ def test_no_token_is_created_or_lost_when_the_server_is_killed(engine: str, tmp_
 @pytest.mark.slow
 def test_two_servers_and_two_job_workers_over_one_postgresql(tmp_path: Path) -> None:
     """The same, with the processes of a larger deployment sharing one database:
-    kills of either server or either jobs worker, renewals, expiries and auto-recharges
-    raced by both workers (docs/operations.md, "Several processes")."""
+    kills of either server or either jobs worker, renewals, expiries, auto-recharges
+    and webhook deliveries raced by both workers (docs/operations.md, "Several
+    processes")."""
     report_path = tmp_path / "report.json"
     command = [
         sys.executable, str(HARNESS), "--engine", "postgresql", "--servers", "2",
-        "--job-workers", "2", "--recharges", "4", "--clients", str(CLIENTS),
+        "--job-workers", "2", "--recharges", "4", "--webhooks", "--clients", str(CLIENTS),
         "--kills", str(KILLS // 2),
         "--seconds", str(SECONDS * 2), "--json", str(report_path),
     ]  # fmt: skip
@@ -73,3 +74,10 @@ def test_two_servers_and_two_job_workers_over_one_postgresql(tmp_path: Path) -> 
     assert report["grants_expired"] > 0  # the workers did expire grants
     assert report["recharge_purchases_paid"] > 0  # and charge auto-recharges
     assert report["kills"] >= KILLS // 2
+    # Every event reached the receiver (crash_webhooks.py checks each id), some only
+    # after a refused first try.
+    hooks = report["webhooks"]
+    assert hooks["events"] > 0
+    assert hooks["delivered"] == hooks["events"]
+    assert hooks["refused_first_tries"] > 0
+    assert hooks["duplicates"]["unexplained"] == 0
