@@ -26,7 +26,7 @@ from typing import Any
 import fastapi.routing
 
 from tests.security.conftest import Secured, table_rows
-from tokenbank.apps.keys import generate_key
+from tokenbank.apps.keys import display_prefix, generate_key
 from tokenbank.db.models import API_SCOPES
 from tokenbank.events import repository as events_repository
 
@@ -167,6 +167,13 @@ async def _end(world: World) -> Request:
         "request_id": world.name("end"),
     }
     return "/api/token-process/end", body
+
+
+async def _key_limits(world: World) -> Request:
+    slug = world.name("limited")
+    _, key = await world.s.services.apps.create_app(slug)
+    body = {"rateLimitPerMinute": 600, "dailySpendCapTokens": 50_000}
+    return f"/api/admin/apps/{slug}/keys/{display_prefix(key)}/limits", body
 
 
 async def _create_webhook(world: World) -> Request:
@@ -466,6 +473,8 @@ ENDPOINTS = [
         fixed("/api/admin/packs/pro", {"popular": True}),
     ),
     Endpoint("DELETE", "/api/admin/packs/{packId}", "admin", 200, fixed("/api/admin/packs/pro")),
+    # per-key limits
+    Endpoint("PATCH", "/api/admin/apps/{slug}/keys/{keyPrefix}/limits", "admin", 200, _key_limits),
     # webhooks (decision 15)
     Endpoint("GET", "/api/admin/webhooks", "admin", 200, fixed("/api/admin/webhooks")),
     Endpoint("POST", "/api/admin/webhooks", "admin", 201, _create_webhook),
