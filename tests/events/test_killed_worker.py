@@ -72,6 +72,12 @@ async def test_a_killed_worker_process_loses_no_event(
             await asyncio.to_thread(
                 wait_until, lambda: len(receiver.accepted("/hang/1")) == len(ids), 60
             )
+            # The receiver's 2xx reaches the worker, which then records it: wait for
+            # the records too before the worker is stopped.
+            for _ in range(300):
+                if await deliveries(service) == {("delivered", 2)}:
+                    break
+                await asyncio.sleep(0.1)
         finally:
             second.terminate()
             second.wait(timeout=30)

@@ -130,6 +130,24 @@ async def test_the_longest_safe_request_id_is_kept(ops: Ops) -> None:
     assert answer.headers["x-request-id"] == sent
 
 
+@pytest.fixture
+def uvicorn_access_propagates(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """uvicorn.access as a fresh process has it: an earlier test's uvicorn (started with
+    uvicorn's own log config) may have given it and "uvicorn" handlers of their own and
+    no propagation, which would keep its lines from the handler this module reads."""
+    for name in ("uvicorn", "uvicorn.access"):  # its parent too: it may stop propagation
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", [])
+        monkeypatch.setattr(logger, "propagate", True)
+        monkeypatch.setattr(logger, "disabled", False)
+    access = logging.getLogger("uvicorn.access")
+    level = access.level
+    access.setLevel(logging.INFO)
+    yield
+    access.setLevel(level)
+
+
+@pytest.mark.usefixtures("uvicorn_access_propagates")
 async def test_uvicorns_access_lines_carry_the_request_id(ops: Ops, json_logs: JsonLines) -> None:
     """A real server: uvicorn's own access log is written inside the request, too."""
     port = free_port()
