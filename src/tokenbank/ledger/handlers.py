@@ -449,7 +449,12 @@ async def release_expired_holds(
 ) -> list[str]:
     """Expire pending holds whose time is up; the user ids whose held amount changed."""
     released: list[str] = []
-    for hold in await repo.expired_holds(conn, now, limit=limit, wallet_id=wallet_id):
+    expired = await repo.expired_holds(conn, now, limit=limit, wallet_id=wallet_id)
+    if wallet_id is None and expired:
+        # Found in expiry order, released wallet by wallet: their wallets are locked
+        # first, in id order, as a batch locks them (else the two can deadlock).
+        await repo.lock_wallets_by_id(conn, sorted({hold.wallet_id for hold in expired}))
+    for hold in expired:
         if await repo.resolve_hold(conn, hold.id, status="expired", now=now):
             await repo.release_reservation(conn, hold.wallet_id, hold.amount_tokens, now)
             released.append(hold.id)

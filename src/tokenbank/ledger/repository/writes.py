@@ -613,6 +613,18 @@ async def lock_wallets_with_grants(
     return list(locked.values())
 
 
+async def lock_wallets_by_id(conn: AsyncConnection, wallet_ids: list[int]) -> None:
+    """Lock wallets in id order, the order every batch locks them in (so that a sweep
+    over many wallets and a batch never wait on each other in a circle)."""
+    statement = (
+        select(wallets.c.id)
+        .where(wallets.c.id.in_(wallet_ids))
+        .order_by(wallets.c.id)
+        .with_for_update()
+    )
+    await conn.execute(statement)
+
+
 async def lock_wallets(conn: AsyncConnection, user_ids: list[str]) -> dict[str, AnyRow]:
     """Read and lock the wallets of a batch."""
     statement = _LOCK_WALLETS if is_sqlite(conn) else _LOCK_WALLETS_POSTGRES
