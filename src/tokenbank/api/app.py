@@ -160,16 +160,14 @@ def create_app(
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
-    install_docs(app)
-    install_pages(app)
     install_error_handlers(app)
     app.add_middleware(RequestLimitsMiddleware, max_body_bytes=settings.max_request_body_bytes)
     # Added last, so outermost: it times and counts the limits' refusals too.
     app.add_middleware(ObserveMiddleware, access_log=settings.access_log)
     for router in (
+        tokens.router,  # the hottest routes first (matched in order)
         health.router,
         metrics_router,
-        tokens.router,
         users.router,
         costs.router,
         estimate.router,
@@ -185,4 +183,8 @@ def create_app(
         events_routes.router,
     ):
         app.include_router(router)
+    # After the API's routes: a request is matched against the routes in order, and
+    # the pages' (tens of them) would otherwise be tried before every API call.
+    install_docs(app)
+    install_pages(app)
     return app
