@@ -14,7 +14,7 @@ from tokenbank.api.state import Services, get_services
 from tokenbank.errors import InvalidInput
 from tokenbank.pricing.numbers import decimal_text
 from tokenbank.pricing.rates import ModelRate
-from tokenbank.web.admin_common import SuperadminCsrf, audit, done, message
+from tokenbank.web.admin_common import SuperadminCsrf, audit, done, refused
 from tokenbank.web.admin_forms import form_fields, required_number, required_text, whole_number
 
 router = APIRouter()
@@ -48,17 +48,6 @@ async def _rate_of(services: Services, model: str) -> dict[str, Any] | None:
     return None
 
 
-def _bad(request: Request, signed_in: Any, error: InvalidInput) -> Response:
-    return message(
-        request,
-        signed_in,
-        "Not changed",
-        str(error),
-        status_code=400,
-        back=SETTINGS_PAGE,
-    )
-
-
 @router.post("/settings/models")
 async def set_model_rate(request: Request, signed_in: SuperadminCsrf) -> Response:
     services = get_services(request)
@@ -73,7 +62,7 @@ async def set_model_rate(request: Request, signed_in: SuperadminCsrf) -> Respons
             image_tokens=whole_number(fields, "image_tokens", low=1),
         )
     except InvalidInput as bad:
-        return _bad(request, signed_in, bad)
+        return refused(request, signed_in, bad, back=SETTINGS_PAGE)
     await audit(services, signed_in, "pricing.set_model_rate", rate.model, before, rate_json(rate))
     return done(f"{SETTINGS_PAGE}?saved=1")
 
@@ -85,7 +74,7 @@ async def delete_model_rate(request: Request, model: str, signed_in: SuperadminC
         before = await _rate_of(services, model)
         deleted = await services.pricing.delete_model_rate(model)
     except InvalidInput as bad:
-        return _bad(request, signed_in, bad)
+        return refused(request, signed_in, bad, back=SETTINGS_PAGE)
     if deleted:
         after = await _rate_of(services, model)  # the shipped rate, if there is one
         await audit(services, signed_in, "pricing.delete_model_rate", model, before, after)
@@ -104,7 +93,7 @@ async def set_operation_cost(request: Request, signed_in: SuperadminCsrf) -> Res
         before = (await services.tokens.get_operation_costs()).get(operation_type)
         await services.tokens.set_operation_cost(operation_type, tokens)
     except InvalidInput as bad:
-        return _bad(request, signed_in, bad)
+        return refused(request, signed_in, bad, back=SETTINGS_PAGE)
     if before != tokens:
         await audit(
             services,
@@ -126,7 +115,7 @@ async def delete_operation_cost(
         before = (await services.tokens.get_operation_costs()).get(operation_type)
         deleted = await services.tokens.delete_operation_cost(operation_type)
     except InvalidInput as bad:
-        return _bad(request, signed_in, bad)
+        return refused(request, signed_in, bad, back=SETTINGS_PAGE)
     if deleted:
         await audit(
             services,
