@@ -236,8 +236,13 @@ async def _serve_and_exercise(secured: Secured, keys: dict[str, str], hook: Resp
                 break
             await asyncio.sleep(0.025)
         assert server.started, "uvicorn did not start"
+        # This test is about what is logged, not about speed: with every statement
+        # logged at DEBUG on a loaded 2-core machine, one request once took over
+        # httpx's default 5 s (its PostgreSQL SELECT answered after the timeout fired).
         async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", event_hooks={"response": [hook]}
+            base_url=f"http://127.0.0.1:{port}",
+            event_hooks={"response": [hook]},
+            timeout=httpx.Timeout(60.0),
         ) as client:
             await _exercise(client, keys)
     finally:
