@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from tokenbank.accounts.service import AccountService
+from tokenbank.api.direct import install_direct_routes
 from tokenbank.api.docs import install_docs
 from tokenbank.api.handlers import install_error_handlers
 from tokenbank.api.limits import RequestLimitsMiddleware
@@ -183,6 +184,8 @@ def create_app(
         events_routes.router,
     ):
         app.include_router(router)
+    # Before every other route: the hot routes without FastAPI's per-request work.
+    install_direct_routes(app, health.DIRECT + tokens.DIRECT)
     # After the API's routes: a request is matched against the routes in order, and
     # the pages' (tens of them) would otherwise be tried before every API call.
     install_docs(app)

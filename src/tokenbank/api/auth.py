@@ -48,6 +48,11 @@ async def authenticate(
     server_key: Annotated[str | None, Security(header_scheme)],
 ) -> Principal:
     presented = bearer.credentials if bearer is not None else server_key
+    return await authenticate_presented(request, presented)
+
+
+async def authenticate_presented(request: Request, presented: str | None) -> Principal:
+    """The key's principal (401 without one), counted against the key's rate (429)."""
     principal = await principal_for(request, presented)
     if principal.rate_limit_per_minute is not None:
         await _admit(request, principal, principal.rate_limit_per_minute)
@@ -109,7 +114,9 @@ def check_scope(principal: Principal, scope: str) -> None:
         raise ApiError(403, f"API key lacks the '{scope}' scope", code="forbidden")
 
 
-def _presented_key(request: Request) -> str | None:
+def presented_key(request: Request) -> str | None:
+    """The key as the two security schemes above read it: a Bearer credential, else
+    the x-server-api-key header."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
@@ -145,7 +152,7 @@ async def access_refusal(request: Request) -> ApiError | None:
     if not needs_key:
         return None
     try:
-        principal = await principal_for(request, _presented_key(request))
+        principal = await principal_for(request, presented_key(request))
         for scope in scopes:
             check_scope(principal, scope)
     except ApiError as refusal:

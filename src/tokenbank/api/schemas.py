@@ -10,7 +10,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    TypeAdapter,
+)
 from pydantic_core import PydanticCustomError
 
 from tokenbank.config import (
@@ -65,6 +73,10 @@ class ApiModel(BaseModel):
 
 # A user id in a URL path (``/balance/{userId}``, ``/users/{userId}/plan``).
 UserIdPath = Annotated[str, Path(alias="userId", min_length=1, max_length=MAX_USER_ID_LENGTH)]
+# The same rules for a direct route (tokenbank.api.direct), which FastAPI does not see.
+USER_ID_PATH_RULES: TypeAdapter[str] = TypeAdapter(
+    Annotated[str, Field(min_length=1, max_length=MAX_USER_ID_LENGTH)]
+)
 
 
 DATE_EXAMPLE = "2026-01-31T00:00:00Z"

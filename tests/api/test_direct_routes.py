@@ -1,0 +1,190 @@
+"""The direct routes (tokenbank.api.direct) answer exactly what the FastAPI routes do.
+
+Every request below, good and bad, is sent twice to the same app: once as served
+(the direct route first), once with the direct routes taken out, so that FastAPI's
+route with the same path answers. Status, body and the headers a client reads must
+be the same. Successful deducts go to two wallets with the same balance (ids in
+the answer are compared by kind, not value).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.api.conftest import PUBLIC_URL
+from tokenbank import ManualClock, TokenService, metrics
+from tokenbank.api.app import create_app
+from tokenbank.api.direct import DirectRoute
+from tokenbank.api.state import Services
+from tokenbank.config import Settings
+
+SQLITE_ONLY = pytest.mark.parametrize("engine_name", ["sqlite"], indirect=True)
+JSON = {"Content-Type": "application/json"}
+KEY = "{key}"  # replaced by the app key with the scope the case names
+Case = tuple[str, str, dict[str, str], bytes | None]
+
+
+class Served:
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient, keys: dict[str, str]) -> None:
+        self.app = app
+        self.client = client
+        self.keys = keys
+
+    @contextmanager
+    def without_direct_routes(self) -> Iterator[None]:
+        routes = list(self.app.router.routes)
+        self.app.router.routes[:] = [r for r in routes if not isinstance(r, DirectRoute)]
+        try:
+            yield
+        finally:
+            self.app.router.routes[:] = routes
+
+    async def send(self, case: Case, user: str) -> dict[str, Any]:
+        method, path, headers, body = case
+        headers = {name: value.replace(KEY, self.keys["all"]) for name, value in headers.items()}
+        headers = {
+            n: v.replace("{read}", self.keys["read"]).replace("{user}", user)
+            for n, v in headers.items()
+        }
+        content = body.replace(b"{user}", user.encode()) if body is not None else None
+        answer = await self.client.request(
+            method, path.replace("{user}", user), headers=headers, content=content
+        )
+        text = answer.text.replace(user, "{user}")
+        return {
+            "status": answer.status_code,
+            "body": _kinds(json.loads(text)) if text else None,
+            "content-type": answer.headers.get("content-type"),
+            "allow": answer.headers.get("allow"),
+            "retry-after": answer.headers.get("retry-after"),
+        }
+
+
+def _kinds(body: Any) -> Any:
+    """Ids that differ between two wallets' answers, by kind."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if isinstance(data, dict) and "transactionId" in data:
+        return {"data": {**data, "ledgerEntryId": "int", "transactionId": "str"}}
+    return body
+
+
+@pytest.fixture
+async def served(database_url: str, clock: ManualClock) -> AsyncIterator[Served]:
+    settings = Settings(
+        database_url=database_url,
+        public_url=PUBLIC_URL,
+        welcome_bonus_tokens=0,
+        hold_sweep_interval_seconds=0,
+    )
+    service = TokenService(database_url, settings=settings, clock=clock, auto_migrate=False)
+    app = create_app(settings, token_service=service, clock=clock)
+    async with app.router.lifespan_context(app):
+        services: Services = app.state.services
+        keys = {
+            "all": (await services.apps.create_app("all", scopes=["read", "spend"]))[1],
+            "read": (await services.apps.create_app("reader", scopes=["read"]))[1],
+        }
+        for user in ("twin-direct", "twin-fastapi"):
+            await services.tokens.open_wallet(user)
+            await services.tokens.credit(user, amount=100, operation_type="bonus")
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tokenbank.test") as c:
+            yield Served(app, c, keys)
+    await service.close()
+
+
+BEARER = {"Authorization": f"Bearer {KEY}"}
+DEDUCT = "/api/tokens/deduct"
+ONE = b'{"userId": "{user}", "amount": 1}'
+KEYED = {"Idempotency-Key": "k-{user}"}
+CASES: list[Case] = [
+    ("GET", "/api/ping", BEARER, None),
+    ("GET", "/api/ping", {"x-server-api-key": KEY}, None),
+    ("GET", "/api/ping", {}, None),
+    ("GET", "/api/ping", {"x-server-api-key": ""}, None),
+    ("GET", "/api/ping", {"Authorization": "Bearer tb_wrong"}, None),
+    ("GET", "/api/ping", {"Authorization": f"Basic {KEY}"}, None),
+    ("GET", "/api/ping", {"Authorization": f"Bearer {KEY} extra"}, None),
+    ("GET", "/api/ping", {"Authorization": f"bearer   {KEY}  "}, None),
+    ("POST", "/api/ping", BEARER, None),
+    ("GET", "/api/tokens/balance/{user}", BEARER, None),
+    ("GET", "/api/tokens/balance/{user}", {"Authorization": "Bearer {read}"}, None),
+    ("GET", "/api/tokens/balance/nobody", BEARER, None),
+    ("GET", "/api/tokens/balance/a%20b", BEARER, None),
+    ("GET", "/api/tokens/balance/" + "x" * 129, BEARER, None),
+    ("GET", "/api/tokens/balance/" + "x" * 129, {}, None),
+    ("GET", "/api/tokens/balance/", BEARER, None),
+    ("DELETE", "/api/tokens/balance/{user}", BEARER, None),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "{user}", "amount": 7}'),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "{user}", "amount": 7, "referenceId": "r{user}"}'),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "{user}", "amount": 8, "referenceId": "r{user}"}'),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "{user}", "amount": 1000}'),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "nobody", "amount": 1}'),
+    ("POST", DEDUCT, BEARER | JSON | KEYED, ONE),
+    ("POST", DEDUCT, BEARER | KEYED, ONE),
+    ("POST", DEDUCT, BEARER | {"Idempotency-Key": " "}, ONE),
+    (
+        "POST",
+        DEDUCT,
+        BEARER | JSON | {"Idempotency-Key": "a"},
+        b'{"userId": "{user}", "amount": 1, "referenceId": "b"}',
+    ),
+    ("POST", DEDUCT, BEARER | JSON, None),
+    ("POST", DEDUCT, BEARER | JSON, b"{"),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "\xff"}'),
+    ("POST", DEDUCT, BEARER | JSON, b"[" * 100_000),
+    ("POST", DEDUCT, BEARER | JSON, b"[]"),
+    ("POST", DEDUCT, BEARER | JSON, b"null"),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "{user}", "amount": "5"}'),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "{user}", "amount": 5.0}'),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "{user}", "amount": 0}'),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "{user}", "amount": true}'),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "{user}"}'),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "", "amount": -1, "extra": 1}'),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "{user}", "amount": 1, "operationType": "A"}'),
+    ("POST", DEDUCT, BEARER | JSON, b'{"userId": "{user}", "amount": 1, "metadata": []}'),
+    ("POST", DEDUCT, JSON, b"{"),
+    ("POST", DEDUCT, {"Authorization": "Bearer {read}"} | JSON, b"{"),
+    ("POST", DEDUCT, {"Authorization": "Bearer {read}"} | JSON, b'{"userId": "{user}"}'),
+    ("POST", DEDUCT, BEARER | {"Content-Type": "text/plain"}, b'{"userId": "{user}"}'),
+    ("GET", DEDUCT, BEARER, None),
+]
+
+
+@SQLITE_ONLY
+async def test_every_case_answers_the_same_through_both_routes(served: Served) -> None:
+    assert isinstance(served.app.router.routes[0], DirectRoute)
+    for case in CASES:
+        direct = await served.send(case, "twin-direct")
+        with served.without_direct_routes():
+            through_fastapi = await served.send(case, "twin-fastapi")
+        assert direct == through_fastapi, case
+
+
+@SQLITE_ONLY
+async def test_the_direct_routes_serve_and_are_named_in_the_metrics(served: Served) -> None:
+    """The answers come from the direct routes (not a fall-through), and each keeps
+    its route template as the metrics label."""
+    seen: list[str] = []
+    for route in served.app.router.routes:
+        if isinstance(route, DirectRoute):
+
+            async def spy(*args: Any, _original: Any = route.direct.endpoint) -> Any:
+                seen.append(args[0].url.path)
+                return await _original(*args)
+
+            route.direct = replace(route.direct, endpoint=spy)
+    for case in (CASES[0], CASES[9], CASES[17]):
+        assert (await served.send(case, "twin-direct"))["status"] == 200
+    balance = "/api/tokens/balance/twin-direct"
+    assert seen == ["/api/ping", balance, "/api/tokens/deduct"]
+    exposition = metrics.exposition().decode()
+    assert 'route="/api/tokens/balance/{userId}",status="200"' in exposition
