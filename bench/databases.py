@@ -31,6 +31,8 @@ class Database:
     key: str = ""
     transactions: int = 0
     consumed: int = 0
+    entries: int = 0  # ledger entries and wallets at the last audit
+    wallets: int = 0
     audits: int = 0
     audit_seconds: float = 0.0
 
@@ -47,6 +49,7 @@ def audit(database: Database) -> tuple[int, int]:
     counts = AUDIT_COUNTS.search(output)
     if "audit passed" not in output or counts is None:
         raise BenchFailure(f"tokenbank audit did not pass on {database.backend}:\n{output}")
+    database.entries, database.wallets = int(counts.group(2)), int(counts.group(3))
     consumed = AUDIT_CONSUMED.search(output)
     return int(counts.group(1)), int(consumed.group(1)) if consumed else 0
 
