@@ -34,6 +34,9 @@ from tokenbank.testing.postgres import PostgresServer, find_bin_dir
 SCALE_DATABASE = "tokenbank_scale_bench"
 HISTORY_DAYS = 30  # the loaded debits are spread over the last days, oldest first
 LOAD_TIMEOUT_SECONDS = 6 * 3600
+# One `tokenbank audit` reads the whole ledger (about a minute per 10,000,000 entries,
+# extrapolated from 500,000): a generous bound, not an expectation.
+AUDIT_TIMEOUT_SECONDS = 3600.0
 LOADED = re.compile(r"^scale_debits=(\d+)$", re.MULTILINE)
 
 # Transaction ids are 36-character strings in UUID form; the loaded ones count up
@@ -155,7 +158,11 @@ def build_scale_database(
 ) -> tuple[Database, dict[str, Any]]:
     """The scale database, filled, audited and vacuumed; what the build cost."""
     postgres.create_database(SCALE_DATABASE)
-    database = Database("postgres-scale", postgres.sync_dsn(SCALE_DATABASE))
+    database = Database(
+        "postgres-scale",
+        postgres.sync_dsn(SCALE_DATABASE),
+        audit_timeout_seconds=AUDIT_TIMEOUT_SECONDS,
+    )
     started = time.monotonic()
     populate(database, 0, workdir)  # the base, through the API (its audit passes)
     based = time.monotonic()

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from bench import databases
 from bench.cases import SCALE_TARGET
+from bench.databases import Database
 from bench.options import parse_args, planned_runs
 from bench.scale import bulk_load_sql
 from bench.scale_report import SECTION_END, SECTION_START, existing_section, with_section
@@ -134,3 +136,23 @@ def test_scale_mode_builds_an_audited_database_and_reports_the_ratio(tmp_path: P
     ), result.stdout
     # A --quick run leaves bench/RESULTS.md alone.
     assert (results_md.read_text() if results_md.exists() else None) == before
+
+
+def test_a_settled_audit_audits_twice_even_when_one_audit_outlasts_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At --scale sizes one audit can take longer than SETTLE_TIMEOUT_SECONDS: the ledger
+    has settled when two audits agree, not when the first one ends in time."""
+    audits: list[Database] = []
+
+    def slow_audit(database: Database) -> tuple[int, int]:
+        audits.append(database)
+        return (100, 7)
+
+    monkeypatch.setattr(databases, "audit", slow_audit)
+    monkeypatch.setattr(databases, "SETTLE_TIMEOUT_SECONDS", 0.0)
+    monkeypatch.setattr(databases, "SETTLE_SECONDS", 0.0)
+    database = Database("postgres-scale", "postgresql://unused")
+
+    assert databases.settled_audit(database) == (100, 7)
+    assert len(audits) == 2
