@@ -171,7 +171,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-results-md",
         action="store_true",
-        help="do not update bench/RESULTS.md after a full run",
+        help="do not update bench/RESULTS.md after a full run (or its section after --scale)",
     )
     parser.add_argument(
         "--render",

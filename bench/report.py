@@ -336,7 +336,8 @@ def _write_md(report: dict[str, Any], tables: tuple[str, str, str], scale_md: st
 
 
 def publish(report: dict[str, Any], json_path: Path, *, write_md: bool) -> int:
-    """Print the table, the ratios and the checks; a clean full run updates RESULTS.md."""
+    """Print the table, the ratios and the checks; a clean full run updates RESULTS.md
+    (a clean --scale run, its section)."""
     table = render_table(report["cases"])
     ratio_table = render_ratios(report["ratios"])
     sqlite_table = render_ratios(report["sqlite_ratios"])

@@ -59,8 +59,8 @@ BEGIN;
 -- millions of locks in one statement would exhaust the lock table, and the checks
 -- would cost more than the load. session_replication_role = replica skips them (and
 -- the foreign-key triggers) for this transaction only; CHECK, NOT NULL and UNIQUE
--- constraints still hold, and the harness runs `tokenbank audit` (every rule the
--- triggers keep, over the whole ledger) as soon as the load is committed.
+-- constraints still hold, and build_scale_database runs `tokenbank audit` (every rule
+-- the triggers keep, over the whole ledger) after the load, before any run.
 SET LOCAL session_replication_role = replica;
 CREATE TEMP TABLE scale_base ON COMMIT DROP AS
 SELECT b.*, b.d / {users} AS per_user, b.d % {users} AS extra
