@@ -17,7 +17,7 @@ FAULT_ROUNDS  ?= 20
 CRASH_KILLS   ?= 30
 CRASH_SECONDS ?= 240
 
-.PHONY: install run migrate test lint typecheck check clean bench bench-quick fuzz security crash crash-many
+.PHONY: install run migrate test lint typecheck check clean bench bench-quick bench-scale fuzz security crash crash-many
 
 # The SDK, tokenbank-client (clients/python), comes first in the same pip run: the
 # server requires it, and pip takes it from there rather than from an index.
@@ -68,6 +68,13 @@ bench-quick: install
 	./scripts/ensure-postgres.sh
 	./scripts/ensure-wrk.sh
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
+
+# Deduct at 1,000,000 users and 10,000,000 ledger entries beside deduct at 10,000
+# users (bench/scale.py builds the large database); updates its section of bench/RESULTS.md.
+bench-scale: install
+	./scripts/ensure-postgres.sh
+	./scripts/ensure-wrk.sh
+	$(BIN)/python -m bench --scale $(BENCH_ARGS)
 
 # The long variants of tests/security (`make test` runs the short ones): Schemathesis
 # with its coverage phase and more examples on both engines (~10 min); the whole

@@ -18,11 +18,13 @@ From the repository's root::
     .venv/bin/python -m bench --quick    # smoke run, under a minute
     .venv/bin/python -m bench --cases deduct,ping --backends postgres --repeats 5
     .venv/bin/python -m bench --profile deduct/postgres   # py-spy flame graph of the server
+    .venv/bin/python -m bench --scale     # deduct at 1M users / 10M entries beside 10k users
 
 The modules: `common` (paths, the failure, progress lines), `cases` (what is
 measured), `options` (the command line), `processes` (the servers and other child
 processes), `databases` (filling, auditing and checking them), `runs` (one measured
 run of each kind), `profiling` (py-spy), `harness` (setup, the rounds, teardown),
-`report` (tables, JSON, RESULTS.md) and `__main__` (the entry point). populate.py,
+`scale` (--scale's bulk-loaded database), `report` and `scale_report` (tables, JSON,
+RESULTS.md) and `__main__` (the entry point). populate.py,
 embedded_debits.py and bare_app.py are scripts and an app its child processes run.
 """

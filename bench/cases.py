@@ -55,6 +55,14 @@ PAGE_ENTRIES = 100_000
 PAGE_TARGET_MS = 100.0
 CASE_BY_NAME = {case.name: case for case in CASES}
 BACKENDS = ("sqlite", "postgres")
+# --scale: the uniform deduct (case 4) on a database of a million users and ten million
+# ledger entries (bench/scale.py), beside the same case on the usual database.
+SCALE_TARGET = "postgres-scale"
+SCALE_CASE = "deduct"
+SCALE_USERS = 1_000_000
+SCALE_ENTRIES = 10_000_000
+SCALE_RATIO_TARGET = 0.9
+PEAK_RSS_TARGET_MIB = 150.0
 # Which backend a target belongs to (sqlite-normal is the SQLite case at NORMAL).
 TARGET_BACKEND = {
     "bare": None,
@@ -62,6 +70,7 @@ TARGET_BACKEND = {
     "sqlite-normal": "sqlite",
     "postgres": "postgres",
     "peer": "postgres",  # bench/peer_app.py, on a database of its own
+    SCALE_TARGET: "postgres",  # bench/scale.py's database, on the same PostgreSQL
 }
 TARGET_LABEL = {
     "bare": "-",
@@ -69,6 +78,7 @@ TARGET_LABEL = {
     "sqlite-normal": "sqlite NORMAL",
     "postgres": "postgres",
     "peer": "peer (Starlette + asyncpg)",
+    SCALE_TARGET: "postgres at --scale size",
 }
 
 
@@ -126,3 +136,17 @@ SQLITE_RATIOS: tuple[Ratio, ...] = (
     Ratio("deduct p99 / no-op p99, sqlite", ("deduct/sqlite", "p99_ms"),
           ("ping/sqlite", "p99_ms"), 3.0, False),
 )  # fmt: skip
+
+
+def scale_ratios(users: int, entries: int) -> tuple[Ratio, ...]:
+    """--scale's ratio and peak RSS, labelled with the sizes the run built."""
+    size = f"{users:,} users/{entries:,} entries"
+    scale_key, usual_key = f"{SCALE_CASE}/{SCALE_TARGET}", f"{SCALE_CASE}/postgres"
+    return (
+        Ratio(f"deduct(4) at {size} / deduct(4), postgres", (scale_key, "rate"),
+              (usual_key, "rate"), SCALE_RATIO_TARGET, True),
+        Ratio(f"peak RSS per server worker MiB, deduct(4) at {size}",
+              (scale_key, "peak_rss_max_mib"), None, PEAK_RSS_TARGET_MIB, False),
+        Ratio("peak RSS per server worker MiB, deduct(4), postgres",
+              (usual_key, "peak_rss_max_mib"), None, PEAK_RSS_TARGET_MIB, False),
+    )  # fmt: skip

@@ -31,8 +31,11 @@ class Database:
     key: str = ""
     transactions: int = 0
     consumed: int = 0
+    entries: int = 0  # ledger entries and wallets at the last audit
+    wallets: int = 0
     audits: int = 0
     audit_seconds: float = 0.0
+    audit_timeout_seconds: float = 600.0  # bench/scale.py's ledger takes longer
 
 
 def audit(database: Database) -> tuple[int, int]:
@@ -41,12 +44,15 @@ def audit(database: Database) -> tuple[int, int]:
     if database.backend == "peer":
         output = _peer_audit(database.url)
     else:
-        output = tokenbank_cli("audit", database_url=database.url)
+        output = tokenbank_cli(
+            "audit", database_url=database.url, timeout=database.audit_timeout_seconds
+        )
     database.audits += 1
     database.audit_seconds += time.monotonic() - started
     counts = AUDIT_COUNTS.search(output)
     if "audit passed" not in output or counts is None:
         raise BenchFailure(f"tokenbank audit did not pass on {database.backend}:\n{output}")
+    database.entries, database.wallets = int(counts.group(2)), int(counts.group(3))
     consumed = AUDIT_CONSUMED.search(output)
     return int(counts.group(1)), int(consumed.group(1)) if consumed else 0
 
@@ -68,15 +74,20 @@ SETTLE_TIMEOUT_SECONDS = 20.0
 
 
 def settled_audit(database: Database) -> tuple[int, int]:
-    """:func:`audit`, repeated until the ledger stops changing."""
+    """:func:`audit`, repeated until the ledger stops changing.
+
+    At least twice, however long one audit takes (at --scale sizes, longer than the
+    timeout, which bounds how long the ledger may keep changing, not the audits)."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
     counts = audit(database)
-    while time.monotonic() < deadline:
+    while True:
         time.sleep(SETTLE_SECONDS)
         again = audit(database)
         if again == counts:
             return counts
         counts = again
+        if time.monotonic() >= deadline:
+            break
     raise BenchFailure(
         f"the {database.backend} ledger kept changing {SETTLE_TIMEOUT_SECONDS:.0f}s after the"
         " load stopped"

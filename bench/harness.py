@@ -14,8 +14,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from bench.cases import TARGET_BACKEND, Case
+from bench.cases import SCALE_TARGET, TARGET_BACKEND, Case
 from bench.common import BENCH, LUA, PYTHON, BenchFailure, log
 from bench.databases import (
     SETUP_PROCESSES,
@@ -43,7 +44,9 @@ from bench.runs import (
     run_pgbench,
     run_wrk,
     unanswered,
+    wrk_users,
 )
+from bench.scale import build_scale_database
 from tokenbank.testing.postgres import PostgresServer
 
 Plan = list[tuple[Case, str]]
@@ -69,6 +72,7 @@ class Harness:
         self.build_sha256 = snapshot_build(self.workdir)
         self.setup_seconds = 0.0
         self.profiler = Profiler(args.profile_format)
+        self.scale_build: dict[str, Any] | None = None  # bench/scale.py's build, if any
 
     # --- setup -------------------------------------------------------------------------
 
@@ -133,6 +137,8 @@ class Harness:
             self._copy_sqlite_normal(database)
         if backend == "postgres" and "peer" in targets:
             self._prepare_peer()
+        if backend == "postgres" and SCALE_TARGET in targets:
+            self._prepare_scale()
         for target in sorted(server_targets):
             if TARGET_BACKEND[target] == backend and target not in self.servers:
                 self._start_server(target)
@@ -209,6 +215,22 @@ class Harness:
         self.databases["peer"] = database
         log(f"  peer: {self.args.users:,} users, audit passed")
 
+    def _prepare_scale(self) -> None:
+        """--scale: the large database, bulk-loaded on our PostgreSQL (bench/scale.py)."""
+        assert self.postgres is not None
+        users, entries = self.args.scale_users, self.args.scale_entries
+        log(f"preparing {SCALE_TARGET}: {users:,} users, {entries:,} ledger entries ...")
+        database, self.scale_build = build_scale_database(
+            self.postgres, users=users, entries=entries, workdir=self.workdir
+        )
+        self.databases[SCALE_TARGET] = database
+        build = self.scale_build
+        log(
+            f"  {SCALE_TARGET}: {build['rows_loaded']:,} rows loaded in {build['load_seconds']}s"
+            f" ({build['rows_per_s']:,} rows/s), VACUUM ANALYZE {build['vacuum_analyze_seconds']}s,"
+            f" audit passed in {build['first_audit_seconds']}s"
+        )
+
     def _pg_connection(self) -> list[str]:
         assert self.postgres is not None
         return ["-h", self.postgres.host, "-p", str(self.postgres.port), "-U", self.postgres.user]
@@ -253,7 +275,8 @@ class Harness:
             key = self.databases[target].key if target in self.databases else "none"
             command = [self.wrk, "-t", "1", "-c", str(min(8, self.args.connections)), "-d", "1s"]
             command += ["-H", f"Authorization: Bearer {key}", "-s", str(LUA / script)]
-            command += [server.base_url + "/", "--", f"users={self.args.users}"]
+            users = wrk_users(target, self.args)
+            command += [server.base_url + "/", "--", f"users={users}"]
             warming.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
             CHILDREN.append(warming[-1])
         for process in warming:

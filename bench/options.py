@@ -6,7 +6,18 @@ import argparse
 import os
 from pathlib import Path
 
-from bench.cases import BACKENDS, CASE_BY_NAME, CASES, PAGE_ENTRIES, TARGET_BACKEND, Case
+from bench.cases import (
+    BACKENDS,
+    CASE_BY_NAME,
+    CASES,
+    PAGE_ENTRIES,
+    SCALE_CASE,
+    SCALE_ENTRIES,
+    SCALE_TARGET,
+    SCALE_USERS,
+    TARGET_BACKEND,
+    Case,
+)
 from bench.processes import EXTRA_SETTINGS
 
 
@@ -20,6 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     _apply_settings(args, parser)
     _apply_defaults(args, parser)
     _select(args, parser)
+    _check_scale(args, parser)
     return args
 
 
@@ -29,8 +41,34 @@ def _parser() -> argparse.ArgumentParser:
         description="Run every benchmark case against the same build and print one table.",
     )
     _add_load_options(parser)
+    _add_scale_options(parser)
     _add_run_options(parser)
     return parser
+
+
+def _add_scale_options(parser: argparse.ArgumentParser) -> None:
+    """--scale: deduct(4) on a bulk-loaded large database too (bench/scale.py)."""
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="also run deduct(4) on a PostgreSQL database of --scale-users users and"
+        " --scale-entries ledger entries (bulk-loaded, audited, VACUUM ANALYZEd), beside"
+        " deduct(4) on postgres; alone, it runs only those two (with --cases, those cases"
+        " as well)",
+    )
+    parser.add_argument(
+        "--scale-users",
+        type=int,
+        default=SCALE_USERS,
+        help=f"users of the --scale database (default {SCALE_USERS:,})",
+    )
+    parser.add_argument(
+        "--scale-entries",
+        type=int,
+        default=SCALE_ENTRIES,
+        help=f"ledger entries of the --scale database (default {SCALE_ENTRIES:,}; at least"
+        " two per user: each user's opening credit)",
+    )
 
 
 def _add_load_options(parser: argparse.ArgumentParser) -> None:
@@ -95,13 +133,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """What to run, how to set it up, and where the results go."""
     parser.add_argument(
         "--cases",
-        default="all",
-        help="comma-separated: " + ",".join(CASE_BY_NAME) + " (default all)",
+        default=None,
+        help="comma-separated: " + ",".join(CASE_BY_NAME) + " (default all; with --scale, deduct)",
     )
     parser.add_argument(
         "--backends",
-        default="sqlite,postgres",
-        help="comma-separated: sqlite,postgres (default both)",
+        default=None,
+        help="comma-separated: sqlite,postgres (default both; with --scale alone, postgres)",
     )
     parser.add_argument(
         "--json",
@@ -133,7 +171,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-results-md",
         action="store_true",
-        help="do not update bench/RESULTS.md after a full run",
+        help="do not update bench/RESULTS.md after a full run (or its section after --scale)",
     )
     parser.add_argument(
         "--render",
@@ -182,8 +220,12 @@ def _apply_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 
 def _select(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """args.backends, args.cases and args.profile_target as lists; args.full."""
-    args.backends = _split(args.backends, BACKENDS, parser, "--backends")
+    """args.backends, args.cases and args.profile_target as lists; args.full;
+    args.scale_only (--scale without --cases: deduct on postgres and at scale only)."""
+    args.scale_only = args.scale and args.cases is None
+    default_backends = "postgres" if args.scale_only else "all"
+    args.backends = _split(args.backends or default_backends, BACKENDS, parser, "--backends")
+    args.cases = args.cases or (SCALE_CASE if args.scale_only else "all")
     args.profile_target = None
     if args.profile:
         _select_profile(args, parser)
@@ -195,6 +237,17 @@ def _select(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         and set(args.cases) == set(CASE_BY_NAME)
         and set(args.backends) == set(BACKENDS)
     )
+
+
+def _check_scale(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if not args.scale:
+        return
+    if args.profile:
+        parser.error("--scale and --profile do not go together")
+    if SCALE_CASE not in args.cases or "postgres" not in args.backends:
+        parser.error(f"--scale compares {SCALE_CASE} on postgres: keep both in the run")
+    if args.scale_users < 1 or args.scale_entries < 2 * args.scale_users:
+        parser.error("--scale-users must be >= 1 and --scale-entries >= 2 x --scale-users")
 
 
 def _select_profile(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -231,7 +284,7 @@ def planned_runs(args: argparse.Namespace) -> list[tuple[Case, str]]:
     for case in CASES:
         if case.name not in args.cases:
             continue
-        for target in case.targets:
+        for target in _targets(case, args):
             backend = TARGET_BACKEND[target]
             if backend is not None and backend not in args.backends:
                 continue
@@ -239,3 +292,18 @@ def planned_runs(args: argparse.Namespace) -> list[tuple[Case, str]]:
                 continue
             runs.append((case, target))
     return runs
+
+
+def _targets(case: Case, args: argparse.Namespace) -> tuple[str, ...]:
+    """The case's targets in this run: with --scale, deduct's gains the scale database
+    (right after postgres, so that the two alternate side by side); --scale alone
+    keeps only those two."""
+    if not args.scale or case.name != SCALE_CASE:
+        return case.targets
+    targets = []
+    for target in case.targets:
+        if not args.scale_only or target == "postgres":
+            targets.append(target)
+        if target == "postgres":
+            targets.append(SCALE_TARGET)
+    return tuple(targets)

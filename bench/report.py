@@ -16,16 +16,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.cases import RATIOS, SQLITE_RATIOS, TARGET_LABEL, Case, Ratio
+from bench.cases import RATIOS, SQLITE_RATIOS, TARGET_LABEL, Case, Ratio, scale_ratios
 from bench.common import REPO, RESULTS_DIR, RESULTS_MD, say
 from bench.harness import Harness
 from bench.processes import EXTRA_SETTINGS
 from bench.runs import Run
+from bench.scale_report import SCALE_KEYS, build_text, existing_section, scale_section, with_section
 
 # The options a report records under meta.settings.
 SETTINGS = (
     "workers", "connections", "threads", "duration", "warmup", "repeats", "users",
     "tasks", "page_entries", "pgbench_scale", "pg_nondurable", "cases", "backends",
+    "scale", "scale_users", "scale_entries",
 )  # fmt: skip
 
 
@@ -66,6 +68,8 @@ def summarise(runs: list[Run], plan: list[tuple[Case, str]]) -> dict[str, dict[s
                 for i in range(max((len(r.peak_rss_mib) for r in measured), default=0))
             ],
         }
+        peaks = summary[key]["peak_rss_mib"]
+        summary[key]["peak_rss_max_mib"] = max(peaks) if peaks else None
     return summary
 
 
@@ -234,8 +238,11 @@ def tool_versions(wrk: str, pgbench: str) -> dict[str, str]:
     return versions
 
 
-def write_results_md(report: dict[str, Any], table: str, ratios: str, sqlite_ratios: str) -> None:
-    """Rewrite bench/RESULTS.md: the run's tables, machine, settings and commit."""
+def write_results_md(
+    report: dict[str, Any], table: str, ratios: str, sqlite_ratios: str, scale_md: str | None
+) -> None:
+    """Rewrite bench/RESULTS.md: the run's tables, machine, settings and commit; and the
+    --scale section: this run's (`scale_md`), else the one the file had."""
     meta = report["meta"]
     machine = meta["machine"]
     git = meta["git"]
@@ -298,22 +305,52 @@ unanswered when wrk stopped. PostgreSQL is a private server the harness starts
 pgbench alike. SQLite "FULL" is synchronous=FULL (durable), "NORMAL" is WAL with
 synchronous=NORMAL.
 """
-    RESULTS_MD.write_text(text)
+    if scale_md is None and RESULTS_MD.exists():
+        scale_md = existing_section(RESULTS_MD.read_text())
+    RESULTS_MD.write_text(with_section(text, scale_md))
+
+
+def print_scale(report: dict[str, Any]) -> str | None:
+    """Print --scale's ratios and build; its RESULTS.md section (None without --scale)."""
+    scale = report.get("scale")
+    if not scale:
+        return None
+    table = render_table({k: v for k, v in report["cases"].items() if k in SCALE_KEYS})
+    ratios = render_ratios(scale["ratios"])
+    say("")
+    say("--scale: deduct(4) at scale beside deduct(4) on the usual database:")
+    say(ratios)
+    say(build_text(scale.get("build")))
+    return scale_section(report, table, ratios)
+
+
+def _write_md(report: dict[str, Any], tables: tuple[str, str, str], scale_md: str | None) -> None:
+    """A full run rewrites bench/RESULTS.md; a --scale run (not --quick) its section."""
+    mode = report["meta"]["mode"]
+    if mode == "full":
+        write_results_md(report, *tables, scale_md)
+        say(f"updated {RESULTS_MD.relative_to(REPO)}")
+    elif scale_md is not None and mode != "quick" and RESULTS_MD.exists():
+        RESULTS_MD.write_text(with_section(RESULTS_MD.read_text(), scale_md))
+        say(f"updated the --scale section of {RESULTS_MD.relative_to(REPO)}")
 
 
 def publish(report: dict[str, Any], json_path: Path, *, write_md: bool) -> int:
-    """Print the table, the ratios and the checks; a clean full run updates RESULTS.md."""
+    """Print the table, the ratios and the checks; a clean full run updates RESULTS.md
+    (a clean --scale run, its section)."""
     table = render_table(report["cases"])
     ratio_table = render_ratios(report["ratios"])
     sqlite_table = render_ratios(report["sqlite_ratios"])
     say("")
     say(table)
-    say("")
-    say(ratio_table)
+    if any(ratio["value"] is not None for ratio in report["ratios"]):
+        say("")
+        say(ratio_table)
     if any(ratio["value"] is not None for ratio in report["sqlite_ratios"]):
         say("")
         say("for reference, on SQLite:")
         say(sqlite_table)
+    scale_md = print_scale(report)
     say("")
     checks = report["ledger_checks"]
     passed = sum(1 for check in checks if "problems" not in check)
@@ -329,9 +366,8 @@ def publish(report: dict[str, Any], json_path: Path, *, write_md: bool) -> int:
         say(f"BENCH FAILED: {report['failure']}")
         say("=" * 72)
         return 1
-    if meta["mode"] == "full" and write_md:
-        write_results_md(report, table, ratio_table, sqlite_table)
-        say(f"updated {RESULTS_MD.relative_to(REPO)}")
+    if write_md:
+        _write_md(report, (table, ratio_table, sqlite_table), scale_md)
     return 0
 
 
@@ -373,6 +409,7 @@ def build_report(
         "cases": summary,
         "ratios": compute_ratios(summary, RATIOS),
         "sqlite_ratios": compute_ratios(summary, SQLITE_RATIOS),
+        "scale": _scale_report(args, summary, harness),
         "ledger_checks": [
             {"run": run.key, "repeat": run.repeat, **run.ledger}
             for run in harness.runs
@@ -381,6 +418,21 @@ def build_report(
         "runs": [asdict(run) for run in harness.runs],
         "ok": failure is None,
         "failure": failure,
+    }
+
+
+def _scale_report(
+    args: argparse.Namespace, summary: dict[str, dict[str, Any]], harness: Harness
+) -> dict[str, Any] | None:
+    """--scale's sizes, build and ratios (None without --scale)."""
+    if not args.scale:
+        return None
+    users, entries = args.scale_users, args.scale_entries
+    return {
+        "users": users,
+        "entries": entries,
+        "build": harness.scale_build,
+        "ratios": compute_ratios(summary, scale_ratios(users, entries)),
     }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.cases import CASE_BY_NAME, FEATURE_ID, HOT_USER, Case
+from bench.cases import CASE_BY_NAME, FEATURE_ID, HOT_USER, SCALE_TARGET, Case
 from bench.common import BENCH, LUA, PYTHON, REPO, BenchFailure
 from bench.processes import Server, clean_env, reset_peak_rss, status_kib
 from bench.profiling import Profiler
@@ -88,7 +88,7 @@ def run_wrk(
     run.peak_rss_mib = [
         round((status_kib(pid, "VmHWM") or 0) / 1024, 1) for pid in server.worker_pids
     ]
-    run.detail = counts
+    run.detail = counts | {"users": wrk_users(server.name, args)}  # the script's users=
 
 
 def _wrk_command(
@@ -96,7 +96,7 @@ def _wrk_command(
 ) -> list[str]:
     headers = ["-H", "Content-Type: application/json"]
     headers += ["-H", f"Authorization: Bearer {key}"]
-    script_args = [f"users={args.users}", f"feature={FEATURE_ID}"]
+    script_args = [f"users={wrk_users(server.name, args)}", f"feature={FEATURE_ID}"]
     if case.name == "hot":
         script_args.append(f"user={HOT_USER}")
     return [
@@ -116,6 +116,12 @@ def _wrk_command(
         "--",
         *script_args,
     ]
+
+
+def wrk_users(target: str, args: argparse.Namespace) -> int:
+    """How many users (bench-0 ... bench-N-1) the Lua scripts pick from, uniformly, on a
+    target: the --scale database's own count, else --users."""
+    return int(args.scale_users) if target == SCALE_TARGET else int(args.users)
 
 
 def _wrk_counts(run: Run, result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
