@@ -6,9 +6,10 @@ prepared scope (no sockets, no uvicorn, no wrk), side by side in one process:
 
 - the framework floors: a Starlette route and a FastAPI route answering ``{}``;
 - tokenbank's ``GET /api/ping`` (auth, no database), and its balance read and
-  deduct on SQLite (in a temporary directory), with the app's key.
+  deduct on SQLite (in a temporary directory), with the app's key; with
+  ``--postgres``, on a private PostgreSQL server as well (durable, as in production).
 
-    python -m bench.asgi_floor [--requests N]
+    python -m bench.asgi_floor [--requests N] [--postgres]
 
 Prints microseconds per request (the median of 5 rounds) for each.
 """
@@ -37,6 +38,7 @@ from tokenbank.apps.service import AppService
 from tokenbank.config import Settings
 from tokenbank.db.models import API_SCOPES
 from tokenbank.ledger.service import TokenService
+from tokenbank.testing.postgres import PostgresServer
 
 ROUNDS = 5
 USER = "floor-user"
@@ -114,11 +116,8 @@ def fastapi_floor() -> ASGIApp:
     return app
 
 
-async def tokenbank_calls(directory: Path, requests: int) -> dict[str, float]:
-    settings = Settings(
-        database_url=f"sqlite+aiosqlite:///{directory / 'floor.db'}",
-        hold_sweep_interval_seconds=0,
-    )
+async def tokenbank_calls(database_url: str, engine_name: str, requests: int) -> dict[str, float]:
+    settings = Settings(database_url=database_url, hold_sweep_interval_seconds=0)
     tokens = TokenService(settings=settings, auto_migrate=True)
     engine = await tokens.engine()
     _, key = await AppService(engine).create_app("floor", scopes=API_SCOPES)
@@ -130,8 +129,14 @@ async def tokenbank_calls(directory: Path, requests: int) -> dict[str, float]:
     async with app.router.lifespan_context(app):
         for name, call in (
             ("tokenbank GET /api/ping", caller(app, "GET", "/api/ping", key)),
-            ("tokenbank balance (SQLite)", caller(app, "GET", f"/api/tokens/balance/{USER}", key)),
-            ("tokenbank deduct (SQLite)", caller(app, "POST", "/api/tokens/deduct", key, deduct)),
+            (
+                f"tokenbank balance ({engine_name})",
+                caller(app, "GET", f"/api/tokens/balance/{USER}", key),
+            ),
+            (
+                f"tokenbank deduct ({engine_name})",
+                caller(app, "POST", "/api/tokens/deduct", key, deduct),
+            ),
         ):
             await per_request_us(call, requests // 10)  # warm
             results[name] = await per_request_us(call, requests)
@@ -139,7 +144,7 @@ async def tokenbank_calls(directory: Path, requests: int) -> dict[str, float]:
     return results
 
 
-async def main(requests: int) -> None:
+async def main(requests: int, postgres: bool) -> None:
     results = {
         "Starlette route {}": await per_request_us(
             caller(starlette_floor(), "GET", "/api/ping", "-"), requests
@@ -149,7 +154,15 @@ async def main(requests: int) -> None:
         ),
     }
     with tempfile.TemporaryDirectory(prefix="tokenbank-floor-") as directory:
-        results |= await tokenbank_calls(Path(directory), requests)
+        url = f"sqlite+aiosqlite:///{Path(directory) / 'floor.db'}"
+        results |= await tokenbank_calls(url, "SQLite", requests)
+    if postgres:
+        server = PostgresServer(durable=True).start()
+        try:
+            server.create_database("floor")
+            results |= await tokenbank_calls(server.async_url("floor"), "PostgreSQL", requests)
+        finally:
+            server.stop()
     for name, microseconds in results.items():
         print(f"{name:32} {microseconds:8.1f} us/request")
 
@@ -157,4 +170,6 @@ async def main(requests: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=5000)
-    asyncio.run(main(parser.parse_args().requests))
+    parser.add_argument("--postgres", action="store_true", help="also on PostgreSQL")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.requests, arguments.postgres))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,10 @@ def _create_postgres_engine(url: str, settings: Settings) -> AsyncEngine:
     return engine
 
 
+# Set by tokenbank.db.direct.retried_read: the checkout skips its ping.
+UNPINGED_CHECKOUT: ContextVar[bool] = ContextVar("tokenbank_unpinged_checkout", default=False)
+
+
 def _ping_on_checkout(
     _dbapi_connection: Any, _record: Any, proxy: Any, *, timeout_seconds: float
 ) -> None:
@@ -101,6 +106,8 @@ def _ping_on_checkout(
     driver_connection = proxy.driver_connection
     if driver_connection.is_closed():
         raise DisconnectionError("the server closed this pooled connection")
+    if UNPINGED_CHECKOUT.get():
+        return  # a read that runs again on a pinged connection if this one fails
     try:
         await_(driver_connection.fetchrow(";", timeout=timeout_seconds))
     except Exception as error:  # any failure: the pool tries a fresh connection

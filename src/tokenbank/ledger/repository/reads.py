@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Select, Table, and_, bindparam, case, func, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tokenbank.db.direct import DirectRead
 from tokenbank.db.models import Plan
 from tokenbank.db.rows import AnyRow
 from tokenbank.ledger.grants import PAID, PROMOTIONAL
@@ -50,7 +51,8 @@ def balance_info(wallet: AnyRow, grants: Sequence[AnyRow] = ()) -> BalanceInfo:
 
 
 # One round trip: the wallet, with one row per live grant (or one row of NULLs).
-_WALLET_WITH_GRANTS = (
+# The hottest read: asyncpg runs it directly on PostgreSQL (tokenbank.db.direct).
+_WALLET_WITH_GRANTS = DirectRead(
     select(
         wallets,
         grants.c.category,
@@ -63,7 +65,8 @@ _WALLET_WITH_GRANTS = (
 
 
 async def balance(conn: AsyncConnection, user_id: str) -> BalanceInfo | None:
-    rows = (await conn.execute(_WALLET_WITH_GRANTS, {"user_id": user_id})).all()
+    """Directly by asyncpg on read_transaction's connection on PostgreSQL."""
+    rows = await _WALLET_WITH_GRANTS.rows(conn, {"user_id": user_id})
     if not rows:
         return None
     return balance_info(rows[0], [row for row in rows if row.category is not None])
