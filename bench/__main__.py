@@ -12,11 +12,18 @@ import sys
 from types import FrameType
 from typing import Any
 
-from bench.cases import Case
+from bench.cases import RATIOS, REFERENCE_RATIOS, Case
 from bench.common import BenchFailure, say
 from bench.harness import Harness
 from bench.options import parse_args, planned_runs
-from bench.report import build_report, git_info, machine_info, publish, write_json
+from bench.report import (
+    build_report,
+    compute_ratios,
+    git_info,
+    machine_info,
+    publish,
+    write_json,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render is not None:
         earlier: dict[str, Any] = json.loads(args.render.read_text())
+        # The ratios as this version of the bench defines them, from the run's medians.
+        earlier["ratios"] = compute_ratios(earlier["cases"], RATIOS)
+        earlier["reference_ratios"] = compute_ratios(earlier["cases"], REFERENCE_RATIOS)
         return publish(earlier, args.render, write_md=not args.no_results_md)
     plan = planned_runs(args)
     if not plan:
