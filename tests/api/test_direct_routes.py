@@ -37,6 +37,7 @@ class Served:
         self.app = app
         self.client = client
         self.keys = keys
+        self.holds: dict[str, str] = {}  # the last hold placed for each user
 
     @contextmanager
     def without_direct_routes(self) -> Iterator[None]:
@@ -49,6 +50,7 @@ class Served:
 
     async def send(self, case: Case, user: str) -> dict[str, Any]:
         method, path, headers, body = case
+        path = path.replace("{hold}", self.holds.get(user, "hold_unknown"))
         headers = {name: value.replace(KEY, self.keys["all"]) for name, value in headers.items()}
         headers = {
             n: v.replace("{read}", self.keys["read"]).replace("{user}", user)
@@ -58,7 +60,12 @@ class Served:
         answer = await self.client.request(
             method, path.replace("{user}", user), headers=headers, content=content
         )
+        hold_id = answer.json().get("data", {}).get("holdId") if answer.content else None
+        if hold_id and path.endswith("/holds"):
+            self.holds[user] = hold_id
         text = answer.text.replace(user, "{user}")
+        if user in self.holds:
+            text = text.replace(self.holds[user], "{hold}")
         return {
             "status": answer.status_code,
             "body": _kinds(json.loads(text)) if text else None,
@@ -72,7 +79,8 @@ def _kinds(body: Any) -> Any:
     """Ids that differ between two wallets' answers, by kind."""
     data = body.get("data") if isinstance(body, dict) else None
     if isinstance(data, dict) and "transactionId" in data:
-        return {"data": {**data, "ledgerEntryId": "int", "transactionId": "str"}}
+        ids = {"ledgerEntryId": "int", "transactionId": "str"}
+        return {"data": {**data, **{k: v for k, v in ids.items() if data.get(k) is not None}}}
     return body
 
 
@@ -104,6 +112,10 @@ async def served(database_url: str, clock: ManualClock) -> AsyncIterator[Served]
 BEARER = {"Authorization": f"Bearer {KEY}"}
 DEDUCT = "/api/tokens/deduct"
 ONE = b'{"userId": "{user}", "amount": 1}'
+HOLDS = "/api/tokens/holds"
+PROCESS = "/api/token-process"
+START = b'{"user_id": "{user}", "feature_endpoint_id": "none"}'
+END = b'{"user_id": "{user}", "feature_endpoint_id": "none", "input_token": 1, "output_token": 1}'
 KEYED = {"Idempotency-Key": "k-{user}"}
 CASES: list[Case] = [
     ("GET", "/api/ping", BEARER, None),
@@ -156,6 +168,25 @@ CASES: list[Case] = [
     ("POST", DEDUCT, {"Authorization": "Bearer {read}"} | JSON, b'{"userId": "{user}"}'),
     ("POST", DEDUCT, BEARER | {"Content-Type": "text/plain"}, b'{"userId": "{user}"}'),
     ("GET", DEDUCT, BEARER, None),
+    ("POST", HOLDS, BEARER | JSON, b'{"userId": "{user}", "amount": 5, "ttlSeconds": 60}'),
+    ("POST", HOLDS, BEARER | JSON, b'{"userId": "{user}", "amount": 5, "ttlSeconds": 0}'),
+    ("POST", HOLDS, BEARER | JSON, b'{"userId": "{user}", "amount": 10000}'),
+    ("POST", HOLDS, {"Authorization": "Bearer {read}"} | JSON, b"{"),
+    ("POST", HOLDS + "/{hold}/capture", BEARER | JSON, b'{"amount": 3}'),
+    ("POST", HOLDS + "/{hold}/capture", BEARER | JSON, b'{"amount": 3}'),
+    ("POST", HOLDS + "/{hold}/capture", BEARER | JSON, b'{"amount": 4}'),
+    ("POST", HOLDS + "/hold_unknown/capture", BEARER | JSON, b'{"amount": 1}'),
+    ("POST", HOLDS + "/hold_" + "0" * 32 + "/capture", BEARER | JSON, b'{"amount": 1}'),
+    ("POST", HOLDS + "/{hold}/capture", BEARER | JSON, b'{"amount": -1}'),
+    ("POST", HOLDS + "/{hold}/capture", BEARER | JSON, None),
+    ("GET", HOLDS + "/{hold}/capture", BEARER, None),
+    ("POST", PROCESS + "/start", {"x-server-api-key": KEY} | JSON, START),
+    ("POST", PROCESS + "/start", {"x-server-api-key": "tb_wrong"} | JSON, START),
+    ("POST", PROCESS + "/start", JSON, b"{"),
+    ("POST", PROCESS + "/start", {"x-server-api-key": KEY} | JSON, b'{"user_id": 1}'),
+    ("POST", PROCESS + "/end", {"x-server-api-key": KEY} | JSON, END),
+    ("POST", PROCESS + "/end", {"x-server-api-key": KEY} | JSON, b"[]"),
+    ("POST", PROCESS + "/end", {"x-server-api-key": "{read}"} | JSON, END),
 ]
 
 

@@ -189,7 +189,7 @@ def create_app(
     ):
         app.include_router(router)
     # Before every other route: the hot routes without FastAPI's per-request work.
-    install_direct_routes(app, health.DIRECT + tokens.DIRECT)
+    install_direct_routes(app, health.DIRECT + tokens.DIRECT + token_process.DIRECT)
     # After the API's routes: a request is matched against the routes in order, and
     # the pages' (tens of them) would otherwise be tried before every API call.
     install_docs(app)

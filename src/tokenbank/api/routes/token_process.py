@@ -29,22 +29,26 @@ retry never charges twice.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from pydantic import Field, StrictBool
 
 from tokenbank.api.auth import SpendKey, spend_cap_of
+from tokenbank.api.direct import Direct
 from tokenbank.api.idempotency import idempotency_key
 from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, errors
 from tokenbank.api.schemas import ApiModel, ReferenceId, Tokens, TokensOrZero, UserId
 from tokenbank.api.state import get_services
+from tokenbank.apps.service import Principal
 from tokenbank.pricing.calculator import Usage
 from tokenbank.pricing.rates import MAX_MODEL_NAME_LENGTH
 from tokenbank.process.service import EndOutcome, StartOutcome
 
+PREFIX = "/api/token-process"
 router = APIRouter(
-    prefix="/api/token-process",
+    prefix=PREFIX,
     tags=["token process (Token Process dialect)"],
     responses=errors(AUTHENTICATED, dialect="B"),
 )
@@ -188,3 +192,24 @@ async def end(request: Request, body: EndRequest, principal: SpendKey) -> dict[s
         spend_cap=spend_cap_of(principal),
     )
     return _end_body(outcome)
+
+
+async def _direct_start(
+    request: Request, principal: Principal, body: StartRequest, params: Mapping[str, str]
+) -> dict[str, Any]:
+    return await start(request, body, principal)
+
+
+async def _direct_end(
+    request: Request, principal: Principal, body: EndRequest, params: Mapping[str, str]
+) -> dict[str, Any]:
+    return await end(request, body, principal)
+
+
+# Both routes, served first by tokenbank.api.direct (issue 15).
+DIRECT = (
+    Direct(
+        "POST", "/api/token-process/start", _direct_start, scope="spend", body_model=StartRequest
+    ),
+    Direct("POST", "/api/token-process/end", _direct_end, scope="spend", body_model=EndRequest),
+)

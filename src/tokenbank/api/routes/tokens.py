@@ -172,31 +172,6 @@ async def deduct(request: Request, body: DeductRequest, principal: SpendKey) -> 
     return {"data": operation_data(settled(request, result))}
 
 
-async def _direct_balance(
-    request: Request, principal: Principal, body: None, params: Mapping[str, str]
-) -> dict[str, Any]:
-    return await balance(request, params["userId"], principal)
-
-
-async def _direct_deduct(
-    request: Request, principal: Principal, body: DeductRequest, params: Mapping[str, str]
-) -> dict[str, Any]:
-    return await deduct(request, body, principal)
-
-
-# The two hottest routes above, served first by tokenbank.api.direct (issue 15).
-DIRECT = (
-    Direct(
-        "GET",
-        "/api/tokens/balance/{userId}",
-        _direct_balance,
-        scope="read",
-        path_params={"userId": USER_ID_PATH_RULES},
-    ),
-    Direct("POST", "/api/tokens/deduct", _direct_deduct, scope="spend", body_model=DeductRequest),
-)
-
-
 @router.post(
     "/refund",
     summary="Refund tokens (bounded by the named deduct, or by spent)",
@@ -594,3 +569,48 @@ def scheduled_data(credit: ScheduledCreditView) -> dict[str, Any]:
         "createdAt": iso_utc(credit.created_at),
         "status": "scheduled",
     }
+
+
+async def _direct_balance(
+    request: Request, principal: Principal, body: None, params: Mapping[str, str]
+) -> dict[str, Any]:
+    return await balance(request, params["userId"], principal)
+
+
+async def _direct_deduct(
+    request: Request, principal: Principal, body: DeductRequest, params: Mapping[str, str]
+) -> dict[str, Any]:
+    return await deduct(request, body, principal)
+
+
+async def _direct_hold(
+    request: Request, principal: Principal, body: HoldRequest, params: Mapping[str, str]
+) -> dict[str, Any]:
+    return await place_hold(request, body, principal)
+
+
+async def _direct_capture(
+    request: Request, principal: Principal, body: CaptureRequest, params: Mapping[str, str]
+) -> dict[str, Any]:
+    return await capture_hold(request, params["holdId"], body, principal)
+
+
+# The hottest routes of this module, served first by tokenbank.api.direct (issue 15).
+DIRECT = (
+    Direct(
+        "GET",
+        "/api/tokens/balance/{userId}",
+        _direct_balance,
+        scope="read",
+        path_params={"userId": USER_ID_PATH_RULES},
+    ),
+    Direct("POST", "/api/tokens/deduct", _direct_deduct, scope="spend", body_model=DeductRequest),
+    Direct("POST", "/api/tokens/holds", _direct_hold, scope="spend", body_model=HoldRequest),
+    Direct(
+        "POST",
+        "/api/tokens/holds/{holdId}/capture",
+        _direct_capture,
+        scope="spend",
+        body_model=CaptureRequest,
+    ),
+)
