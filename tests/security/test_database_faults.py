@@ -206,6 +206,30 @@ async def test_cut_connections_are_replaced(rig: Rig) -> None:
     assert audit.ok, audit
 
 
+async def test_reads_that_skip_the_ping_run_again_after_a_cut(rig: Rig) -> None:
+    """The balance read (asyncpg directly) and the token process's access read
+    (through SQLAlchemy) take pooled connections without a ping (tokenbank.db.direct):
+    right after every pooled connection was cut, each runs again on a fresh one."""
+    engine = await rig.services.tokens.engine()
+    for read_name in ("balance", "access", "balance", "access"):
+        async with engine.connect() as first, engine.connect() as second:
+            await first.exec_driver_sql("SELECT 1")  # two connections in the pool
+            await second.exec_driver_sql("SELECT 1")
+        # Cut from psql, a blocking call: the event loop does not run until the read,
+        # so the pool cannot have noticed the closed sockets (no ping will either).
+        killed = rig.server.execute_sql(
+            "postgres",
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'tokenbank'; SELECT pg_sleep(0.1);",
+        )
+        assert killed.split()[0] != "0", killed
+        if read_name == "balance":
+            assert await rig.balance() > 0
+        else:
+            access = await rig.services.plans.access("alice", "chat")
+            assert access.in_plan and access.wallet is not None
+
+
 async def test_connections_cut_mid_request_never_answer_500(rig: Rig) -> None:
     """Connections killed while requests are in flight: each answer is 2xx or 503."""
     answers: list[httpx.Response] = []

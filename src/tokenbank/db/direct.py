@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -86,19 +87,25 @@ async def retried_read(
         async with read_transaction(engine) as conn:
             try:
                 return await read(conn)
-            except Exception:
-                if not _closed(conn):
+            except Exception as error:
+                if not _connection_lost(conn, error):
                     raise
-                await conn.invalidate()
+                if not conn.invalidated:
+                    await conn.invalidate()
     finally:
         UNPINGED_CHECKOUT.reset(token)
     async with read_transaction(engine) as conn:
         return await read(conn)
 
 
-def _closed(conn: AsyncConnection) -> bool:
-    if conn.dialect.driver != ASYNCPG or conn.sync_connection is None:
-        return False
+def _connection_lost(conn: AsyncConnection, error: Exception) -> bool:
+    """Whether ``error`` came from a connection the server had closed: SQLAlchemy
+    says so of its statements (and invalidates the connection); a direct read's
+    asyncpg connection is closed by then."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    if conn.invalidated or conn.dialect.driver != ASYNCPG or conn.sync_connection is None:
+        return conn.invalidated
     pooled = conn.sync_connection.connection
     driver: asyncpg.Connection[Any] = pooled.driver_connection
     return bool(driver.is_closed())

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tokenbank.apps.service import validate_slug
 from tokenbank.clock import Clock, system_clock
 from tokenbank.config import MAX_DESCRIPTION_LENGTH
+from tokenbank.db.direct import retried_read
 from tokenbank.db.engine import read_transaction, write_transaction
 from tokenbank.db.models import ALLOCATION_POLICIES
 from tokenbank.db.rows import AnyRow
@@ -506,20 +507,8 @@ class PlanService:
         """The wallet, the feature and whether the wallet's plan includes it."""
         validate_user_id(user_id)
         validate_feature_id(feature_id)
-        async with read_transaction(self._engine) as conn:
-            wallet_row = await ledger_reads.wallet_with_plan(conn, user_id)
-            feature_row = await repo.feature_row(conn, feature_id)
-            in_plan = (
-                wallet_row is not None
-                and wallet_row.plan is not None
-                and feature_row is not None
-                and await repo.plan_has_feature(conn, wallet_row.plan, feature_id)
-            )
-        return Access(
-            wallet=None if wallet_row is None else _wallet_access(wallet_row),
-            feature=None if feature_row is None else _feature_view(feature_row),
-            in_plan=in_plan,
-        )
+        # Every token-process start and end asks: a read that may run again (db/direct.py).
+        return await retried_read(self._engine, lambda conn: _access(conn, user_id, feature_id))
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -571,4 +560,20 @@ def _wallet_access(row: AnyRow) -> WalletAccess:
         held_tokens=int(row.held_tokens),
         plan=row.plan,
         plan_profit_percent=None if profit is None else Decimal(profit),
+    )
+
+
+async def _access(conn: AsyncConnection, user_id: str, feature_id: str) -> Access:
+    wallet_row = await ledger_reads.wallet_with_plan(conn, user_id)
+    feature_row = await repo.feature_row(conn, feature_id)
+    in_plan = (
+        wallet_row is not None
+        and wallet_row.plan is not None
+        and feature_row is not None
+        and await repo.plan_has_feature(conn, wallet_row.plan, feature_id)
+    )
+    return Access(
+        wallet=None if wallet_row is None else _wallet_access(wallet_row),
+        feature=None if feature_row is None else _feature_view(feature_row),
+        in_plan=in_plan,
     )
