@@ -235,9 +235,10 @@ async def wallets_on_plan(conn: AsyncConnection, name: str) -> int:
     return int((await conn.execute(statement)).scalar_one())
 
 
-async def wallet_with_plan(conn: AsyncConnection, user_id: str) -> AnyRow | None:
-    """A wallet's state and its plan's profit percentage (None without a plan)."""
-    statement = (
+def wallet_with_plan_statement(user_id: str) -> Select[Any]:
+    """A wallet's state and its plan's profit percentage (None without a plan): a
+    statement, for the plans domain to read it with what it reads (one round trip)."""
+    return (
         select(
             wallets.c.user_id,
             wallets.c.status,
@@ -249,7 +250,11 @@ async def wallet_with_plan(conn: AsyncConnection, user_id: str) -> AnyRow | None
         .outerjoin(plans, plans.c.name == wallets.c.plan)
         .where(wallets.c.user_id == user_id)
     )
-    return (await conn.execute(statement)).first()
+
+
+async def wallet_with_plan(conn: AsyncConnection, user_id: str) -> AnyRow | None:
+    row: AnyRow | None = (await conn.execute(wallet_with_plan_statement(user_id))).first()
+    return row
 
 
 # --- the ledger, read for retries of the token process -----------------------------
