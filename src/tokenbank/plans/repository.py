@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, delete, exists, insert, literal, select, true, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -85,6 +85,13 @@ async def clear_plan_features(conn: AsyncConnection, plan: str) -> None:
     await conn.execute(delete(plan_features).where(plan_features.c.plan_name == plan))
 
 
+async def plan_has_feature(conn: AsyncConnection, plan: str, feature_id: str) -> bool:
+    statement = select(plan_features.c.feature_id).where(
+        plan_features.c.plan_name == plan, plan_features.c.feature_id == feature_id
+    )
+    return (await conn.execute(statement)).first() is not None
+
+
 # --- features --------------------------------------------------------------------------
 
 
@@ -95,24 +102,6 @@ def _features_with_app() -> Any:
 async def feature_row(conn: AsyncConnection, feature_id: str) -> AnyRow | None:
     statement = _features_with_app().where(features.c.id == feature_id)
     return (await conn.execute(statement)).first()
-
-
-async def access_row(conn: AsyncConnection, wallet: Select[Any], feature_id: str) -> AnyRow:
-    """The wallet (``wallet``, a statement of at most one row), the feature with its
-    app, and ``in_plan``: whether the wallet's plan includes the feature. One round
-    trip, asked on every token-process start and end; a side that is missing has its
-    columns None (the row always exists: both sides hang off a one-row constant)."""
-    wallet_side = wallet.subquery("wallet")
-    feature_side = _features_with_app().where(features.c.id == feature_id).subquery("feature")
-    in_plan = exists().where(
-        plan_features.c.plan_name == wallet_side.c.plan,
-        plan_features.c.feature_id == feature_side.c.id,
-    )
-    one_row = select(literal(1).label("one")).subquery("one_row")
-    statement = select(wallet_side, feature_side, in_plan.label("in_plan")).select_from(
-        one_row.outerjoin(wallet_side, true()).outerjoin(feature_side, true())
-    )
-    return (await conn.execute(statement)).one()
 
 
 async def feature_rows(conn: AsyncConnection, *, app_slug: str | None = None) -> list[AnyRow]:

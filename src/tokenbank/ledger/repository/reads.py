@@ -235,10 +235,9 @@ async def wallets_on_plan(conn: AsyncConnection, name: str) -> int:
     return int((await conn.execute(statement)).scalar_one())
 
 
-def wallet_with_plan_statement(user_id: str) -> Select[Any]:
-    """A wallet's state and its plan's profit percentage (None without a plan): a
-    statement, for the plans domain to read it with what it reads (one round trip)."""
-    return (
+async def wallet_with_plan(conn: AsyncConnection, user_id: str) -> AnyRow | None:
+    """A wallet's state and its plan's profit percentage (None without a plan)."""
+    statement = (
         select(
             wallets.c.user_id,
             wallets.c.status,
@@ -250,11 +249,7 @@ def wallet_with_plan_statement(user_id: str) -> Select[Any]:
         .outerjoin(plans, plans.c.name == wallets.c.plan)
         .where(wallets.c.user_id == user_id)
     )
-
-
-async def wallet_with_plan(conn: AsyncConnection, user_id: str) -> AnyRow | None:
-    row: AnyRow | None = (await conn.execute(wallet_with_plan_statement(user_id))).first()
-    return row
+    return (await conn.execute(statement)).first()
 
 
 # --- the ledger, read for retries of the token process -----------------------------
