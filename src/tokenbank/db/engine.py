@@ -168,6 +168,28 @@ async def read_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection
 
 
 @asynccontextmanager
+async def snapshot_read(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A read of the whole database that must see one moment: `tokenbank audit`.
+
+    On SQLite, read_transaction's snapshot. On PostgreSQL, one REPEATABLE READ,
+    READ ONLY transaction, so that totals read by different statements agree while
+    the service keeps writing; and no statement timeout inside it, because a read of
+    every ledger row takes as long as the ledger is big (about a minute per
+    10,000,000 entries), far past what a request may take.
+    """
+    if is_sqlite(engine):
+        async with read_transaction(engine) as connection:
+            yield connection
+        return
+    async with engine.connect() as connection:
+        await connection.execution_options(isolation_level="REPEATABLE READ")
+        async with connection.begin():
+            await connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            await connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+            yield connection
+
+
+@asynccontextmanager
 async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A writing transaction: committed when the block ends, rolled back on error."""
     async with engine.begin() as connection:

@@ -30,7 +30,12 @@ from tokenbank.config import (
     get_settings,
 )
 from tokenbank.db.direct import retried_read
-from tokenbank.db.engine import create_engine, read_transaction, write_transaction
+from tokenbank.db.engine import (
+    create_engine,
+    read_transaction,
+    snapshot_read,
+    write_transaction,
+)
 from tokenbank.db.migrate import upgrade
 from tokenbank.db.reads import ReadHandle
 from tokenbank.errors import IdempotencyConflict, InvalidInput
@@ -760,5 +765,6 @@ class TokenService:
         return LedgerView(self)
 
     async def audit(self) -> AuditReport:
-        async with read_transaction(await self.engine()) as conn:
+        """Every check of the books, in one snapshot (db/engine.py snapshot_read)."""
+        async with snapshot_read(await self.engine()) as conn:
             return await run_audit(conn)
