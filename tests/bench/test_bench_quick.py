@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cases import CASES
+from bench.cases import CASES, RATIOS, REFERENCE_RATIOS
 
 pytestmark = pytest.mark.slow
 
@@ -72,8 +72,9 @@ def test_quick_bench_runs_every_case_and_the_books_balance(tmp_path: Path) -> No
             <= check["acknowledged"] + check["unanswered_at_deadline"]
         ), key
     # The table's ratios, each with its target (values: no timing assertions here).
-    assert len(report["ratios"]) == 13
-    for ratio in report["ratios"]:
+    assert [r["ratio"] for r in report["ratios"]] == [r.label for r in RATIOS]
+    assert [r["ratio"] for r in report["reference_ratios"]] == [r.label for r in REFERENCE_RATIOS]
+    for ratio in report["ratios"] + report["reference_ratios"]:
         assert ratio["target"].startswith((">=", "<=")), ratio
     assert "deduct(4) / no-op(2), postgres" in result.stdout
     assert f"ledger checks: {len(mutating)} runs audited, {len(mutating)} passed" in result.stdout

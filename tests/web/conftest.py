@@ -72,6 +72,10 @@ WEB_TESTS = Path(__file__).parent
 SCREENSHOTS = WEB_TESTS / "screenshots"
 # Playwright waits 30 s by default: a broken page should fail a test in seconds.
 ACTION_TIMEOUT_MS = 5_000
+# A navigation waits for the page's "load": every subresource, each passing through
+# PageWatch.route in this process. In a full run on the 2-core machine a first
+# navigation once took over 5 s (the page had arrived; its load had not).
+NAVIGATION_TIMEOUT_MS = 15_000
 SERVER_START_TIMEOUT_S = 10.0
 SERVER_STOP_TIMEOUT_S = 10.0
 _app_numbers = itertools.count()
@@ -175,6 +179,7 @@ async def watched_page(browser: Browser) -> AsyncIterator[tuple[Page, PageWatch]
     watch = PageWatch()
     try:
         context.set_default_timeout(ACTION_TIMEOUT_MS)
+        context.set_default_navigation_timeout(NAVIGATION_TIMEOUT_MS)
         # On the context, not the page: popups and new tabs are watched too.
         await context.route("**/*", watch.route)
         await context.route_web_socket(lambda url: not is_local(url), watch.refuse_web_socket)
