@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tokenbank import ManualClock, TokenService
 from tokenbank.api.app import create_app
@@ -25,6 +26,7 @@ class Api:
     services: Services
     clock: ManualClock
     keys: dict[str, str]  # scope name ("all" for every scope) -> API key
+    app: FastAPI
 
     def headers(self, scope: str = "all", *, style: str = "bearer") -> dict[str, str]:
         key = self.keys[scope]
@@ -55,5 +57,5 @@ async def api(database_url: str, clock: ManualClock) -> AsyncIterator[Api]:
             _, keys[scope] = await services.apps.create_app(f"only-{scope}", scopes=[scope])
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://tokenbank.test") as c:
-            yield Api(client=c, services=services, clock=clock, keys=keys)
+            yield Api(client=c, services=services, clock=clock, keys=keys, app=app)
     await service.close()

@@ -10,7 +10,7 @@ the answer are compared by kind, not value).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -19,12 +19,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.api.conftest import PUBLIC_URL
-from tokenbank import ManualClock, TokenService, metrics
-from tokenbank.api.app import create_app
+from tests.api.conftest import Api
+from tokenbank import metrics
 from tokenbank.api.direct import DirectRoute
-from tokenbank.api.state import Services
-from tokenbank.config import Settings
 
 SQLITE_ONLY = pytest.mark.parametrize("engine_name", ["sqlite"], indirect=True)
 JSON = {"Content-Type": "application/json"}
@@ -85,28 +82,11 @@ def _kinds(body: Any) -> Any:
 
 
 @pytest.fixture
-async def served(database_url: str, clock: ManualClock) -> AsyncIterator[Served]:
-    settings = Settings(
-        database_url=database_url,
-        public_url=PUBLIC_URL,
-        welcome_bonus_tokens=0,
-        hold_sweep_interval_seconds=0,
-    )
-    service = TokenService(database_url, settings=settings, clock=clock, auto_migrate=False)
-    app = create_app(settings, token_service=service, clock=clock)
-    async with app.router.lifespan_context(app):
-        services: Services = app.state.services
-        keys = {
-            "all": (await services.apps.create_app("all", scopes=["read", "spend"]))[1],
-            "read": (await services.apps.create_app("reader", scopes=["read"]))[1],
-        }
-        for user in ("twin-direct", "twin-fastapi"):
-            await services.tokens.open_wallet(user)
-            await services.tokens.credit(user, amount=100, operation_type="bonus")
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://tokenbank.test") as c:
-            yield Served(app, c, keys)
-    await service.close()
+async def served(api: Api) -> Served:
+    for user in ("twin-direct", "twin-fastapi"):
+        await api.tokens.open_wallet(user)
+        await api.tokens.credit(user, amount=100, operation_type="bonus")
+    return Served(api.app, api.client, api.keys)
 
 
 BEARER = {"Authorization": f"Bearer {KEY}"}
