@@ -100,6 +100,6 @@ async def api(
         await service.open_wallet("alice")
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://tokenbank.test") as c:
-            yield Api(client=c, services=services, clock=clock, keys=keys)
+            yield Api(client=c, services=services, clock=clock, keys=keys, app=app)
         assert (await service.audit()).ok
     await service.close()
