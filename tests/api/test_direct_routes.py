@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from tests.api.conftest import Api
 from tokenbank import metrics
-from tokenbank.api.direct import DirectRoute
+from tokenbank.api.direct import DirectRoute, call_endpoint
 
 SQLITE_ONLY = pytest.mark.parametrize("engine_name", ["sqlite"], indirect=True)
 JSON = {"Content-Type": "application/json"}
@@ -188,9 +188,9 @@ async def test_the_direct_routes_serve_and_are_named_in_the_metrics(served: Serv
     for route in served.app.router.routes:
         if isinstance(route, DirectRoute):
 
-            async def spy(*args: Any, _original: Any = route.direct.endpoint) -> Any:
-                seen.append(args[0].url.path)
-                return await _original(*args)
+            async def spy(_original: Any = route.direct.endpoint, **given: Any) -> Any:
+                seen.append(given["request"].url.path)
+                return await call_endpoint(_original, given)
 
             route.direct = replace(route.direct, endpoint=spy)
     for case in (CASES[0], CASES[9], CASES[17]):

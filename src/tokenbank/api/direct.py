@@ -19,7 +19,10 @@ and bad, through both and requires the same answers.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,17 +37,18 @@ from starlette.routing import BaseRoute, Match, compile_path
 from starlette.types import Receive, Scope, Send
 
 from tokenbank.api.auth import authenticate_presented, check_scope, presented_key
-from tokenbank.apps.service import Principal
 
-# What an endpoint is called with: the request, the key's principal, the validated
-# body (or None) and the validated path parameters.
-Endpoint = Callable[[Request, Principal, Any, Mapping[str, str]], Awaitable[Any]]
+# The FastAPI route's own function: called with the arguments it names, out of the
+# request, the key's principal, the validated body and the path parameters (each by
+# its Python name: ``{userId}`` is ``user_id``, as the routes' aliases have it).
+Endpoint = Callable[..., Awaitable[Any]]
+GIVEN = frozenset({"request", "principal", "body"})
 
 
 @dataclass(frozen=True)
 class Direct:
-    """One route: its method and path template, the scope its key needs, the body
-    model it takes, a validator per path parameter, and the endpoint."""
+    """One route: its method and path template, the endpoint, the scope its key
+    needs, the body model it takes, and rules for path parameters that have some."""
 
     method: str
     path: str
@@ -53,13 +57,21 @@ class Direct:
     body_model: type[BaseModel] | None = None
     path_params: Mapping[str, TypeAdapter[Any]] | None = None
 
+    def __post_init__(self) -> None:
+        # An endpoint asking for what no request gives fails here, at import.
+        known = GIVEN | {_python_name(name) for name in compile_path(self.path)[2]}
+        unknown = (_parameters(self.endpoint) or frozenset()) - known
+        if unknown:
+            raise TypeError(f"{self.path}: the endpoint asks for {sorted(unknown)}")
+
 
 class DirectRoute(BaseRoute):
     def __init__(self, direct: Direct) -> None:
         self.direct = direct
         self.path = direct.path  # what the metrics and the access log name the route
         self.name = f"direct {direct.method} {direct.path}"
-        self.path_regex, self.path_format, _ = compile_path(direct.path)
+        self.path_regex, self.path_format, convertors = compile_path(direct.path)
+        self._python_names = {name: _python_name(name) for name in convertors}
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         # Another method falls through to the FastAPI route at the same path.
@@ -78,8 +90,29 @@ class DirectRoute(BaseRoute):
             check_scope(principal, direct.scope)
         params = _path_params(direct, request.path_params)
         body = await _body(request, direct.body_model) if direct.body_model else None
-        answer = await direct.endpoint(request, principal, body, params)
+        given = {"request": request, "principal": principal, "body": body}
+        given |= {self._python_names[name]: value for name, value in params.items()}
+        answer = await call_endpoint(direct.endpoint, given)
         await JSONResponse(answer)(scope, receive, send)
+
+
+async def call_endpoint(endpoint: Endpoint, given: dict[str, Any]) -> Any:
+    """``endpoint`` with the arguments it names (all of them if it takes ``**``)."""
+    names = _parameters(endpoint)
+    return await endpoint(**(given if names is None else {name: given[name] for name in names}))
+
+
+@functools.cache
+def _parameters(endpoint: Endpoint) -> frozenset[str] | None:
+    """The endpoint's argument names; None when it takes any (``**kwargs``)."""
+    parameters = inspect.signature(endpoint).parameters.values()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    return frozenset(parameter.name for parameter in parameters)
+
+
+def _python_name(path_param: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", path_param).lower()
 
 
 def _path_params(direct: Direct, raw: Mapping[str, str]) -> Mapping[str, str]:

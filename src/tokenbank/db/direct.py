@@ -55,13 +55,11 @@ class DirectRead:
     async def rows(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Sequence[Any]:
         """The rows; directly on an autocommit asyncpg connection, else through
         SQLAlchemy (SQLite, or inside a transaction)."""
-        pooled = conn.sync_connection.connection if conn.sync_connection else None
-        autocommit = pooled is not None and getattr(pooled.dbapi_connection, "autocommit", False)
-        if conn.dialect.driver != ASYNCPG or pooled is None or not autocommit:
+        driver = _asyncpg(conn)
+        if driver is None or not getattr(_adapted(conn), "autocommit", False):
             return list((await conn.execute(self.statement, dict(params))).all())
         compiled = self._compiled_for(conn.dialect)
         arguments = [params[name] for name in compiled.positiontup or ()]
-        driver: asyncpg.Connection[Any] = pooled.driver_connection
         records: list[Any] = await driver.fetch(
             compiled.string, *arguments, record_class=AttributeRecord
         )
@@ -102,10 +100,20 @@ def _connection_lost(conn: AsyncConnection, error: Exception) -> bool:
     """Whether ``error`` came from a connection the server had closed: SQLAlchemy
     says so of its statements (and invalidates the connection); a direct read's
     asyncpg connection is closed by then."""
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
+    if conn.invalidated or (isinstance(error, DBAPIError) and error.connection_invalidated):
         return True
-    if conn.invalidated or conn.dialect.driver != ASYNCPG or conn.sync_connection is None:
-        return conn.invalidated
-    pooled = conn.sync_connection.connection
-    driver: asyncpg.Connection[Any] = pooled.driver_connection
-    return bool(driver.is_closed())
+    driver = _asyncpg(conn)
+    return driver is not None and bool(driver.is_closed())
+
+
+def _adapted(conn: AsyncConnection) -> Any:
+    """SQLAlchemy's adapter of the DBAPI connection (None without one)."""
+    return conn.sync_connection.connection.dbapi_connection if conn.sync_connection else None
+
+
+def _asyncpg(conn: AsyncConnection) -> asyncpg.Connection[Any] | None:
+    """The asyncpg connection under ``conn``, on PostgreSQL; None elsewhere."""
+    if conn.dialect.driver != ASYNCPG or conn.sync_connection is None:
+        return None
+    driver: asyncpg.Connection[Any] = conn.sync_connection.connection.driver_connection
+    return driver

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,7 +13,6 @@ from tokenbank.api.auth import AnyKey
 from tokenbank.api.direct import Direct
 from tokenbank.api.responses import HealthBody, errors
 from tokenbank.api.state import get_services
-from tokenbank.apps.service import Principal
 
 HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -48,12 +46,6 @@ async def ping(principal: AnyKey) -> dict[str, Any]:
     return {"data": {"app": principal.app_slug, "scopes": sorted(principal.scopes)}}
 
 
-async def _direct_ping(
-    request: Request, principal: Principal, body: None, params: Mapping[str, str]
-) -> dict[str, Any]:
-    return await ping(principal)
-
-
 # Served first by tokenbank.api.direct (issue 15): the route every client's health
 # check calls.
-DIRECT = (Direct("GET", "/api/ping", _direct_ping),)
+DIRECT = (Direct("GET", "/api/ping", ping),)

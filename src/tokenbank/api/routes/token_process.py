@@ -29,7 +29,6 @@ retry never charges twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -41,7 +40,6 @@ from tokenbank.api.idempotency import idempotency_key
 from tokenbank.api.responses import AUTHENTICATED, WITH_BODY, errors
 from tokenbank.api.schemas import ApiModel, ReferenceId, Tokens, TokensOrZero, UserId
 from tokenbank.api.state import get_services
-from tokenbank.apps.service import Principal
 from tokenbank.pricing.calculator import Usage
 from tokenbank.pricing.rates import MAX_MODEL_NAME_LENGTH
 from tokenbank.process.service import EndOutcome, StartOutcome
@@ -194,22 +192,8 @@ async def end(request: Request, body: EndRequest, principal: SpendKey) -> dict[s
     return _end_body(outcome)
 
 
-async def _direct_start(
-    request: Request, principal: Principal, body: StartRequest, params: Mapping[str, str]
-) -> dict[str, Any]:
-    return await start(request, body, principal)
-
-
-async def _direct_end(
-    request: Request, principal: Principal, body: EndRequest, params: Mapping[str, str]
-) -> dict[str, Any]:
-    return await end(request, body, principal)
-
-
 # Both routes, served first by tokenbank.api.direct (issue 15).
 DIRECT = (
-    Direct(
-        "POST", "/api/token-process/start", _direct_start, scope="spend", body_model=StartRequest
-    ),
-    Direct("POST", "/api/token-process/end", _direct_end, scope="spend", body_model=EndRequest),
+    Direct("POST", "/api/token-process/start", start, scope="spend", body_model=StartRequest),
+    Direct("POST", "/api/token-process/end", end, scope="spend", body_model=EndRequest),
 )

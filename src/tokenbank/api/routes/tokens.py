@@ -17,7 +17,6 @@ Conventions of every route here:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -56,7 +55,6 @@ from tokenbank.api.views import (
     settled,
     wallet_not_found,
 )
-from tokenbank.apps.service import Principal
 from tokenbank.config import (
     DEFAULT_PAGE_SIZE,
     MAX_HOLD_TTL_SECONDS,
@@ -571,45 +569,21 @@ def scheduled_data(credit: ScheduledCreditView) -> dict[str, Any]:
     }
 
 
-async def _direct_balance(
-    request: Request, principal: Principal, body: None, params: Mapping[str, str]
-) -> dict[str, Any]:
-    return await balance(request, params["userId"], principal)
-
-
-async def _direct_deduct(
-    request: Request, principal: Principal, body: DeductRequest, params: Mapping[str, str]
-) -> dict[str, Any]:
-    return await deduct(request, body, principal)
-
-
-async def _direct_hold(
-    request: Request, principal: Principal, body: HoldRequest, params: Mapping[str, str]
-) -> dict[str, Any]:
-    return await place_hold(request, body, principal)
-
-
-async def _direct_capture(
-    request: Request, principal: Principal, body: CaptureRequest, params: Mapping[str, str]
-) -> dict[str, Any]:
-    return await capture_hold(request, params["holdId"], body, principal)
-
-
 # The hottest routes of this module, served first by tokenbank.api.direct (issue 15).
 DIRECT = (
     Direct(
         "GET",
         "/api/tokens/balance/{userId}",
-        _direct_balance,
+        balance,
         scope="read",
         path_params={"userId": USER_ID_PATH_RULES},
     ),
-    Direct("POST", "/api/tokens/deduct", _direct_deduct, scope="spend", body_model=DeductRequest),
-    Direct("POST", "/api/tokens/holds", _direct_hold, scope="spend", body_model=HoldRequest),
+    Direct("POST", "/api/tokens/deduct", deduct, scope="spend", body_model=DeductRequest),
+    Direct("POST", "/api/tokens/holds", place_hold, scope="spend", body_model=HoldRequest),
     Direct(
         "POST",
         "/api/tokens/holds/{holdId}/capture",
-        _direct_capture,
+        capture_hold,
         scope="spend",
         body_model=CaptureRequest,
     ),
