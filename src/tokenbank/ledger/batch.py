@@ -1,29 +1,31 @@
-"""The batch kernel: a whole batch of debits and credits in five statements.
+"""The batch kernel: a whole batch of debits, credits, holds and captures in a few
+statements.
 
 Group commit hands the writer many operations at once. Applying them one by one
-costs five round trips each (savepoint, update, entries, header, release); this
-kernel instead
+costs five round trips each (savepoint, update, entries, header, release), a
+capture twelve; this kernel instead
 
-1. reads and locks every wallet of the batch (one SELECT ... FOR UPDATE, in id
-   order, so concurrent batches never deadlock);
+1. reads and locks the holds the batch captures (one SELECT ... FOR UPDATE, only
+   when it captures), then every wallet of the batch (one SELECT ... FOR UPDATE,
+   in id order, so concurrent batches never deadlock);
 2. looks up the batch's idempotency keys (one SELECT);
 3. decides each operation in order, in memory, with exactly the rules of the
    per-operation handlers (several operations on one wallet are judged one after
-   another against the running balance);
-4. writes one relative UPDATE per wallet (one executemany), all entries (one
-   INSERT) and all headers (one INSERT).
+   another against the running balance; holds and captures in ``batch_holds``);
+4. writes the wallets' relative updates, the holds, the grants, the entries, the
+   keys and the headers (two statements on PostgreSQL, ``batch_postgres``).
 
 The database still judges the result: the CHECK constraints see the final rows
 and the triggers see every transaction. Anything the kernel does not settle
-plainly (a wallet with holds, which may have expired; a refund; a hold) is left
-to the per-operation path, in the same database transaction, and every later
-operation on that wallet goes there too, so each wallet's operations keep their
-order.
+plainly (a debit on a wallet with holds, which may have expired; a refund; a void;
+a refusal that catching up might change; a replayed key) is left to the
+per-operation path, in the same database transaction, and every later operation
+on that wallet goes there too, so each wallet's operations keep their order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -31,109 +33,47 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.engine import is_sqlite
 from tokenbank.db.rows import AnyRow
-from tokenbank.ledger import grant_effects
+from tokenbank.ledger import batch_holds, grant_effects
 from tokenbank.ledger import grants as grant_rules
 from tokenbank.ledger.accounts import TOKENS_CONSUMED, credit_source_account
+from tokenbank.ledger.batch_state import (
+    KernelBatch,
+    KernelWallet,
+    consume,
+    defer,
+    record,
+    wallets_with_grants,
+)
 from tokenbank.ledger.errors import ErrorCode
-from tokenbank.ledger.grants import LiveGrant
-from tokenbank.ledger.handlers import new_transaction_id, transaction_header
-from tokenbank.ledger.idempotency import key_row
-from tokenbank.ledger.operations import Credit, Debit
+from tokenbank.ledger.operations import CaptureHold, Credit, Debit, PlaceHold
+from tokenbank.ledger.repository import batch_holds as hold_repo
 from tokenbank.ledger.repository import batch_postgres
 from tokenbank.ledger.repository import grants as grant_repo
 from tokenbank.ledger.repository import writes as repo
-from tokenbank.ledger.results import LedgerResult, OperationResult, refused_operation
+from tokenbank.ledger.results import HoldResult, LedgerResult, OperationResult, refused_operation
 
-FastOperation = Credit | Debit
-FAST_TYPES = (Credit, Debit)
+FastOperation = Credit | Debit | PlaceHold | CaptureHold
+FAST_TYPES = (Credit, Debit, PlaceHold, CaptureHold)
 STATUS_REFUSALS = {"suspended": ErrorCode.WALLET_SUSPENDED, "closed": ErrorCode.WALLET_CLOSED}
 
 
-@dataclass
-class _Wallet:
-    """A wallet as the batch changes it, from the locked row."""
-
-    id: int
-    user_id: str
-    balance: int
-    held: int
-    spent: int
-    status: str
-    reason: str | None
-    start_balance: int
-    start_spent: int
-    next_event: datetime | None
-    start_next_event: datetime | None
-    grants: list[LiveGrant] = field(default_factory=list)
-    deferred: bool = False
-    credited: bool = False  # a credit of this batch made a grant not yet written
-
-    @classmethod
-    def of(cls, row: AnyRow) -> _Wallet:
-        return cls(
-            id=row.id,
-            user_id=row.user_id,
-            balance=row.balance_tokens,
-            held=row.held_tokens,
-            spent=row.spent_tokens,
-            status=row.status,
-            reason=row.suspended_reason,
-            start_balance=row.balance_tokens,
-            start_spent=row.spent_tokens,
-            next_event=row.next_grant_event_at,
-            start_next_event=row.next_grant_event_at,
-        )
-
-    @property
-    def changed(self) -> bool:
-        return (
-            self.balance != self.start_balance
-            or self.spent != self.start_spent
-            or self.next_event != self.start_next_event
-        )
-
-    def due(self, now: datetime) -> bool:
-        """A grant of this wallet has expired and not been expired yet."""
-        return self.next_event is not None and self.next_event <= now
-
-    def change(self, now: datetime) -> dict[str, Any]:
-        return {
-            "wallet_id": self.id,
-            "balance_delta": self.balance - self.start_balance,
-            "spent_delta": self.spent - self.start_spent,
-            "new_status": self.status,
-            "new_reason": self.reason,
-            "next_event_at": self.next_event,
-            "now": now,
-        }
-
-
-@dataclass
-class _Batch:
-    """What the kernel decided: results by position, rows to write, what it left."""
-
-    now: datetime
-    results: dict[int, LedgerResult]
-    deferred: list[int]
-    legs: list[dict[str, Any]]
-    headers: list[dict[str, Any]]
-    pending_entry: dict[int, str]  # position -> transaction id awaiting its entry id
-    key_rows: list[dict[str, Any]]  # the idempotency keys of the operations applied
-    seen_keys: dict[tuple[str, str], tuple[str, int]]  # key -> (request hash, position)
-    new_grants: list[dict[str, Any]] = field(default_factory=list)  # credits' grant rows
-    grant_deltas: dict[int, int] = field(default_factory=dict)  # grant id -> tokens
-    movements: list[dict[str, Any]] = field(default_factory=list)  # consumptions
-
-
 async def apply_fast(
-    conn: AsyncConnection, operations: list[tuple[int, FastOperation]], now: datetime
+    conn: AsyncConnection,
+    operations: list[tuple[int, FastOperation]],
+    now: datetime,
+    slow_by_user: dict[str, int] | None = None,
 ) -> tuple[dict[int, LedgerResult], list[int]]:
-    """Settle what it can; the results by position, and the positions it left."""
-    locked = await repo.lock_wallets_with_grants(conn, sorted({op.user_id for _, op in operations}))
-    wallets = _wallets_with_grants(locked)
+    """Settle what it can; the results by position, and the positions it left.
+    ``slow_by_user``: where each user's first operation the kernel never takes is (a
+    capture's user is known only once its hold is read: one after it waits its turn)."""
+    hold_ids = sorted({op.hold_id for _, op in operations if isinstance(op, CaptureHold)})
+    holds = await hold_repo.lock_holds(conn, hold_ids) if hold_ids else {}
+    users = {user for _, op in operations if (user := _user_of(op, holds)) is not None}
+    locked = await repo.lock_wallets_with_grants(conn, sorted(users))
+    wallets = wallets_with_grants(locked)
     keys = sorted({_key(op) for _, op in operations if op.idempotency_key is not None})
     committed = await repo.registered_keys(conn, keys) if keys else {}
-    batch = _Batch(
+    batch = KernelBatch(
         now=now,
         results={},
         deferred=[],
@@ -144,32 +84,73 @@ async def apply_fast(
         seen_keys={},
     )
     for position, op in operations:
-        _decide(batch, position, op, wallets, committed)
+        user = _user_of(op, holds)
+        wallet = wallets.get(user) if user is not None else None
+        if isinstance(op, PlaceHold | CaptureHold):
+            _decide_hold(batch, position, op, wallet, holds, committed, slow_by_user or {})
+        else:
+            _decide(batch, position, op, wallet, committed)
     await _write(conn, batch, wallets)
     return batch.results, batch.deferred
-
-
-def _wallets_with_grants(locked: list[tuple[AnyRow, list[repo.GrantTuple]]]) -> dict[str, _Wallet]:
-    """The locked wallets by user id, each with its live grants."""
-    wallets: dict[str, _Wallet] = {}
-    for row, grants in locked:
-        wallet = wallets[row.user_id] = _Wallet.of(row)
-        wallet.grants = [LiveGrant(*grant) for grant in grants]
-    return wallets
 
 
 def _key(op: FastOperation) -> tuple[str, str]:
     return (op.idempotency_scope, op.idempotency_key or "")
 
 
-def _decide(
-    batch: _Batch,
+def _user_of(op: FastOperation, holds: dict[str, AnyRow]) -> str | None:
+    """Whose wallet the operation changes (a capture's: its hold's, if found)."""
+    if isinstance(op, CaptureHold):
+        hold = holds.get(op.hold_id)
+        return None if hold is None else str(hold.user_id)
+    return op.user_id
+
+
+def _decide_hold(
+    batch: KernelBatch,
     position: int,
-    op: FastOperation,
-    wallets: dict[str, _Wallet],
+    op: PlaceHold | CaptureHold,
+    wallet: KernelWallet | None,
+    holds: dict[str, AnyRow],
+    committed: dict[tuple[str, str], AnyRow],
+    slow_by_user: dict[str, int],
+) -> None:
+    """A hold or a capture: in the kernel when plain (batch_holds), else per
+    operation, where refusals, replays and catching up are decided."""
+    keyed = op.idempotency_key is not None
+    if (
+        wallet is None
+        or wallet.deferred
+        or (keyed and (_key(op) in committed or _key(op) in batch.seen_keys))
+        or (isinstance(op, CaptureHold) and _waits_its_turn(position, wallet, slow_by_user))
+    ):
+        if wallet is not None:
+            defer(batch, position, wallet)
+        else:
+            batch.deferred.append(position)
+        return
+    if isinstance(op, PlaceHold):
+        batch_holds.place_hold(batch, position, op, wallet)
+    else:
+        batch_holds.capture(batch, position, op, wallet, holds[op.hold_id])
+    decided = batch.results.get(position)
+    if keyed and decided is not None and decided.success:
+        batch.seen_keys[_key(op)] = (op.request_hash(), position)
+
+
+def _waits_its_turn(position: int, wallet: KernelWallet, slow_by_user: dict[str, int]) -> bool:
+    """An operation the kernel leaves comes before this capture on its wallet."""
+    first = slow_by_user.get(wallet.user_id)
+    return first is not None and first < position
+
+
+def _decide(
+    batch: KernelBatch,
+    position: int,
+    op: Credit | Debit,
+    wallet: KernelWallet | None,
     committed: dict[tuple[str, str], AnyRow],
 ) -> None:
-    wallet = wallets.get(op.user_id)
     if wallet is not None and wallet.deferred:
         batch.deferred.append(position)
         return
@@ -187,7 +168,7 @@ def _decide(
 
 
 def _answered_by_key(
-    batch: _Batch, position: int, op: FastOperation, committed: dict[tuple[str, str], AnyRow]
+    batch: KernelBatch, position: int, op: Credit | Debit, committed: dict[tuple[str, str], AnyRow]
 ) -> bool:
     """A key already committed, or used earlier in this batch, answers the operation."""
     key = _key(op)
@@ -220,7 +201,7 @@ def _answered_by_key(
     return False
 
 
-def _replay_of(batch: _Batch, first: int) -> OperationResult:
+def _replay_of(batch: KernelBatch, first: int) -> OperationResult:
     original = batch.results[first]
     if not isinstance(original, OperationResult):
         raise TypeError("a fast-path result must be an OperationResult")
@@ -233,7 +214,9 @@ def _replay_of(batch: _Batch, first: int) -> OperationResult:
     )
 
 
-def _refuse_for_status(batch: _Batch, position: int, wallet: _Wallet, amount: int) -> bool:
+def _refuse_for_status(
+    batch: KernelBatch, position: int, wallet: KernelWallet, amount: int
+) -> bool:
     code = STATUS_REFUSALS.get(wallet.status)
     if code is None:
         return False
@@ -250,10 +233,10 @@ def _refuse_for_status(batch: _Batch, position: int, wallet: _Wallet, amount: in
 # and in handlers.py (credit, debit) as SQL for one operation. Change one, change the
 # other: tests/ledger/test_group_commit.py
 # (test_a_batch_equals_the_same_operations_one_at_a_time) fails when they differ.
-def _credit(batch: _Batch, position: int, op: Credit, wallet: _Wallet) -> None:
+def _credit(batch: KernelBatch, position: int, op: Credit, wallet: KernelWallet) -> None:
     if wallet.balance < 0:
         # Its grant pays the overdraft first (a settle movement): the per-operation path.
-        _defer(batch, position, wallet)
+        defer(batch, position, wallet)
         return
     if wallet.status == "closed":
         _refuse_for_status(batch, position, wallet, op.amount_tokens)
@@ -262,13 +245,15 @@ def _credit(batch: _Batch, position: int, op: Credit, wallet: _Wallet) -> None:
     covered = wallet.balance >= wallet.held
     if wallet.status == "suspended" and wallet.reason == "overdraft" and covered:
         wallet.status, wallet.reason = "active", None
-    transaction_id = _record(
+    transaction_id = record(
         batch,
         position,
         op,
         wallet,
         amount_tokens=op.amount_tokens,
         kind="credit",
+        operation_type=op.operation_type,
+        key_operation="credit",
         system_account=credit_source_account(op.operation_type),
     )
     batch.new_grants.append(
@@ -285,16 +270,11 @@ def _credit(batch: _Batch, position: int, op: Credit, wallet: _Wallet) -> None:
     wallet.next_event = grant_rules.earliest(wallet.next_event, op.expires_at)
 
 
-def _defer(batch: _Batch, position: int, wallet: _Wallet) -> None:
-    wallet.deferred = True
-    batch.deferred.append(position)
-
-
-def _debit(batch: _Batch, position: int, op: Debit, wallet: _Wallet) -> None:
+def _debit(batch: KernelBatch, position: int, op: Debit, wallet: KernelWallet) -> None:
     # A held amount may hide expired holds, and a due grant must expire first: the
     # per-operation path does both. A grant made earlier in this batch has no id yet.
     if wallet.held > 0 or wallet.due(batch.now) or wallet.credited:
-        _defer(batch, position, wallet)
+        defer(batch, position, wallet)
         return
     if op.allow_overdraft:
         if wallet.status == "closed":
@@ -305,103 +285,32 @@ def _debit(batch: _Batch, position: int, op: Debit, wallet: _Wallet) -> None:
     elif wallet.balance - wallet.held < op.amount_tokens:
         # A scheduled credit may have come due: the per-operation path applies it
         # before it refuses (decision 13).
-        _defer(batch, position, wallet)
+        defer(batch, position, wallet)
         return
     backed_before = grant_effects.backed(wallet.balance)
     wallet.balance -= op.amount_tokens
     wallet.spent += op.amount_tokens
     if wallet.status == "active" and wallet.balance < wallet.held:
         wallet.status, wallet.reason = "suspended", "overdraft"
-    transaction_id = _record(
+    transaction_id = record(
         batch,
         position,
         op,
         wallet,
         amount_tokens=-op.amount_tokens,
         kind="debit",
+        operation_type=op.operation_type,
+        key_operation="debit",
         system_account=TOKENS_CONSUMED,
         pricing=op.pricing,
     )
     consumed = backed_before - grant_effects.backed(wallet.balance)
-    _consume(batch, wallet, consumed, transaction_id)
+    consume(batch, wallet, consumed, transaction_id)
 
 
-def _consume(batch: _Batch, wallet: _Wallet, tokens: int, transaction_id: str) -> None:
-    """grant_effects.consume, in memory: the grants' deltas and movements to write."""
-    takes = grant_rules.plan_consumption(wallet.grants, tokens, batch.now, capture=False)
-    for grant, take in takes:
-        grant.remaining -= take
-        batch.grant_deltas[grant.id] = batch.grant_deltas.get(grant.id, 0) - take
-        batch.movements.append(
-            grant_effects.movement(
-                grant.id,
-                -take,
-                kind="consume",
-                transaction_id=transaction_id,
-                now=batch.now,
-            )
-        )
-    wallet.next_event = grant_rules.next_event_at(wallet.grants)
-
-
-def _record(
-    batch: _Batch,
-    position: int,
-    op: FastOperation,
-    wallet: _Wallet,
-    *,
-    amount_tokens: int,
-    kind: str,
-    system_account: str,
-    **extra: Any,
-) -> str:
-    transaction_id = new_transaction_id()
-    common = {"transaction_id": transaction_id, "created_at": batch.now}
-    batch.legs.append(
-        {
-            **common,
-            "wallet_id": wallet.id,
-            "system_account": None,
-            "amount_tokens": amount_tokens,
-            "balance_before": wallet.balance - amount_tokens,
-            "balance_after": wallet.balance,
-        }
-    )
-    batch.legs.append(
-        {
-            **common,
-            "wallet_id": None,
-            "system_account": system_account,
-            "amount_tokens": -amount_tokens,
-            "balance_before": None,
-            "balance_after": None,
-        }
-    )
-    batch.headers.append(
-        transaction_header(
-            op,
-            transaction_id=transaction_id,
-            wallet_id=wallet.id,
-            kind=kind,
-            operation_type=op.operation_type,
-            now=batch.now,
-            **extra,
-        )
-    )
-    batch.pending_entry[position] = transaction_id
-    if op.idempotency_key is not None:
-        batch.key_rows.append(key_row(op, kind, batch.now))
-    batch.results[position] = OperationResult(
-        success=True,
-        new_balance=wallet.balance,
-        transaction_id=transaction_id,
-        available_tokens=wallet.balance - wallet.held,
-        user_id=wallet.user_id,
-    )
-    return transaction_id
-
-
-async def _write(conn: AsyncConnection, batch: _Batch, wallets: dict[str, _Wallet]) -> None:
+async def _write(
+    conn: AsyncConnection, batch: KernelBatch, wallets: dict[str, KernelWallet]
+) -> None:
     changes = [wallet.change(batch.now) for wallet in wallets.values() if wallet.changed]
     if not changes:
         return
@@ -416,21 +325,29 @@ async def _write(conn: AsyncConnection, batch: _Batch, wallets: dict[str, _Walle
             movements=batch.movements,
             headers=batch.headers,
             key_rows=batch.key_rows,
+            placed_holds=batch.placed_holds,
+            captured_holds=batch.captured_holds,
             now=batch.now,
         )
     else:
         await repo.apply_wallet_deltas(conn, changes)
+        # Before the headers: a capture's names its hold.
+        await hold_repo.write_holds(conn, batch.placed_holds, batch.captured_holds)
         await _write_grants(conn, batch, deltas)
-        entry_ids = await repo.insert_batch(conn, batch.legs, _uniform(batch.headers))
+        entry_ids = (
+            await repo.insert_batch(conn, batch.legs, _uniform(batch.headers)) if batch.legs else {}
+        )
         if batch.key_rows:
             await repo.record_keys(conn, batch.key_rows)
     for position, transaction_id in batch.pending_entry.items():
         result = batch.results[position]
-        if isinstance(result, OperationResult) and transaction_id in entry_ids:
-            batch.results[position] = _with_entry(result, entry_ids[transaction_id])
+        if isinstance(result, OperationResult | HoldResult) and transaction_id in entry_ids:
+            batch.results[position] = replace(result, ledger_entry_id=entry_ids[transaction_id])
 
 
-async def _write_grants(conn: AsyncConnection, batch: _Batch, deltas: list[dict[str, int]]) -> None:
+async def _write_grants(
+    conn: AsyncConnection, batch: KernelBatch, deltas: list[dict[str, int]]
+) -> None:
     """Before the headers: their trigger checks the grants against the wallets."""
     if batch.new_grants:
         await grant_repo.insert_grants(conn, batch.new_grants)
@@ -438,10 +355,6 @@ async def _write_grants(conn: AsyncConnection, batch: _Batch, deltas: list[dict[
         await grant_repo.add_to_grants(conn, deltas)
     if batch.movements:
         await grant_repo.insert_movements(conn, batch.movements)
-
-
-def _with_entry(result: OperationResult, entry_id: int) -> OperationResult:
-    return replace(result, ledger_entry_id=entry_id)
 
 
 def _uniform(headers: list[dict[str, Any]]) -> list[dict[str, Any]]:

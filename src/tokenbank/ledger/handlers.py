@@ -292,23 +292,7 @@ async def place_hold(conn: AsyncConnection, op: PlaceHold, now: datetime) -> Hol
         )
     hold_id = new_hold_id()
     expires_at = now + timedelta(seconds=op.ttl_seconds)
-    await repo.insert_hold(
-        conn,
-        {
-            "id": hold_id,
-            "wallet_id": wallet.id,
-            "amount_tokens": op.amount_tokens,
-            "status": "pending",
-            "operation_type": op.operation_type,
-            "description": op.description,
-            "metadata": op.metadata,
-            "idempotency_scope": op.idempotency_scope,
-            "idempotency_key": op.idempotency_key,
-            "request_hash": op.request_hash() if op.idempotency_key else None,
-            "expires_at": expires_at,
-            "created_at": now,
-        },
-    )
+    await repo.insert_hold(conn, hold_row(op, hold_id, wallet.id, expires_at, now))
     return HoldResult(
         success=True,
         hold_id=hold_id,
@@ -319,6 +303,26 @@ async def place_hold(conn: AsyncConnection, op: PlaceHold, now: datetime) -> Hol
         available_tokens=wallet.balance_tokens - wallet.held_tokens,
         user_id=op.user_id,
     )
+
+
+def hold_row(
+    op: PlaceHold, hold_id: str, wallet_id: int, expires_at: datetime, now: datetime
+) -> dict[str, Any]:
+    """The row of a new pending hold."""
+    return {
+        "id": hold_id,
+        "wallet_id": wallet_id,
+        "amount_tokens": op.amount_tokens,
+        "status": "pending",
+        "operation_type": op.operation_type,
+        "description": op.description,
+        "metadata": op.metadata,
+        "idempotency_scope": op.idempotency_scope,
+        "idempotency_key": op.idempotency_key,
+        "request_hash": op.request_hash() if op.idempotency_key else None,
+        "expires_at": expires_at,
+        "created_at": now,
+    }
 
 
 def hold_result(hold: AnyRow, **overrides: Any) -> HoldResult:

@@ -75,20 +75,30 @@ class _RollBack(Exception):
         self.result = result
 
 
-def _kernel_operations(operations: Sequence[Operation]) -> list[tuple[int, FastOperation]]:
-    """The plain debits and credits the kernel may settle, keeping each user's order.
+def _kernel_operations(
+    operations: Sequence[Operation],
+) -> tuple[list[tuple[int, FastOperation]], dict[str, int]]:
+    """The operations the kernel may settle, keeping each user's order; and the
+    position of each user's first operation it may not.
 
-    Once a user has an operation the kernel does not settle (a hold, a refund, ...),
-    that user's later operations go the per-operation way too, so they run after it.
+    Once a user has an operation the kernel does not settle (a refund, a clawback,
+    ...), that user's later operations go the per-operation way too, so they run
+    after it. An operation whose user is not known up front (a void) could be any
+    user's: every operation after it goes the per-operation way. (A capture's user
+    is known only once the kernel reads its hold: the kernel checks it.)
     """
-    slow_users: set[str] = set()
+    slow_by_user: dict[str, int] = {}
+    unknown_user_seen = False
     fast: list[tuple[int, FastOperation]] = []
     for position, op in enumerate(operations):
-        if _for_kernel(op) and op.user_id not in slow_users:
+        user = op.user_key
+        if _for_kernel(op) and not unknown_user_seen and (user is None or user not in slow_by_user):
             fast.append((position, op))
-        elif op.user_key is not None:
-            slow_users.add(op.user_key)
-    return fast
+        elif user is not None:
+            slow_by_user.setdefault(user, position)
+        else:
+            unknown_user_seen = True
+    return fast, slow_by_user
 
 
 def _for_kernel(op: Operation) -> TypeGuard[FastOperation]:
@@ -197,9 +207,9 @@ class LedgerWriter:
         results: dict[int, LedgerResult] = {}
         remaining = list(range(len(operations)))
         await spend_caps.lock_counters(conn, operations, now)
-        fast = _kernel_operations(operations)
+        fast, slow = _kernel_operations(operations)
         if use_kernel and fast:
-            results, deferred = await apply_fast(conn, fast, now)
+            results, deferred = await apply_fast(conn, fast, now, slow)
             remaining = sorted(set(remaining) - set(results) | set(deferred))
         for position in remaining:
             results[position] = await self._apply_one(conn, operations[position], now)

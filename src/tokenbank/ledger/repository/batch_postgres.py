@@ -7,7 +7,8 @@ per row in asyncpg's ``executemany`` and a freshly rendered multi-row INSERT per
 batch size; measured, those were 40% of the CPU a batch took.
 
 1. The wallets' relative updates, the credits' new grants, the debits' changes of
-   grant remainders and their movements, and the entries, in one statement (a
+   grant remainders and their movements, the holds placed and captured, and the
+   entries, in one statement (a
    data-modifying CTE: PostgreSQL runs it to completion whether or not the main
    query reads it). The CHECK constraints and the triggers judge every row as they
    do on the generic path.
@@ -36,13 +37,15 @@ WALLETS_AND_ENTRIES: TextClause = text(
     WITH changes AS (
       SELECT * FROM unnest(
         CAST(:wallet_ids AS bigint[]), CAST(:balance_deltas AS bigint[]),
-        CAST(:spent_deltas AS bigint[]), CAST(:statuses AS varchar[]),
-        CAST(:reasons AS varchar[]), CAST(:next_events AS timestamptz[])
-      ) AS c(wallet_id, balance_delta, spent_delta, status, reason, next_event)
+        CAST(:spent_deltas AS bigint[]), CAST(:held_deltas AS bigint[]),
+        CAST(:statuses AS varchar[]), CAST(:reasons AS varchar[]),
+        CAST(:next_events AS timestamptz[])
+      ) AS c(wallet_id, balance_delta, spent_delta, held_delta, status, reason, next_event)
     ), updated AS (
       UPDATE wallets SET
         balance_tokens = wallets.balance_tokens + c.balance_delta,
         spent_tokens = wallets.spent_tokens + c.spent_delta,
+        held_tokens = wallets.held_tokens + c.held_delta,
         status = c.status,
         suspended_reason = c.reason,
         next_grant_event_at = c.next_event,
@@ -72,6 +75,28 @@ WALLETS_AND_ENTRIES: TextClause = text(
         CAST(:movement_transaction_ids AS varchar[]), CAST(:movement_grant_ids AS bigint[]),
         CAST(:movement_kinds AS varchar[]), CAST(:movement_amounts AS bigint[])
       ) AS m(transaction_id, grant_id, kind, amount_tokens)
+    ), new_holds AS (
+      INSERT INTO holds (id, wallet_id, amount_tokens, status, operation_type, description,
+                         metadata, idempotency_scope, idempotency_key, request_hash,
+                         expires_at, created_at)
+      SELECT h.id, h.wallet_id, h.amount_tokens, 'pending', h.operation_type, h.description,
+             CAST(h.metadata AS json), h.idempotency_scope, h.idempotency_key,
+             h.request_hash, h.expires_at, :now
+      FROM unnest(
+        CAST(:hold_ids AS varchar[]), CAST(:hold_wallet_ids AS bigint[]),
+        CAST(:hold_amounts AS bigint[]), CAST(:hold_operation_types AS varchar[]),
+        CAST(:hold_descriptions AS varchar[]), CAST(:hold_metadata AS text[]),
+        CAST(:hold_scopes AS varchar[]), CAST(:hold_keys AS varchar[]),
+        CAST(:hold_hashes AS varchar[]), CAST(:hold_expiries AS timestamptz[])
+      ) AS h(id, wallet_id, amount_tokens, operation_type, description, metadata,
+             idempotency_scope, idempotency_key, request_hash, expires_at)
+    ), captured_holds AS (
+      -- Locked as pending by the kernel's read (batch_holds.lock_holds).
+      UPDATE holds SET status = 'captured', captured_tokens = d.captured_tokens,
+                       resolved_at = :now
+      FROM unnest(CAST(:captured_hold_ids AS varchar[]), CAST(:captured_amounts AS bigint[]))
+        AS d(id, captured_tokens)
+      WHERE holds.id = d.id AND holds.status = 'pending'
     )
     INSERT INTO ledger_entries (transaction_id, wallet_id, system_account, amount_tokens,
                                 balance_before, balance_after, created_at)
@@ -100,18 +125,19 @@ KEYS_AND_HEADERS: TextClause = text(
     )
     INSERT INTO ledger_transactions (id, wallet_id, kind, operation_type, description,
                                      metadata, pricing, idempotency_scope, idempotency_key,
-                                     request_hash, created_at)
+                                     request_hash, hold_id, created_at)
     SELECT h.id, h.wallet_id, h.kind, h.operation_type, h.description,
            CAST(h.metadata AS json), CAST(h.pricing AS json), h.idempotency_scope,
-           h.idempotency_key, h.request_hash, :now
+           h.idempotency_key, h.request_hash, h.hold_id, :now
     FROM unnest(
       CAST(:ids AS varchar[]), CAST(:header_wallet_ids AS bigint[]),
       CAST(:kinds AS varchar[]), CAST(:operation_types AS varchar[]),
       CAST(:descriptions AS varchar[]), CAST(:metadata AS text[]),
       CAST(:pricing AS text[]), CAST(:idempotency_scopes AS varchar[]),
-      CAST(:idempotency_keys AS varchar[]), CAST(:request_hashes AS varchar[])
+      CAST(:idempotency_keys AS varchar[]), CAST(:request_hashes AS varchar[]),
+      CAST(:header_hold_ids AS varchar[])
     ) AS h(id, wallet_id, kind, operation_type, description, metadata, pricing,
-           idempotency_scope, idempotency_key, request_hash)
+           idempotency_scope, idempotency_key, request_hash, hold_id)
     """
 ).bindparams(_NOW)
 
@@ -128,6 +154,7 @@ HEADER_COLUMNS = frozenset(
         "idempotency_scope",
         "idempotency_key",
         "request_hash",
+        "hold_id",
         "created_at",
     }
 )
@@ -141,6 +168,27 @@ def _column(rows: list[dict[str, Any]], name: str) -> list[Any]:
     return [row[name] for row in rows]
 
 
+def _hold_columns(
+    placed: list[dict[str, Any]], captured: list[dict[str, Any]]
+) -> dict[str, list[Any]]:
+    """The holds placed (rows of the holds table) and captured (``hold_id``,
+    ``captured_tokens``) as the statement's arrays."""
+    return {
+        "hold_ids": _column(placed, "id"),
+        "hold_wallet_ids": _column(placed, "wallet_id"),
+        "hold_amounts": _column(placed, "amount_tokens"),
+        "hold_operation_types": _column(placed, "operation_type"),
+        "hold_descriptions": _column(placed, "description"),
+        "hold_metadata": [_json_text(hold["metadata"]) for hold in placed],
+        "hold_scopes": _column(placed, "idempotency_scope"),
+        "hold_keys": _column(placed, "idempotency_key"),
+        "hold_hashes": _column(placed, "request_hash"),
+        "hold_expiries": _column(placed, "expires_at"),
+        "captured_hold_ids": _column(captured, "hold_id"),
+        "captured_amounts": _column(captured, "captured_tokens"),
+    }
+
+
 async def write_batch(
     conn: AsyncConnection,
     *,
@@ -151,10 +199,12 @@ async def write_batch(
     movements: list[dict[str, Any]],
     headers: list[dict[str, Any]],
     key_rows: list[dict[str, Any]],
+    placed_holds: list[dict[str, Any]],
+    captured_holds: list[dict[str, Any]],
     now: datetime,
 ) -> dict[str, int]:
-    """Write a batch's wallet changes, entries, keys and headers; wallet entry ids by
-    transaction id."""
+    """Write a batch's wallet changes, holds, entries, keys and headers; wallet entry
+    ids by transaction id."""
     unexpected = {column for header in headers for column in header} - HEADER_COLUMNS
     if unexpected:
         raise ValueError(f"header columns the batch statement does not write: {unexpected}")
@@ -165,6 +215,7 @@ async def write_batch(
             "wallet_ids": _column(changes, "wallet_id"),
             "balance_deltas": _column(changes, "balance_delta"),
             "spent_deltas": _column(changes, "spent_delta"),
+            "held_deltas": _column(changes, "held_delta"),
             "statuses": _column(changes, "new_status"),
             "reasons": _column(changes, "new_reason"),
             "next_events": _column(changes, "next_event_at"),
@@ -187,6 +238,7 @@ async def write_batch(
             "amounts": _column(legs, "amount_tokens"),
             "balances_before": _column(legs, "balance_before"),
             "balances_after": _column(legs, "balance_after"),
+            **_hold_columns(placed_holds, captured_holds),
         },
     )
     entry_ids = {row.transaction_id: int(row.id) for row in rows if row.wallet_id is not None}
@@ -208,6 +260,7 @@ async def write_batch(
             "idempotency_scopes": _column(headers, "idempotency_scope"),
             "idempotency_keys": [header.get("idempotency_key") for header in headers],
             "request_hashes": [header.get("request_hash") for header in headers],
+            "header_hold_ids": [header.get("hold_id") for header in headers],
         },
     )
     return entry_ids

@@ -668,6 +668,7 @@ async def apply_wallet_deltas(conn: AsyncConnection, changes: list[dict[str, Any
         .values(
             balance_tokens=wallets.c.balance_tokens + bindparam("balance_delta"),
             spent_tokens=wallets.c.spent_tokens + bindparam("spent_delta"),
+            held_tokens=wallets.c.held_tokens + bindparam("held_delta"),
             status=bindparam("new_status"),
             suspended_reason=bindparam("new_reason"),
             next_grant_event_at=bindparam("next_event_at", type_=UTCDateTime()),

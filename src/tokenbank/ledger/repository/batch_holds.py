@@ -1,0 +1,71 @@
+"""The batch kernel's hold statements: the holds a batch captures, read and locked up
+front; on SQLite, the holds it places and captures (PostgreSQL writes them inside
+``batch_postgres``'s statement)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import String, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tokenbank.db.engine import is_sqlite
+from tokenbank.db.rows import AnyRow
+from tokenbank.ledger.repository.tables import holds, wallets
+
+_HOLD_COLUMNS = (
+    holds.c.id,
+    holds.c.wallet_id,
+    wallets.c.user_id,
+    holds.c.amount_tokens,
+    holds.c.status,
+    holds.c.operation_type,
+    holds.c.expires_at,
+)
+# FOR UPDATE OF the holds: a capture judges the hold's status, so no other request
+# may resolve it before this transaction ends. Holds first, then wallets: the order
+# a capture and a void take one at a time (their UPDATE of the hold, then the wallet).
+_LOCK_HOLDS = (
+    select(*_HOLD_COLUMNS)
+    .join(wallets, wallets.c.id == holds.c.wallet_id)
+    .where(holds.c.id.in_(bindparam("hold_ids", expanding=True)))
+    .order_by(holds.c.id)
+    .with_for_update(of=holds)
+)
+# PostgreSQL takes the ids as one array: one SQL text whatever their number.
+_LOCK_HOLDS_POSTGRES = (
+    select(*_HOLD_COLUMNS)
+    .join(wallets, wallets.c.id == holds.c.wallet_id)
+    .where(holds.c.id == func.any(bindparam("hold_ids", type_=postgresql.ARRAY(String))))
+    .order_by(holds.c.id)
+    .with_for_update(of=holds)
+)
+_CAPTURE = (
+    update(holds)
+    .where(holds.c.id == bindparam("hold_id"), holds.c.status == "pending")
+    .values(
+        status="captured",
+        captured_tokens=bindparam("captured_tokens"),
+        resolved_at=bindparam("resolved_at"),
+    )
+)
+
+
+async def lock_holds(conn: AsyncConnection, hold_ids: list[str]) -> dict[str, AnyRow]:
+    """The holds by id (those that exist), each with its wallet's user, locked."""
+    statement = _LOCK_HOLDS if is_sqlite(conn) else _LOCK_HOLDS_POSTGRES
+    return {row.id: row for row in await conn.execute(statement, {"hold_ids": hold_ids})}
+
+
+async def write_holds(
+    conn: AsyncConnection, placed: list[dict[str, Any]], captured: list[dict[str, Any]]
+) -> None:
+    """SQLite: insert the placed holds (rows of the holds table) and settle the captured
+    ones (``hold_id``, ``captured_tokens``, ``resolved_at``)."""
+    if placed:
+        await conn.execute(insert(holds), placed)
+    if captured:
+        result = await conn.execute(_CAPTURE, captured)
+        if result.rowcount != len(captured):  # locked as pending: cannot happen
+            raise RuntimeError("a hold the batch captured was no longer pending")
