@@ -559,9 +559,17 @@ class Harness:
                     " <> g.remaining_tokens"
                 ))  # fmt: skip
                 # Past expiry (with a second's grace for the last sweep) and still holding.
+                # Each with its wallet and movements, so that a failure explains itself.
                 unexpired = await conn.execute(text(
-                    "SELECT COUNT(*) FROM grants WHERE remaining_tokens > 0"
-                    " AND expires_at < CURRENT_TIMESTAMP - INTERVAL '2 seconds'"
+                    "SELECT g.id, g.remaining_tokens, g.amount_tokens, g.expires_at,"
+                    " w.user_id, w.balance_tokens, w.held_tokens, w.next_grant_event_at,"
+                    " CURRENT_TIMESTAMP,"
+                    " (SELECT string_agg(m.kind || ' ' || m.amount_tokens || ' at '"
+                    "  || m.created_at, '; ' ORDER BY m.id)"
+                    "  FROM grant_movements m WHERE m.grant_id = g.id)"
+                    " FROM grants g JOIN wallets w ON w.id = g.wallet_id"
+                    " WHERE g.remaining_tokens > 0"
+                    " AND g.expires_at < CURRENT_TIMESTAMP - INTERVAL '2 seconds'"
                 ))  # fmt: skip
                 expiring = await conn.execute(
                     text("SELECT COUNT(*) FROM grants WHERE expires_at IS NOT NULL")
@@ -596,7 +604,7 @@ class Harness:
                     "recharges": {str(row[0]): int(row[1]) for row in recharges},
                     "recharge_purchases": [tuple(row) for row in bought],
                     "recharge_credits": int(recharge_credits.scalar_one()),
-                    "unexpired": int(unexpired.scalar_one()),
+                    "unexpired": [" ".join(str(value) for value in row) for row in unexpired],
                     "expiring_grants": int(expiring.scalar_one()),
                 }
         finally:
@@ -622,7 +630,18 @@ class Harness:
         if facts["unbooked"]:
             violations.append(f"grants whose movements miss their remainder: {facts['unbooked']}")
         if facts["unexpired"]:
-            violations.append(f"{facts['unexpired']} grants past expiry still hold tokens")
+            # (grant, remaining, amount, expires, user, balance, held, next event, now,
+            # movements), and what the job workers logged that went wrong.
+            errors = [
+                line
+                for worker in self.workers
+                for line in worker.log_tail(400).splitlines()
+                if "ERROR" in line or "Traceback" in line or "failed" in line
+            ]
+            violations.append(
+                f"{len(facts['unexpired'])} grants past expiry still hold tokens:"
+                f" {facts['unexpired']}; job worker errors: {errors[-20:]}"
+            )
         facts["renewed_tokens"] = sum(total for _, _, total in periods.values())
         facts["recharged_tokens"] = self.check_recharges(facts, violations)
         added = facts["renewed_tokens"] + facts["recharged_tokens"]
