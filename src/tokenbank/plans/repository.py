@@ -85,13 +85,6 @@ async def clear_plan_features(conn: AsyncConnection, plan: str) -> None:
     await conn.execute(delete(plan_features).where(plan_features.c.plan_name == plan))
 
 
-async def plan_has_feature(conn: AsyncConnection, plan: str, feature_id: str) -> bool:
-    statement = select(plan_features.c.feature_id).where(
-        plan_features.c.plan_name == plan, plan_features.c.feature_id == feature_id
-    )
-    return (await conn.execute(statement)).first() is not None
-
-
 # --- features --------------------------------------------------------------------------
 
 

@@ -564,16 +564,9 @@ def _wallet_access(row: AnyRow) -> WalletAccess:
 
 
 async def _access(conn: AsyncConnection, user_id: str, feature_id: str) -> Access:
-    wallet_row = await ledger_reads.wallet_with_plan(conn, user_id)
-    feature_row = await repo.feature_row(conn, feature_id)
-    in_plan = (
-        wallet_row is not None
-        and wallet_row.plan is not None
-        and feature_row is not None
-        and await repo.plan_has_feature(conn, wallet_row.plan, feature_id)
-    )
+    row = await ledger_reads.access_row(conn, user_id, feature_id)
     return Access(
-        wallet=None if wallet_row is None else _wallet_access(wallet_row),
-        feature=None if feature_row is None else _feature_view(feature_row),
-        in_plan=in_plan,
+        wallet=None if row.user_id is None else _wallet_access(row),
+        feature=None if row.id is None else _feature_view(row),
+        in_plan=bool(row.in_plan) and row.user_id is not None and row.id is not None,
     )

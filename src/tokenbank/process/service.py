@@ -276,6 +276,8 @@ class TokenProcess:
     ) -> AnyRow | None:
         """The charge an earlier end made for this hold or key, if any."""
         settled = hold is not None and hold.status == "captured"
+        if not settled and key is None:
+            return None  # nothing to look up: no connection taken
         async with read_transaction(await self._tokens.engine()) as conn:
             if hold is not None and settled:
                 found = await ledger_reads.usage_by_hold(conn, hold.hold_id)
