@@ -9,6 +9,7 @@ tests/security/test_database_faults.py (the very next read after
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy import event
 from tokenbank import ManualClock, TokenService
 from tokenbank.db.engine import read_transaction, write_transaction
 from tokenbank.ledger.repository import reads
+from tokenbank.plans.service import PlanService
 
 
 async def test_the_balance_read_matches_sqlalchemys_and_skips_it(
@@ -50,3 +52,42 @@ async def test_the_balance_read_matches_sqlalchemys_and_skips_it(
     assert direct.next_expiry_at is not None and direct.next_expiry_at.utcoffset() == timedelta(0)
     # SQLite reads through SQLAlchemy (BEGIN, SELECT); PostgreSQL sends nothing through it.
     assert len(statements) == (2 if engine_name == "sqlite" else 0), statements
+
+
+async def test_the_token_process_access_read_matches_sqlalchemys_and_skips_it(
+    service: TokenService, engine_name: str
+) -> None:
+    """The token process's access read (wallet, plan, feature, membership) is one
+    statement, direct on PostgreSQL; its rule comes back as JSON text either way."""
+    await service.open_wallet("bea")
+    await service.credit("bea", amount=40, operation_type="purchase")
+    engine = await service.engine()
+    plans = PlanService(engine)
+    rule = {"type": "fixed", "tokens": 3}
+    await plans.create_feature("chat", name="Chat", rule=rule, hold_tokens=5)
+    await plans.create_plan("pro", profit_percent=10, features=["chat"])
+    await plans.set_user_plan("bea", "pro")
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        direct = await plans.access("bea", "chat")
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+    async with write_transaction(engine) as conn:  # inside a transaction: SQLAlchemy's
+        row = await reads.access_row(conn, "bea", "chat")
+    assert (row.user_id, row.plan, row.id, bool(row.in_plan)) == ("bea", "pro", "chat", True)
+    assert json.loads(row.pricing_rule_json) == rule
+    assert direct.in_plan and direct.wallet is not None and direct.feature is not None
+    assert (direct.wallet.balance_tokens, direct.feature.hold_tokens) == (40, 5)
+    assert str(direct.wallet.plan_profit_percent) == "10"
+    # SQLite reads through SQLAlchemy (BEGIN, SELECT); PostgreSQL sends nothing through it.
+    assert len(statements) == (2 if engine_name == "sqlite" else 0), statements
+    async with read_transaction(engine) as conn:
+        nobody = await reads.access_row(conn, "nobody", "nothing")
+    assert (nobody.user_id, nobody.id, bool(nobody.in_plan)) == (None, None, False)
+    outsider = await plans.access("bea", "missing")
+    assert outsider.feature is None and not outsider.in_plan and outsider.wallet is not None

@@ -14,6 +14,7 @@ is recorded with every charge priced by it.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -151,7 +152,8 @@ def _plan_view(row: AnyRow, features: Iterable[str]) -> PlanView:
     )
 
 
-def _feature_view(row: AnyRow) -> FeatureView:
+def _feature_view(row: AnyRow, rule: Any = None) -> FeatureView:
+    """A feature from its row (``rule``: its pricing rule, when the row has none)."""
     return FeatureView(
         id=row.id,
         name=row.name,
@@ -159,7 +161,7 @@ def _feature_view(row: AnyRow) -> FeatureView:
         min_balance_tokens=int(row.min_balance_tokens),
         hold_tokens=None if row.hold_tokens is None else int(row.hold_tokens),
         profit_percent=None if row.profit_percent is None else Decimal(row.profit_percent),
-        rule=parse_rule(row.pricing_rule, field_name="pricing_rule"),
+        rule=parse_rule(row.pricing_rule if rule is None else rule, field_name="pricing_rule"),
         pricing_version=int(row.pricing_version),
         created_at=row.created_at,
         updated_at=row.updated_at,
@@ -567,6 +569,6 @@ async def _access(conn: AsyncConnection, user_id: str, feature_id: str) -> Acces
     row = await ledger_reads.access_row(conn, user_id, feature_id)
     return Access(
         wallet=None if row.user_id is None else _wallet_access(row),
-        feature=None if row.id is None else _feature_view(row),
+        feature=None if row.id is None else _feature_view(row, json.loads(row.pricing_rule_json)),
         in_plan=bool(row.in_plan) and row.user_id is not None and row.id is not None,
     )

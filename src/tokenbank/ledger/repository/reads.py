@@ -7,7 +7,20 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, case, exists, func, literal, select, true
+from sqlalchemy import (
+    Select,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    literal_column,
+    select,
+    true,
+)
+from sqlalchemy import cast as cast_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.direct import DirectRead
@@ -260,37 +273,45 @@ async def wallet_with_plan(conn: AsyncConnection, user_id: str) -> AnyRow | None
 # whether the plan includes it: one statement, one round trip (each round trip costs
 # the worker a send and a wake-up on loopback; three were a third of a start). The
 # base is one row, so the answer has a row whether or not the wallet or the feature
-# exists. Built once: constructing it per call was a tenth of a read's Python.
-_ONE_ROW = select(literal(1).label("one")).subquery("one_row")
-_ACCESS = select(
-    wallets.c.user_id,
-    wallets.c.status,
-    wallets.c.balance_tokens,
-    wallets.c.held_tokens,
-    wallets.c.plan,
-    plans.c.profit_percent.label("plan_profit_percent"),
-    *features.c,
-    apps.c.slug.label("app_slug"),
-    exists()
-    .where(
-        plan_features.c.plan_name == wallets.c.plan,
-        plan_features.c.feature_id == bindparam("feature_id"),
+# exists. asyncpg runs it directly on PostgreSQL (tokenbank.db.direct), so the
+# pricing rule comes as its JSON text (``pricing_rule_json``): no column needs
+# processing by SQLAlchemy.
+_ONE_ROW = select(literal_column("1").label("one")).subquery("one_row")
+_FEATURE_COLUMNS = [column for column in features.c if column.name != "pricing_rule"]
+_ACCESS = DirectRead(
+    select(
+        wallets.c.user_id,
+        wallets.c.status,
+        wallets.c.balance_tokens,
+        wallets.c.held_tokens,
+        wallets.c.plan,
+        plans.c.profit_percent.label("plan_profit_percent"),
+        *_FEATURE_COLUMNS,
+        cast_(features.c.pricing_rule, Text).label("pricing_rule_json"),
+        apps.c.slug.label("app_slug"),
+        exists()
+        .where(
+            plan_features.c.plan_name == wallets.c.plan,
+            plan_features.c.feature_id == bindparam("feature_id"),
+        )
+        .label("in_plan"),
+    ).select_from(
+        _ONE_ROW.outerjoin(wallets, wallets.c.user_id == bindparam("user_id"))
+        .outerjoin(plans, plans.c.name == wallets.c.plan)
+        .outerjoin(features, features.c.id == bindparam("feature_id"))
+        .outerjoin(apps, apps.c.id == features.c.app_id)
     )
-    .label("in_plan"),
-).select_from(
-    _ONE_ROW.outerjoin(wallets, wallets.c.user_id == bindparam("user_id"))
-    .outerjoin(plans, plans.c.name == wallets.c.plan)
-    .outerjoin(features, features.c.id == bindparam("feature_id"))
-    .outerjoin(apps, apps.c.id == features.c.app_id)
 )
 
 
 async def access_row(conn: AsyncConnection, user_id: str, feature_id: str) -> AnyRow:
     """The wallet's state and its plan's profit percentage (``user_id`` None: no
     wallet), the feature's row (``id`` None: no feature) with its app's slug, and
-    ``in_plan``: whether the wallet's plan includes the feature."""
-    params = {"user_id": user_id, "feature_id": feature_id}
-    return (await conn.execute(_ACCESS, params)).one()
+    ``in_plan``: whether the wallet's plan includes the feature. The feature's
+    pricing rule is ``pricing_rule_json``, its JSON text."""
+    rows = await _ACCESS.rows(conn, {"user_id": user_id, "feature_id": feature_id})
+    row: AnyRow = rows[0]
+    return row
 
 
 # --- the ledger, read for retries of the token process -----------------------------
