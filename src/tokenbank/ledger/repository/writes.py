@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     String,
     Table,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    literal_column,
     null,
     or_,
     select,
@@ -573,6 +575,21 @@ _LOCK_WITH_GRANTS = (
 # custom plan, for the ids given, always looks cheaper than the generic one); planning
 # the join above took twice as long as planning one table with a subquery (0.17 vs
 # 0.09 ms a batch, bench/PROFILE.md).
+#
+# Under READ COMMITTED, a wallet this statement had to wait for comes back as its
+# newest version (PostgreSQL re-reads a row it locks after a wait), while the grants
+# subquery still reads the statement's snapshot: the grants from before the write it
+# waited for (a credit's new grant missing, say, and the wallet's next expiry then
+# computed without it). Every write of a grant also writes its wallet, so the
+# wallet's version (``xmin``) in the snapshot differs from the locked one exactly
+# when the array may be stale: ``grants_current`` says which, and those wallets'
+# grants are read again under the lock.
+_SNAPSHOT_WALLET = wallets.alias("snapshot_wallet")
+_GRANTS_CURRENT = (
+    select(literal_column("snapshot_wallet.xmin") == literal_column("wallets.xmin"))
+    .where(_SNAPSHOT_WALLET.c.id == wallets.c.id)
+    .scalar_subquery()
+)
 _LIVE_GRANTS_ARRAY = func.array(
     select(tuple_(*_GRANT_COLUMNS))
     .where(grants.c.wallet_id == wallets.c.id, grants.c.live == true())
@@ -580,13 +597,25 @@ _LIVE_GRANTS_ARRAY = func.array(
     .scalar_subquery()
 )
 _LOCK_WITH_GRANTS_POSTGRES = (
-    select(*_LOCKED_WALLET_COLUMNS, _LIVE_GRANTS_ARRAY.label("live_grants"))
+    select(
+        *_LOCKED_WALLET_COLUMNS,
+        _LIVE_GRANTS_ARRAY.label("live_grants"),
+        _GRANTS_CURRENT.label("grants_current"),
+    )
     .where(wallets.c.user_id == func.any(bindparam("user_ids", type_=postgresql.ARRAY(String))))
     .order_by(wallets.c.id)
-    .with_for_update()
+    .with_for_update(of=wallets)
 )
 # (id, category, priority, expires_at, remaining_tokens)
 GrantTuple = tuple[int, str, int, datetime | None, int]
+_LIVE_GRANTS_OF = (
+    select(grants.c.wallet_id, *_GRANT_COLUMNS)
+    .where(
+        grants.c.wallet_id == func.any(bindparam("wallet_ids", type_=postgresql.ARRAY(BigInteger))),
+        grants.c.live == true(),
+    )
+    .order_by(grants.c.wallet_id, grants.c.id)
+)
 
 
 async def lock_wallets_with_grants(
@@ -594,9 +623,14 @@ async def lock_wallets_with_grants(
 ) -> list[tuple[AnyRow, list[GrantTuple]]]:
     """Read and lock the wallets of a batch: each with its live grants, oldest first."""
     if not is_sqlite(conn):
-        rows = await conn.execute(_LOCK_WITH_GRANTS_POSTGRES, {"user_ids": user_ids})
+        rows = list(await conn.execute(_LOCK_WITH_GRANTS_POSTGRES, {"user_ids": user_ids}))
+        stale = [int(row.id) for row in rows if not row.grants_current]
+        fresh: dict[int, list[GrantTuple]] = {wallet_id: [] for wallet_id in stale}
+        if stale:  # read again under the lock (see _LOCK_WITH_GRANTS_POSTGRES)
+            for grant in await conn.execute(_LIVE_GRANTS_OF, {"wallet_ids": stale}):
+                fresh[int(grant.wallet_id)].append(tuple(grant)[1:])
         # asyncpg decodes the records' timestamps as aware UTC datetimes.
-        return [(row, list(row.live_grants)) for row in rows]
+        return [(row, fresh.get(int(row.id), list(row.live_grants))) for row in rows]
     locked: dict[int, tuple[AnyRow, list[GrantTuple]]] = {}
     for row in await conn.execute(_LOCK_WITH_GRANTS, {"user_ids": user_ids}):
         _, live = locked.setdefault(row.id, (row, []))
