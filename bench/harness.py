@@ -146,8 +146,11 @@ class Harness:
     def _start_postgres(self, kinds: set[str]) -> tuple[Database, subprocess.Popen[bytes] | None]:
         """Our PostgreSQL with an empty tokenbank database; `pgbench -i` started if needed."""
         durability = "fsync off" if self.args.pg_nondurable else "durable"
-        log(f"starting PostgreSQL ({durability}; tokenbank.testing.postgres) ...")
-        self.postgres = PostgresServer(durable=not self.args.pg_nondurable).start()
+        buffers = f"shared_buffers {self.args.pg_shared_buffers}"
+        log(f"starting PostgreSQL ({durability}, {buffers}; tokenbank.testing.postgres) ...")
+        self.postgres = PostgresServer(
+            durable=not self.args.pg_nondurable, shared_buffers=self.args.pg_shared_buffers
+        ).start()
         self.postgres.create_database("tokenbank_bench")
         database = Database("postgres", self.postgres.sync_dsn("tokenbank_bench"))
         if "pgbench" not in kinds:

@@ -169,6 +169,13 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         " default: durable, as in production",
     )
     parser.add_argument(
+        "--pg-shared-buffers",
+        default="128MB",
+        metavar="SIZE",
+        help="PostgreSQL's shared_buffers for every PostgreSQL case (default 128MB, its"
+        " own default); production sizes it to hold the hot rows",
+    )
+    parser.add_argument(
         "--no-results-md",
         action="store_true",
         help="do not update bench/RESULTS.md after a full run (or its section after --scale)",

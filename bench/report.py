@@ -26,9 +26,14 @@ from bench.scale_report import SCALE_KEYS, build_text, existing_section, scale_s
 # The options a report records under meta.settings.
 SETTINGS = (
     "workers", "connections", "threads", "duration", "warmup", "repeats", "users",
-    "tasks", "page_entries", "pgbench_scale", "pg_nondurable", "cases", "backends",
-    "scale", "scale_users", "scale_entries",
+    "tasks", "page_entries", "pgbench_scale", "pg_nondurable", "pg_shared_buffers", "cases",
+    "backends", "scale", "scale_users", "scale_entries",
 )  # fmt: skip
+
+
+def _shared_buffers(settings: dict[str, Any]) -> str:
+    """What the run gave PostgreSQL (runs from before the option had 128MB)."""
+    return str(settings.get("pg_shared_buffers") or "128MB")
 
 
 def _settings_text(settings: dict[str, str]) -> str:
@@ -279,7 +284,8 @@ time goes and what stands between these numbers and the targets: bench/PROFILE.m
   (wrk, {settings["threads"]} threads; pgbench clients), {settings["duration"]} s per run,
   {settings["repeats"]} repeats in alternating order (medians), {settings["warmup"]} s warm-up,
   {settings["users"]:,} users, embedded {settings["tasks"]} tasks, pgbench scale
-  {settings["pgbench_scale"]}; {meta["tools"].get("wrk", "")}; {meta["tools"].get("pgbench", "")}
+  {settings["pgbench_scale"]}, PostgreSQL shared_buffers {_shared_buffers(settings)};
+  {meta["tools"].get("wrk", "")}; {meta["tools"].get("pgbench", "")}
 - tokenbank settings: {_settings_text(meta.get("tokenbank_settings") or {})}
 - run time: {meta["total_seconds"]:.0f} s (setup {meta["setup_seconds"]:.0f} s)
 

@@ -47,7 +47,8 @@ def scale_section(report: dict[str, Any], table: str, ratios: str) -> str:
   connections ({settings["threads"]} wrk threads), {settings["duration"]} s per run,
   {settings["repeats"]} repeats in alternating order (medians), {settings["warmup"]} s warm-up;
   the usual database has {settings["users"]:,} users; PostgreSQL
-  {"fsync off" if settings.get("pg_nondurable") else "durable"}
+  {"fsync off" if settings.get("pg_nondurable") else "durable"}, shared_buffers
+  {settings.get("pg_shared_buffers", "128MB")}
 
 {table}
 

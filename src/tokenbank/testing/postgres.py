@@ -46,6 +46,8 @@ from types import TracebackType
 
 __all__ = ["PostgresServer", "find_bin_dir", "quote_ident"]
 
+# PostgreSQL's own default; small enough for many servers side by side in tests.
+DEFAULT_SHARED_BUFFERS = "128MB"
 HOST = "127.0.0.1"
 ROOT_DB_USER = "postgres"
 _BIN_ENV = "TOKENBANK_PG_BIN"
@@ -229,11 +231,19 @@ class PostgresServer:
             url = pg.async_url("app")  # postgresql+asyncpg://postgres@127.0.0.1:PORT/app
     """
 
-    def __init__(self, bin_dir: Path | str | None = None, *, durable: bool = False) -> None:
+    def __init__(
+        self,
+        bin_dir: Path | str | None = None,
+        *,
+        durable: bool = False,
+        shared_buffers: str = DEFAULT_SHARED_BUFFERS,
+    ) -> None:
         """``durable=True`` keeps PostgreSQL's fsync and synchronous commit on, as in
-        production: benchmarks need it; tests don't."""
+        production: benchmarks need it; tests don't. ``shared_buffers``: PostgreSQL's
+        own page cache (a benchmark of a large database sizes it as production would)."""
         self._bin_dir = Path(bin_dir) if bin_dir is not None else None
         self._durable = durable
+        self._shared_buffers = shared_buffers
         self._as_root = os.geteuid() == 0
         self._user = ROOT_DB_USER if self._as_root else pwd.getpwuid(os.geteuid()).pw_name
         self._base_dir: Path | None = None
@@ -399,7 +409,9 @@ class PostgresServer:
         connections in and PostgreSQL's defaults (``wal_level=replica``, ten WAL
         senders) are what streaming needs. Returns once the standby streams.
         """
-        standby = PostgresServer(self._bin_dir, durable=self._durable)
+        standby = PostgresServer(
+            self._bin_dir, durable=self._durable, shared_buffers=self._shared_buffers
+        )
         standby._primary = self
         standby.start()
         try:
@@ -584,7 +596,7 @@ class PostgresServer:
                     else ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
                 ),
                 "-c max_connections=300",
-                "-c shared_buffers=128MB",
+                f"-c shared_buffers={self._shared_buffers}",
             ]
         )
         argv = [
