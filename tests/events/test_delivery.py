@@ -124,9 +124,13 @@ async def test_every_event_reaches_each_receiver_once(service: TokenService) -> 
     down = await log_of(endpoints["/down"].id, limit=50)
     assert len(down) == len(ids)
     assert {(d["status"], d["attempts"], len(d["log"])) for d in down} == {("dead", 4, 4)}
-    # (Each try reached it, unless a loaded machine cut one off before it arrived.)
+    # Each try reached it, except one a loaded machine cut off (timed out) before it
+    # arrived: every try it answered is one tokenbank logged as that answer.
     down_hits = Counter(hit.event_id for hit in receiver.at("/down"))
-    assert set(down_hits) == ids and max(down_hits.values()) == 4
+    assert set(down_hits) <= ids
+    for delivery in down:
+        timed_out = sum(entry["error"].startswith("timed out") for entry in delivery["log"])
+        assert 4 - timed_out <= down_hits[delivery["eventId"]] <= 4, delivery
     hung = await log_of(endpoints["/hang/1"].id)
     assert {d["log"][0]["error"] for d in hung} == {"timed out after 2 s"}
     assert (total.delivered, total.dead) == (80, 20)
