@@ -73,16 +73,7 @@ async def apply_fast(
     wallets = wallets_with_grants(locked)
     keys = sorted({_key(op) for _, op in operations if op.idempotency_key is not None})
     committed = await repo.registered_keys(conn, keys) if keys else {}
-    batch = KernelBatch(
-        now=now,
-        results={},
-        deferred=[],
-        legs=[],
-        headers=[],
-        pending_entry={},
-        key_rows=[],
-        seen_keys={},
-    )
+    batch = KernelBatch(now=now)
     for position, op in operations:
         user = _user_of(op, holds)
         wallet = wallets.get(user) if user is not None else None
@@ -90,6 +81,11 @@ async def apply_fast(
             _decide_hold(batch, position, op, wallet, holds, committed, slow_by_user or {})
         else:
             _decide(batch, position, op, wallet, committed)
+        # A key this batch applies (not one it replayed) answers its later repeats.
+        decided = batch.results.get(position)
+        fresh = decided is not None and decided.success and not decided.replayed
+        if op.idempotency_key is not None and fresh:
+            batch.seen_keys[_key(op)] = (op.request_hash(), position)
     await _write(conn, batch, wallets)
     return batch.results, batch.deferred
 
@@ -133,9 +129,6 @@ def _decide_hold(
         batch_holds.place_hold(batch, position, op, wallet)
     else:
         batch_holds.capture(batch, position, op, wallet, holds[op.hold_id])
-    decided = batch.results.get(position)
-    if keyed and decided is not None and decided.success:
-        batch.seen_keys[_key(op)] = (op.request_hash(), position)
 
 
 def _waits_its_turn(position: int, wallet: KernelWallet, slow_by_user: dict[str, int]) -> bool:
@@ -162,9 +155,6 @@ def _decide(
         _credit(batch, position, op, wallet)
     else:
         _debit(batch, position, op, wallet)
-    decided = batch.results.get(position)
-    if op.idempotency_key is not None and decided is not None and decided.success:
-        batch.seen_keys[_key(op)] = (op.request_hash(), position)
 
 
 def _answered_by_key(

@@ -5,10 +5,10 @@ anything else goes to the per-operation path (``defer``), which refuses, replays
 or catches the wallet up exactly as it does for a single request:
 
 - a hold: the wallet must be active, with no grant due and enough available;
-- a capture: the hold pending and unexpired, not already placed or captured in this
-  batch, for more than nothing, on an active wallet with no grant due and no grant
-  made earlier in this batch, and within what the hold and the available balance
-  cover (a capture past them overdraws and suspends: per operation);
+- a capture: the hold pending and unexpired, not already captured in this batch,
+  for more than nothing, on an active wallet with no grant due and no grant made
+  earlier in this batch, and within what the hold and the available balance cover
+  (a capture past them overdraws and suspends: per operation);
 - either, with a key: a key not registered yet and not used earlier in the batch
   (the per-operation path replays it).
 
@@ -22,7 +22,7 @@ from datetime import timedelta
 from tokenbank.db.rows import AnyRow
 from tokenbank.ledger.accounts import TOKENS_CONSUMED
 from tokenbank.ledger.batch_state import KernelBatch, KernelWallet, consume, defer, record
-from tokenbank.ledger.handlers import hold_row, new_hold_id
+from tokenbank.ledger.handlers import hold_row, new_hold_id, placed_hold
 from tokenbank.ledger.idempotency import key_row
 from tokenbank.ledger.operations import CaptureHold, PlaceHold
 from tokenbank.ledger.results import HoldResult
@@ -37,19 +37,9 @@ def place_hold(batch: KernelBatch, position: int, op: PlaceHold, wallet: KernelW
     hold_id = new_hold_id()
     expires_at = batch.now + timedelta(seconds=op.ttl_seconds)
     batch.placed_holds.append(hold_row(op, hold_id, wallet.id, expires_at, batch.now))
-    batch.touched_holds.add(hold_id)
     if op.idempotency_key is not None:
         batch.key_rows.append(key_row(op, "hold", batch.now))
-    batch.results[position] = HoldResult(
-        success=True,
-        hold_id=hold_id,
-        status="pending",
-        amount_tokens=op.amount_tokens,
-        expires_at=expires_at,
-        new_balance=wallet.balance,
-        available_tokens=wallet.balance - wallet.held,
-        user_id=op.user_id,
-    )
+    batch.results[position] = placed_hold(op, hold_id, expires_at, wallet.balance, wallet.held)
 
 
 def capture(
@@ -58,7 +48,7 @@ def capture(
     if not _capturable(batch, op, wallet, hold):
         defer(batch, position, wallet)
         return
-    batch.touched_holds.add(hold.id)
+    batch.captured_hold_ids.add(hold.id)
     wallet.held -= hold.amount_tokens
     wallet.balance -= op.amount_tokens
     wallet.spent += op.amount_tokens
@@ -99,7 +89,7 @@ def _capturable(batch: KernelBatch, op: CaptureHold, wallet: KernelWallet, hold:
     return (
         hold.status == "pending"
         and hold.expires_at > batch.now
-        and hold.id not in batch.touched_holds
+        and hold.id not in batch.captured_hold_ids
         and op.amount_tokens > 0
         and wallet.status == "active"
         and not wallet.due(batch.now)

@@ -88,19 +88,22 @@ class KernelBatch:
     """What the kernel decided: results by position, rows to write, what it left."""
 
     now: datetime
-    results: dict[int, LedgerResult]
-    deferred: list[int]
-    legs: list[dict[str, Any]]
-    headers: list[dict[str, Any]]
-    pending_entry: dict[int, str]  # position -> transaction id awaiting its entry id
-    key_rows: list[dict[str, Any]]  # the idempotency keys of the operations applied
-    seen_keys: dict[tuple[str, str], tuple[str, int]]  # key -> (request hash, position)
+    results: dict[int, LedgerResult] = field(default_factory=dict)
+    deferred: list[int] = field(default_factory=list)
+    legs: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, Any]] = field(default_factory=list)
+    # position -> transaction id awaiting its entry id
+    pending_entry: dict[int, str] = field(default_factory=dict)
+    # the idempotency keys of the operations applied
+    key_rows: list[dict[str, Any]] = field(default_factory=list)
+    # key -> (request hash, position)
+    seen_keys: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
     new_grants: list[dict[str, Any]] = field(default_factory=list)  # credits' grant rows
     grant_deltas: dict[int, int] = field(default_factory=dict)  # grant id -> tokens
     movements: list[dict[str, Any]] = field(default_factory=list)  # consumptions
     placed_holds: list[dict[str, Any]] = field(default_factory=list)  # rows of holds
     captured_holds: list[dict[str, Any]] = field(default_factory=list)  # id, tokens, when
-    touched_holds: set[str] = field(default_factory=set)  # placed or captured here
+    captured_hold_ids: set[str] = field(default_factory=set)  # so none is captured twice
 
 
 def wallets_with_grants(

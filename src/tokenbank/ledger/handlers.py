@@ -293,14 +293,21 @@ async def place_hold(conn: AsyncConnection, op: PlaceHold, now: datetime) -> Hol
     hold_id = new_hold_id()
     expires_at = now + timedelta(seconds=op.ttl_seconds)
     await repo.insert_hold(conn, hold_row(op, hold_id, wallet.id, expires_at, now))
+    return placed_hold(op, hold_id, expires_at, wallet.balance_tokens, wallet.held_tokens)
+
+
+def placed_hold(
+    op: PlaceHold, hold_id: str, expires_at: datetime, balance_tokens: int, held_tokens: int
+) -> HoldResult:
+    """The answer to a hold just placed (``held_tokens`` includes it)."""
     return HoldResult(
         success=True,
         hold_id=hold_id,
         status="pending",
         amount_tokens=op.amount_tokens,
         expires_at=expires_at,
-        new_balance=wallet.balance_tokens,
-        available_tokens=wallet.balance_tokens - wallet.held_tokens,
+        new_balance=balance_tokens,
+        available_tokens=balance_tokens - held_tokens,
         user_id=op.user_id,
     )
 

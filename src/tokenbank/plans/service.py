@@ -570,5 +570,5 @@ async def _access(conn: AsyncConnection, user_id: str, feature_id: str) -> Acces
     return Access(
         wallet=None if row.user_id is None else _wallet_access(row),
         feature=None if row.id is None else _feature_view(row, json.loads(row.pricing_rule_json)),
-        in_plan=bool(row.in_plan) and row.user_id is not None and row.id is not None,
+        in_plan=bool(row.in_plan),  # a plan's feature exists (a foreign key)
     )

@@ -252,17 +252,21 @@ async def wallets_on_plan(conn: AsyncConnection, name: str) -> int:
     return int((await conn.execute(statement)).scalar_one())
 
 
+# A wallet's state and its plan's profit percentage (None without a plan).
+_WALLET_WITH_PLAN_COLUMNS = (
+    wallets.c.user_id,
+    wallets.c.status,
+    wallets.c.balance_tokens,
+    wallets.c.held_tokens,
+    wallets.c.plan,
+    plans.c.profit_percent.label("plan_profit_percent"),
+)
+
+
 async def wallet_with_plan(conn: AsyncConnection, user_id: str) -> AnyRow | None:
     """A wallet's state and its plan's profit percentage (None without a plan)."""
     statement = (
-        select(
-            wallets.c.user_id,
-            wallets.c.status,
-            wallets.c.balance_tokens,
-            wallets.c.held_tokens,
-            wallets.c.plan,
-            plans.c.profit_percent.label("plan_profit_percent"),
-        )
+        select(*_WALLET_WITH_PLAN_COLUMNS)
         .outerjoin(plans, plans.c.name == wallets.c.plan)
         .where(wallets.c.user_id == user_id)
     )
@@ -280,12 +284,7 @@ _ONE_ROW = select(literal_column("1").label("one")).subquery("one_row")
 _FEATURE_COLUMNS = [column for column in features.c if column.name != "pricing_rule"]
 _ACCESS = DirectRead(
     select(
-        wallets.c.user_id,
-        wallets.c.status,
-        wallets.c.balance_tokens,
-        wallets.c.held_tokens,
-        wallets.c.plan,
-        plans.c.profit_percent.label("plan_profit_percent"),
+        *_WALLET_WITH_PLAN_COLUMNS,
         *_FEATURE_COLUMNS,
         cast_(features.c.pricing_rule, Text).label("pricing_rule_json"),
         apps.c.slug.label("app_slug"),
