@@ -44,9 +44,19 @@ async def wallet_and_plan(conn: AsyncConnection, user_id: str) -> AnyRow | None:
 
 
 async def lock_wallet_and_plan(conn: AsyncConnection, user_id: str) -> AnyRow | None:
-    """The wallet row locked (PostgreSQL; SQLite's write transaction is the lock)."""
-    statement = _wallet_and_plan().where(wallets.c.user_id == user_id).with_for_update(of=wallets)
-    return (await conn.execute(statement)).first()
+    """The wallet row locked (PostgreSQL; SQLite's write transaction is the lock), then
+    read with its plan.
+
+    Two statements, not one ``FOR UPDATE OF wallets`` join: a statement that waited
+    for the lock gets the wallet's newest version but the plans row of its own
+    snapshot, so a plan change committed meanwhile paired the new plan name with the
+    old plan's terms (or none). Under READ COMMITTED the second statement's snapshot
+    is taken after the lock is held.
+    """
+    lock = select(wallets.c.id).where(wallets.c.user_id == user_id).with_for_update()
+    if (await conn.execute(lock)).first() is None:
+        return None
+    return await wallet_and_plan(conn, user_id)
 
 
 async def due_user_ids(
