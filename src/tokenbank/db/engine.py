@@ -9,6 +9,7 @@ database lock instead of both reading a balance and one failing at commit.
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -16,14 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_
 
 from tokenbank.config import Settings
+from tokenbank.db.write_queue import WriteQueue
 
 READ_ONLY_OPTION = "tokenbank_read_only"
+# Each SQLite engine's queue of writers (db/write_queue.py); gone with its engine.
+_write_queues: weakref.WeakKeyDictionary[Engine, WriteQueue] = weakref.WeakKeyDictionary()
 
 
 def normalize_database_url(url: str) -> str:
@@ -146,7 +150,26 @@ def _create_sqlite_engine(url: str, settings: Settings) -> AsyncEngine:
         read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
+    database = make_url(url).database
+    if database is not None:  # always a file (_check_sqlite_path)
+        _write_queues[engine.sync_engine] = WriteQueue(
+            str(Path(database).expanduser().resolve()),
+            timeout_seconds=settings.sqlite_busy_timeout_ms / 1000,
+        )
     return engine
+
+
+@asynccontextmanager
+async def write_turn(engine: AsyncEngine) -> AsyncIterator[None]:
+    """On SQLite, the database's write turn (db/write_queue.py) for the block: take it
+    before ``BEGIN IMMEDIATE`` and keep it until the transaction has ended. Nothing
+    on PostgreSQL, whose writers lock rows, not the database."""
+    queue = _write_queues.get(engine.sync_engine)
+    if queue is None:
+        yield
+        return
+    async with queue.turn():
+        yield
 
 
 @asynccontextmanager
@@ -191,6 +214,10 @@ async def snapshot_read(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 @asynccontextmanager
 async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A writing transaction: committed when the block ends, rolled back on error."""
-    async with engine.begin() as connection:
+    """A writing transaction: committed when the block ends, rolled back on error.
+
+    On SQLite it waits for the write turn holding its connection, as it waited in
+    BEGIN IMMEDIATE before there was a turn to take.
+    """
+    async with engine.connect() as connection, write_turn(engine), connection.begin():
         yield connection

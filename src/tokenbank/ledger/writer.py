@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenbank.clock import Clock
 from tokenbank.config import MAX_WRITE_RETRIES
-from tokenbank.db.engine import write_transaction
+from tokenbank.db.engine import write_transaction, write_turn
 from tokenbank.ledger import handlers, scheduled, spend_caps
 from tokenbank.ledger.batch import FAST_TYPES, FastOperation, apply_fast
 from tokenbank.ledger.errors import ErrorCode
@@ -193,7 +193,7 @@ class LedgerWriter:
             async with write_transaction(self._engine) as conn:
                 yield conn
         else:
-            async with connection.begin():
+            async with write_turn(self._engine), connection.begin():
                 yield connection
 
     async def _apply_all(
