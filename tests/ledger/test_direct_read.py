@@ -9,14 +9,18 @@ tests/security/test_database_faults.py (the very next read after
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbank import ManualClock, TokenService
-from tokenbank.db.engine import read_transaction, write_transaction
+from tokenbank.config import Settings
+from tokenbank.db.engine import create_engine, read_pool, read_transaction, write_transaction
 from tokenbank.ledger.repository import reads
 from tokenbank.plans.service import PlanService
 
@@ -91,3 +95,32 @@ async def test_the_token_process_access_read_matches_sqlalchemys_and_skips_it(
     assert (nobody.user_id, nobody.id, bool(nobody.in_plan)) == (None, None, False)
     outsider = await plans.access("bea", "missing")
     assert outsider.feature is None and not outsider.in_plan and outsider.wallet is not None
+
+
+async def test_the_hot_reads_pool_closes_with_its_engine(database_url: str) -> None:
+    """The asyncpg pool of the hot reads (db/read_pool.py) opens connections when reads
+    need them and closes them when its engine is disposed: none is left behind."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite reads through SQLAlchemy: there is no second pool")
+    async with TokenService(database_url, settings=Settings(), auto_migrate=False) as service:
+        engine = await service.engine()
+        await service.open_wallet("cyd")
+        await asyncio.gather(*(service.get_balance("cyd") for _ in range(4)))
+        pool = read_pool(engine)
+        assert pool is not None
+        assert await _backends(engine) >= 2  # SQLAlchemy's and the read pool's
+    # The service disposed its engine: a fresh engine sees only itself.
+    observer = create_engine(database_url, Settings())
+    try:
+        assert await _backends(observer) == 1
+    finally:
+        await observer.dispose()
+
+
+async def _backends(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        query = text(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND backend_type = 'client backend'"
+        )
+        return int((await conn.execute(query)).scalar_one())

@@ -12,7 +12,6 @@ import functools
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.util import await_
 
 from tokenbank.config import Settings
+from tokenbank.db.read_pool import ReadPool
 from tokenbank.db.write_queue import WriteQueue
 
 READ_ONLY_OPTION = "tokenbank_read_only"
 # Each SQLite engine's queue of writers (db/write_queue.py); gone with its engine.
 _write_queues: weakref.WeakKeyDictionary[Engine, WriteQueue] = weakref.WeakKeyDictionary()
+# Each PostgreSQL engine's pool for the hot reads (db/read_pool.py); closed with it.
+_read_pools: weakref.WeakKeyDictionary[Engine, ReadPool] = weakref.WeakKeyDictionary()
 
 
 def normalize_database_url(url: str) -> str:
@@ -73,15 +75,16 @@ def _create_postgres_engine(url: str, settings: Settings) -> AsyncEngine:
         "application_name": "tokenbank",
         "statement_timeout": str(settings.db_statement_timeout_ms),
     }
+    connect_args = {
+        "server_settings": server_settings,
+        "timeout": settings.db_statement_timeout_ms / 1000,
+    }
     engine = create_async_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_timeout=settings.db_statement_timeout_ms / 1000,
-        connect_args={
-            "server_settings": server_settings,
-            "timeout": settings.db_statement_timeout_ms / 1000,
-        },
+        connect_args=connect_args,
     )
     ping_timeout_seconds = settings.db_statement_timeout_ms / 1000
     event.listen(
@@ -89,11 +92,29 @@ def _create_postgres_engine(url: str, settings: Settings) -> AsyncEngine:
         "checkout",
         functools.partial(_ping_on_checkout, timeout_seconds=ping_timeout_seconds),
     )
+    _add_read_pool(engine, connect_args, settings)
     return engine
 
 
-# Set by tokenbank.db.direct.retried_read: the checkout skips its ping.
-UNPINGED_CHECKOUT: ContextVar[bool] = ContextVar("tokenbank_unpinged_checkout", default=False)
+def _add_read_pool(engine: AsyncEngine, connect_args: dict[str, Any], settings: Settings) -> None:
+    """The hot reads' asyncpg pool, connecting as SQLAlchemy's connections do."""
+    _args, url_kwargs = engine.dialect.create_connect_args(engine.url)
+    pool = ReadPool(
+        {**url_kwargs, **connect_args},
+        max_size=max(2, settings.db_pool_size // 2),
+        timeout_seconds=settings.db_statement_timeout_ms / 1000,
+    )
+    _read_pools[engine.sync_engine] = pool
+
+    @event.listens_for(engine.sync_engine, "engine_disposed")
+    def on_dispose(_engine: Engine) -> None:
+        # AsyncEngine.dispose runs this in its greenlet, where a coroutine may be awaited.
+        await_(pool.close())
+
+
+def read_pool(engine: AsyncEngine) -> ReadPool | None:
+    """The engine's pool for the hot reads: PostgreSQL's; None on SQLite."""
+    return _read_pools.get(engine.sync_engine)
 
 
 def _ping_on_checkout(
@@ -110,8 +131,6 @@ def _ping_on_checkout(
     driver_connection = proxy.driver_connection
     if driver_connection.is_closed():
         raise DisconnectionError("the server closed this pooled connection")
-    if UNPINGED_CHECKOUT.get():
-        return  # a read that runs again on a pinged connection if this one fails
     try:
         await_(driver_connection.fetchrow(";", timeout=timeout_seconds))
     except Exception as error:  # any failure: the pool tries a fresh connection

@@ -29,7 +29,6 @@ from tokenbank.config import (
     Settings,
     get_settings,
 )
-from tokenbank.db.direct import retried_read
 from tokenbank.db.engine import (
     create_engine,
     read_transaction,
@@ -375,7 +374,7 @@ class TokenService:
         """The balance, with what it is made of: paid and promotional tokens, and the
         next expiry. Expired tokens leave at the next spend or sweep."""
         validate_user_id(user_id)
-        return await retried_read(await self.engine(), lambda conn: queries.balance(conn, user_id))
+        return await queries.read_balance(await self.engine(), user_id)
 
     async def get_grants(
         self, user_id: str, *, limit: int = DEFAULT_PAGE_SIZE, offset: int = 0

@@ -29,7 +29,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tokenbank.apps.service import validate_slug
 from tokenbank.clock import Clock, system_clock
 from tokenbank.config import MAX_DESCRIPTION_LENGTH
-from tokenbank.db.direct import retried_read
 from tokenbank.db.engine import read_transaction, write_transaction
 from tokenbank.db.models import ALLOCATION_POLICIES
 from tokenbank.db.rows import AnyRow
@@ -509,8 +508,8 @@ class PlanService:
         """The wallet, the feature and whether the wallet's plan includes it."""
         validate_user_id(user_id)
         validate_feature_id(feature_id)
-        # Every token-process start and end asks: a read that may run again (db/direct.py).
-        return await retried_read(self._engine, lambda conn: _access(conn, user_id, feature_id))
+        # Every token-process start and end asks: directly by asyncpg (db/direct.py).
+        return _access(await ledger_reads.read_access_row(self._engine, user_id, feature_id))
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -565,8 +564,7 @@ def _wallet_access(row: AnyRow) -> WalletAccess:
     )
 
 
-async def _access(conn: AsyncConnection, user_id: str, feature_id: str) -> Access:
-    row = await ledger_reads.access_row(conn, user_id, feature_id)
+def _access(row: AnyRow) -> Access:
     return Access(
         wallet=None if row.user_id is None else _wallet_access(row),
         feature=None if row.id is None else _feature_view(row, json.loads(row.pricing_rule_json)),

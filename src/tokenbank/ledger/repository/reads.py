@@ -21,7 +21,7 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy import cast as cast_
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenbank.db.direct import DirectRead
 from tokenbank.db.models import App, Feature, Plan, PlanFeature
@@ -78,8 +78,16 @@ _WALLET_WITH_GRANTS = DirectRead(
 
 
 async def balance(conn: AsyncConnection, user_id: str) -> BalanceInfo | None:
-    """Directly by asyncpg on read_transaction's connection on PostgreSQL."""
-    rows = await _WALLET_WITH_GRANTS.rows(conn, {"user_id": user_id})
+    """The balance, inside the caller's transaction."""
+    return _balance(await _WALLET_WITH_GRANTS.rows(conn, {"user_id": user_id}))
+
+
+async def read_balance(engine: AsyncEngine, user_id: str) -> BalanceInfo | None:
+    """The balance, read on its own: directly by asyncpg on PostgreSQL."""
+    return _balance(await _WALLET_WITH_GRANTS.read(engine, {"user_id": user_id}))
+
+
+def _balance(rows: Sequence[Any]) -> BalanceInfo | None:
     if not rows:
         return None
     return balance_info(rows[0], [row for row in rows if row.category is not None])
@@ -309,6 +317,14 @@ async def access_row(conn: AsyncConnection, user_id: str, feature_id: str) -> An
     ``in_plan``: whether the wallet's plan includes the feature. The feature's
     pricing rule is ``pricing_rule_json``, its JSON text."""
     rows = await _ACCESS.rows(conn, {"user_id": user_id, "feature_id": feature_id})
+    row: AnyRow = rows[0]
+    return row
+
+
+async def read_access_row(engine: AsyncEngine, user_id: str, feature_id: str) -> AnyRow:
+    """:func:`access_row`, read on its own: directly by asyncpg on PostgreSQL (every
+    token-process start and end asks)."""
+    rows = await _ACCESS.read(engine, {"user_id": user_id, "feature_id": feature_id})
     row: AnyRow = rows[0]
     return row
 
