@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     String,
     Table,
@@ -577,13 +576,14 @@ _LOCK_WITH_GRANTS = (
 # 0.09 ms a batch, bench/PROFILE.md).
 #
 # Under READ COMMITTED, a wallet this statement had to wait for comes back as its
-# newest version (PostgreSQL re-reads a row it locks after a wait), while the grants
-# subquery still reads the statement's snapshot: the grants from before the write it
-# waited for (a credit's new grant missing, say, and the wallet's next expiry then
-# computed without it). Every write of a grant also writes its wallet, so the
-# wallet's version (``xmin``) in the snapshot differs from the locked one exactly
-# when the array may be stale: ``grants_current`` says which, and those wallets'
-# grants are read again under the lock.
+# newest version (PostgreSQL re-reads a row it locks after a wait, and computes the
+# row's expressions again), while a subquery still reads the statement's snapshot:
+# the grants from before the write it waited for (a credit's new grant missing, say,
+# and the wallet's next expiry then computed without it). Every write of a grant also
+# writes its wallet, so the wallet's version (``xmin``) in the snapshot differs from
+# the locked one exactly when the subquery's grants may be stale; for those wallets
+# the grants come from ``tokenbank_live_grants`` (migration 0014), a VOLATILE function,
+# which reads them with a snapshot of its own, taken after the wait.
 _SNAPSHOT_WALLET = wallets.alias("snapshot_wallet")
 _GRANTS_CURRENT = (
     select(literal_column("snapshot_wallet.xmin") == literal_column("wallets.xmin"))
@@ -596,11 +596,18 @@ _LIVE_GRANTS_ARRAY = func.array(
     .order_by(grants.c.id)
     .scalar_subquery()
 )
+_LIVE_GRANTS_NOW = func.tokenbank_live_grants(wallets.c.id).table_valued(
+    *(column.name for column in _GRANT_COLUMNS)
+)
+_LIVE_GRANTS_NOW_ARRAY = func.array(
+    select(tuple_(*_LIVE_GRANTS_NOW.c)).select_from(_LIVE_GRANTS_NOW).scalar_subquery()
+)
 _LOCK_WITH_GRANTS_POSTGRES = (
     select(
         *_LOCKED_WALLET_COLUMNS,
-        _LIVE_GRANTS_ARRAY.label("live_grants"),
-        _GRANTS_CURRENT.label("grants_current"),
+        case((_GRANTS_CURRENT, _LIVE_GRANTS_ARRAY), else_=_LIVE_GRANTS_NOW_ARRAY).label(
+            "live_grants"
+        ),
     )
     .where(wallets.c.user_id == func.any(bindparam("user_ids", type_=postgresql.ARRAY(String))))
     .order_by(wallets.c.id)
@@ -608,14 +615,6 @@ _LOCK_WITH_GRANTS_POSTGRES = (
 )
 # (id, category, priority, expires_at, remaining_tokens)
 GrantTuple = tuple[int, str, int, datetime | None, int]
-_LIVE_GRANTS_OF = (
-    select(grants.c.wallet_id, *_GRANT_COLUMNS)
-    .where(
-        grants.c.wallet_id == func.any(bindparam("wallet_ids", type_=postgresql.ARRAY(BigInteger))),
-        grants.c.live == true(),
-    )
-    .order_by(grants.c.wallet_id, grants.c.id)
-)
 
 
 async def lock_wallets_with_grants(
@@ -623,14 +622,9 @@ async def lock_wallets_with_grants(
 ) -> list[tuple[AnyRow, list[GrantTuple]]]:
     """Read and lock the wallets of a batch: each with its live grants, oldest first."""
     if not is_sqlite(conn):
-        rows = list(await conn.execute(_LOCK_WITH_GRANTS_POSTGRES, {"user_ids": user_ids}))
-        stale = [int(row.id) for row in rows if not row.grants_current]
-        fresh: dict[int, list[GrantTuple]] = {wallet_id: [] for wallet_id in stale}
-        if stale:  # read again under the lock (see _LOCK_WITH_GRANTS_POSTGRES)
-            for grant in await conn.execute(_LIVE_GRANTS_OF, {"wallet_ids": stale}):
-                fresh[int(grant.wallet_id)].append(tuple(grant)[1:])
+        rows = await conn.execute(_LOCK_WITH_GRANTS_POSTGRES, {"user_ids": user_ids})
         # asyncpg decodes the records' timestamps as aware UTC datetimes.
-        return [(row, fresh.get(int(row.id), list(row.live_grants))) for row in rows]
+        return [(row, list(row.live_grants)) for row in rows]
     locked: dict[int, tuple[AnyRow, list[GrantTuple]]] = {}
     for row in await conn.execute(_LOCK_WITH_GRANTS, {"user_ids": user_ids}):
         _, live = locked.setdefault(row.id, (row, []))
