@@ -17,6 +17,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from tests.support.locks import until_someone_waits
 from tokenbank import ManualClock, TokenService
 from tokenbank.db.engine import write_transaction
 from tokenbank.ledger import handlers
@@ -24,12 +25,6 @@ from tokenbank.ledger.operations import Credit, Debit
 from tokenbank.ledger.writer import LedgerWriter
 
 WAIT_FOR_THE_LOCK_S = 0.5  # long enough for the kernel's statement to be waiting
-
-
-async def _waiting_on_a_lock(service: TokenService) -> bool:
-    async with (await service.engine()).connect() as conn:
-        query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-        return int((await conn.execute(query)).scalar_one()) > 0
 
 
 async def test_a_kernel_debit_that_waited_for_a_credit_sees_its_grant(
@@ -50,12 +45,8 @@ async def test_a_kernel_debit_that_waited_for_a_credit_sees_its_grant(
         assert (await handlers.credit(conn, credit, clock())).success
         # ...while a batch with a debit of the same wallet starts and waits for it.
         debit = asyncio.create_task(writer.apply([Debit(user_id="ida", amount_tokens=10)]))
-        for _ in range(int(WAIT_FOR_THE_LOCK_S / 0.05)):
-            await asyncio.sleep(0.05)
-            if await _waiting_on_a_lock(service):
-                break
+        assert await until_someone_waits(engine, at_most_s=WAIT_FOR_THE_LOCK_S)
         assert not debit.done()
-        assert await _waiting_on_a_lock(service)
     (result,) = await debit
     assert result.success
     balance = await service.get_balance("ida")

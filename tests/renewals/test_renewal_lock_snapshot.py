@@ -11,14 +11,12 @@ writer: nothing waits, nothing races.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
 
+from tests.support.locks import until_someone_waits
 from tokenbank import ManualClock, TokenService
-from tokenbank.config import Settings
 from tokenbank.db.engine import write_transaction
 from tokenbank.ledger.repository.writes import set_wallet_plan
 from tokenbank.plans.service import PlanService
@@ -28,26 +26,13 @@ JOINED = datetime(2026, 1, 31, 9, 30, tzinfo=UTC)
 WAIT_FOR_THE_LOCK_S = 2.0  # at most: long enough for the renewal to be waiting
 
 
-@pytest.fixture
-async def bank(database_url: str, clock: ManualClock) -> AsyncIterator[TokenService]:
-    clock.set(JOINED)
-    async with TokenService(
-        database_url, settings=Settings(), clock=clock, welcome_bonus_tokens=0, auto_migrate=False
-    ) as service:
-        yield service
-
-
-async def _waiting_on_a_lock(service: TokenService) -> bool:
-    async with (await service.engine()).connect() as conn:
-        query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-        return int((await conn.execute(query)).scalar_one()) > 0
-
-
 async def test_a_renewal_that_waited_for_a_plan_change_renews_the_new_plan(
-    bank: TokenService, clock: ManualClock, engine_name: str
+    service: TokenService, clock: ManualClock, engine_name: str
 ) -> None:
     if engine_name != "postgresql":
         pytest.skip("SQLite has one writer: nothing waits for a wallet's lock")
+    bank = service
+    clock.set(JOINED)
     plans = PlanService(await bank.engine(), clock=clock)
     await plans.create_plan("gift", monthly_allocation_tokens=100)
     await plans.create_plan("pro", monthly_allocation_tokens=2_000)
@@ -61,12 +46,8 @@ async def test_a_renewal_that_waited_for_a_plan_change_renews_the_new_plan(
         assert await set_wallet_plan(conn, "ann", "pro", clock())
         # ...while a renewal of the same wallet starts and waits for it.
         renewal = asyncio.create_task(renewals.renew_user("ann"))
-        for _ in range(int(WAIT_FOR_THE_LOCK_S / 0.05)):
-            await asyncio.sleep(0.05)
-            if await _waiting_on_a_lock(bank):
-                break
+        assert await until_someone_waits(await bank.engine(), at_most_s=WAIT_FOR_THE_LOCK_S)
         assert not renewal.done()
-        assert await _waiting_on_a_lock(bank)
     result = await renewal
     # Joining pro started its periods now, and its first allocation is what is due.
     assert result.success, result
