@@ -86,9 +86,7 @@ class ReadPool:
             pool = await self._opened()
             async with pool.acquire(timeout=self._timeout_seconds) as connection:
                 try:
-                    records: list[AttributeRecord] = await connection.fetch(
-                        sql, *arguments, record_class=AttributeRecord
-                    )
+                    records: list[AttributeRecord] = await connection.fetch(sql, *arguments)
                     return records
                 except Exception as error:
                     if not (isinstance(error, _CONNECTION_ERRORS) or _closed(connection)):

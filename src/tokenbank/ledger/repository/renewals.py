@@ -13,6 +13,7 @@ from tokenbank.db.models import Plan
 from tokenbank.db.rows import AnyRow
 from tokenbank.ledger.repository.tables import grants, wallets
 from tokenbank.ledger.repository.tables import plan_renewals as renewals
+from tokenbank.ledger.repository.writes import lock_wallets
 
 plans = cast(Table, Plan.__table__)
 
@@ -53,8 +54,7 @@ async def lock_wallet_and_plan(conn: AsyncConnection, user_id: str) -> AnyRow | 
     old plan's terms (or none). Under READ COMMITTED the second statement's snapshot
     is taken after the lock is held.
     """
-    lock = select(wallets.c.id).where(wallets.c.user_id == user_id).with_for_update()
-    if (await conn.execute(lock)).first() is None:
+    if not await lock_wallets(conn, [user_id]):
         return None
     return await wallet_and_plan(conn, user_id)
 
