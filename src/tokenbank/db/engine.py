@@ -23,6 +23,7 @@ from sqlalchemy.util import await_
 
 from tokenbank.config import Settings
 from tokenbank.db.read_pool import ReadPool
+from tokenbank.db.sqlite_driver import one_hop_connector
 from tokenbank.db.write_queue import WriteQueue
 
 READ_ONLY_OPTION = "tokenbank_read_only"
@@ -143,7 +144,7 @@ def _create_sqlite_engine(url: str, settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=0,
         pool_timeout=settings.sqlite_busy_timeout_ms / 1000,
-        connect_args={"timeout": settings.sqlite_busy_timeout_ms / 1000},
+        async_creator=one_hop_connector(url, {"timeout": settings.sqlite_busy_timeout_ms / 1000}),
     )
     pragmas = (
         "PRAGMA journal_mode=WAL",
