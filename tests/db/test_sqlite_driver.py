@@ -1,9 +1,14 @@
-"""SQLite's connections run each statement in one hop to their thread
-(db/sqlite_driver.py), and still answer as a DB-API cursor does: the rows of a
-SELECT, the rowcount of an UPDATE, the ids of a RETURNING, errors as SQLAlchemy's."""
+"""SQLite's connections (db/sqlite_driver.py) run a statement in one hop to their
+thread, and a writing transaction's statements (BEGIN IMMEDIATE when the lock is
+free, through COMMIT) on the caller's thread; either way they answer as a DB-API
+cursor does: the rows of a SELECT, the rowcount of an UPDATE, the ids of a
+RETURNING, errors as SQLAlchemy's."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbank.config import Settings
-from tokenbank.db.engine import create_engine, read_transaction, write_transaction
+from tokenbank.db.engine import create_engine, read_transaction, write_transaction, write_turn
 from tokenbank.db.sqlite_driver import OneHopConnection
 
 
@@ -33,21 +38,55 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> list[Callable[..., Any]]:
     sent: list[Callable[..., Any]] = []
     original = OneHopConnection._execute
 
-    async def counted(self: OneHopConnection, fn: Callable[..., Any], *args: Any) -> Any:
+    async def counted(
+        self: OneHopConnection, fn: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
         sent.append(fn)
-        return await original(self, fn, *args)
+        return await original(self, fn, *args, **kwargs)
 
     monkeypatch.setattr(OneHopConnection, "_execute", counted)
     return sent
 
 
-async def test_a_statement_is_one_hop(engine: AsyncEngine, hops: list[Any]) -> None:
+async def test_a_read_is_one_hop_per_statement(engine: AsyncEngine, hops: list[Any]) -> None:
     async with write_transaction(engine) as conn:
-        hops.clear()  # past BEGIN IMMEDIATE
         await conn.execute(text("INSERT INTO t (n) VALUES (1), (2), (3)"))
+    async with read_transaction(engine) as conn:
+        hops.clear()  # past BEGIN
         rows = (await conn.execute(text("SELECT n FROM t ORDER BY n"))).all()
-        assert len(hops) == 2  # aiosqlite's cursor took four: open, execute, fetch, close
+        assert len(hops) == 1  # aiosqlite's cursor took four: open, execute, fetch, close
     assert [row.n for row in rows] == [1, 2, 3]
+
+
+async def test_a_writing_transaction_makes_no_hop(engine: AsyncEngine, hops: list[Any]) -> None:
+    async with engine.connect() as conn:
+        hops.clear()  # past the checkout
+        async with write_turn(engine), conn.begin():
+            await conn.execute(text("INSERT INTO t (n) VALUES (1), (2), (3)"))
+            rows = (await conn.execute(text("SELECT n FROM t ORDER BY n"))).all()
+        assert hops == []  # each hop waits for the event loop, holding the write lock
+    assert [row.n for row in rows] == [1, 2, 3]
+    async with read_transaction(engine) as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM t"))).scalar_one() == 3
+
+
+async def test_a_writer_waits_for_another_programs_lock_in_its_thread(
+    engine: AsyncEngine, tmp_path: Path, hops: list[Any]
+) -> None:
+    """Another program (no write turn) holds SQLite's lock: BEGIN IMMEDIATE waits for
+    it in the connection's thread, up to the busy timeout, not on the event loop."""
+    other = sqlite3.connect(tmp_path / "bank.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    asyncio.get_running_loop().call_later(0.2, other.rollback)
+    started = time.monotonic()
+    async with engine.connect() as conn:
+        hops.clear()
+        async with write_turn(engine), conn.begin():
+            await conn.execute(text("INSERT INTO t (n) VALUES (7)"))
+    other.close()
+    assert time.monotonic() - started >= 0.2
+    # The wait, in the thread; then only the pool's rollback as the connection returns.
+    assert [getattr(fn, "__name__", fn) for fn in hops] == ["execute", "rollback"]
 
 
 async def test_rowcounts_ids_and_rows(engine: AsyncEngine) -> None:

@@ -1,28 +1,42 @@
-"""aiosqlite connections whose statements cost one thread hop each (issue 15).
+"""SQLite connections that spend as little as possible of the write lock's time
+waiting for the event loop (issue 15).
 
 aiosqlite runs every call on the connection's own thread and hands the result back
-to the event loop: a hop each way. SQLAlchemy's adapter makes four such calls per
-statement (open a cursor, execute, fetch all, close), and a hop is the expensive
-part of a SQLite statement here: a debit batch on SQLite measured 4 ms of wall time
-for 8 debits, most of it in those hops, while it held the database's one write
-lock (bench/PROFILE.md).
+to the event loop, and SQLAlchemy's adapter makes four such calls per statement
+(open a cursor, execute, fetch all, close). Each comes back only when the event loop
+next gets to it, which under load is after the other requests' work of that turn:
+a debit batch held the database's one write lock for about 4 ms, most of it
+waiting so, while the other server process waited for the lock (bench/PROFILE.md).
 
-:class:`OneHopConnection` is aiosqlite's connection with one change: its cursors
-run execute, fetch and close as one function on the connection's thread, and keep
-the rows for the adapter's fetch. Everything else (the thread, its queue, commit,
-rollback, close, which SQLAlchemy's adapter reaches into as well) is aiosqlite's.
+:class:`OneHopConnection` is aiosqlite's connection with two changes:
+
+- A statement is one call on the connection's thread (execute, fetch, close), its
+  rows kept for the adapter's fetch. Reads run so: they may be long (a history
+  page), and the event loop goes on serving meanwhile.
+- Inside a writing transaction everything runs on the caller's thread, without a
+  hop: ``BEGIN IMMEDIATE`` (tried with no busy wait; if another program holds the
+  lock, it waits in the thread, up to the busy timeout), the statements, and the
+  ``COMMIT`` with its sync. Nothing in there waits for a lock (the transaction holds
+  the database's), and every moment of it is a moment no other writer can write:
+  a few hundred microseconds of the event loop's time, against a turn of the loop
+  per hop.
+
+Everything else (the thread, its queue, connect, close, which SQLAlchemy's adapter
+reaches into as well) is aiosqlite's.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import make_url
 
+_T = TypeVar("_T")
+BEGIN_WRITING = "BEGIN IMMEDIATE"
 # What a cursor reports after a statement: description, rowcount, lastrowid, rows.
 _Outcome = tuple[Any, int, int | None, list[Any]]
 
@@ -47,6 +61,10 @@ class OneHopCursor:
         return None
 
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> OneHopCursor:
+        if sql == BEGIN_WRITING:
+            await self._connection.begin_writing()
+            return self
+
         def run(cursor: sqlite3.Cursor) -> None:
             if parameters is None:
                 cursor.execute(sql)
@@ -87,20 +105,68 @@ class OneHopCursor:
             finally:
                 cursor.close()
 
-        outcome: _Outcome = await connection._execute(in_thread)  # type: ignore[no-untyped-call]
+        if connection.writing:
+            outcome = in_thread()
+        else:
+            outcome = await connection._execute(in_thread)  # type: ignore[no-untyped-call]
         self.description, self.rowcount, self.lastrowid, self._rows = outcome
 
 
 class OneHopConnection(aiosqlite.Connection):
+    # Inside BEGIN IMMEDIATE ... COMMIT: statements run on the caller's thread.
+    writing = False
+    _busy_timeout_ms: int | None = None
+
     def cursor(self) -> OneHopCursor:  # type: ignore[override]  # no hop to open one
         return OneHopCursor(self)
+
+    def run_writing(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``work`` on the sqlite3 connection, now: only inside a writing transaction,
+        where nothing waits for a lock (this connection holds the database's)."""
+        if not self.writing:
+            raise RuntimeError("run_writing outside BEGIN IMMEDIATE ... COMMIT")
+        return work(self._conn)
+
+    async def begin_writing(self) -> None:
+        if not self._begin_now():
+            await self._execute(self._conn.execute, BEGIN_WRITING)  # type: ignore[no-untyped-call]
+        self.writing = True
+
+    def _begin_now(self) -> bool:
+        connection = self._conn
+        if self._busy_timeout_ms is None:
+            (self._busy_timeout_ms,) = connection.execute("PRAGMA busy_timeout").fetchone()
+        connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            connection.execute(BEGIN_WRITING)
+            return True
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+            return False
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+
+    async def commit(self) -> None:
+        if self.writing:
+            self.writing = False
+            self._conn.commit()
+        else:
+            await super().commit()
+
+    async def rollback(self) -> None:
+        if self.writing:
+            self.writing = False
+            self._conn.rollback()
+        else:
+            await super().rollback()
 
 
 def one_hop_connector(url: str, connect_args: dict[str, Any]) -> Callable[[], Any]:
     """``create_async_engine``'s ``async_creator``: the connection SQLAlchemy's
     aiosqlite dialect would open for ``url``, as a :class:`OneHopConnection`."""
     args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(make_url(url))
-    kwargs = {**kwargs, **connect_args}
+    kwargs = {**kwargs, **connect_args, "check_same_thread": False}
     open_sqlite: Callable[..., sqlite3.Connection] = sqlite3.connect
 
     async def connect() -> OneHopConnection:

@@ -47,8 +47,7 @@ from tokenbank.ledger.batch_state import (
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.operations import CaptureHold, Credit, Debit, PlaceHold
 from tokenbank.ledger.repository import batch_holds as hold_repo
-from tokenbank.ledger.repository import batch_postgres
-from tokenbank.ledger.repository import grants as grant_repo
+from tokenbank.ledger.repository import batch_postgres, batch_sqlite
 from tokenbank.ledger.repository import writes as repo
 from tokenbank.ledger.results import HoldResult, LedgerResult, OperationResult, refused_operation
 
@@ -320,31 +319,23 @@ async def _write(
             now=batch.now,
         )
     else:
-        await repo.apply_wallet_deltas(conn, changes)
-        # Before the headers: a capture's names its hold.
-        await hold_repo.write_holds(conn, batch.placed_holds, batch.captured_holds)
-        await _write_grants(conn, batch, deltas)
-        entry_ids = (
-            await repo.insert_batch(conn, batch.legs, _uniform(batch.headers)) if batch.legs else {}
+        entry_ids = await batch_sqlite.write_batch(
+            conn,
+            changes=changes,
+            legs=batch.legs,
+            grants_added=batch.new_grants,
+            grant_deltas=deltas,
+            movements=batch.movements,
+            headers=_uniform(batch.headers),
+            key_rows=batch.key_rows,
+            placed_holds=batch.placed_holds,
+            captured_holds=batch.captured_holds,
+            now=batch.now,
         )
-        if batch.key_rows:
-            await repo.record_keys(conn, batch.key_rows)
     for position, transaction_id in batch.pending_entry.items():
         result = batch.results[position]
         if isinstance(result, OperationResult | HoldResult) and transaction_id in entry_ids:
             batch.results[position] = replace(result, ledger_entry_id=entry_ids[transaction_id])
-
-
-async def _write_grants(
-    conn: AsyncConnection, batch: KernelBatch, deltas: list[dict[str, int]]
-) -> None:
-    """Before the headers: their trigger checks the grants against the wallets."""
-    if batch.new_grants:
-        await grant_repo.insert_grants(conn, batch.new_grants)
-    if deltas:
-        await grant_repo.add_to_grants(conn, deltas)
-    if batch.movements:
-        await grant_repo.insert_movements(conn, batch.movements)
 
 
 def _uniform(headers: list[dict[str, Any]]) -> list[dict[str, Any]]:

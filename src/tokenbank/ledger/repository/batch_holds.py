@@ -1,12 +1,10 @@
-"""The batch kernel's hold statements: the holds a batch captures, read and locked up
-front; on SQLite, the holds it places and captures (PostgreSQL writes them inside
-``batch_postgres``'s statement)."""
+"""The batch kernel's hold statement: the holds a batch captures, read and locked up
+front (the holds it places and captures are written with its other rows, by
+``batch_postgres`` and ``batch_sqlite``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import String, bindparam, func, insert, select, update
+from sqlalchemy import String, bindparam, func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -41,31 +39,9 @@ _LOCK_HOLDS_POSTGRES = (
     .order_by(holds.c.id)
     .with_for_update(of=holds)
 )
-_CAPTURE = (
-    update(holds)
-    .where(holds.c.id == bindparam("hold_id"), holds.c.status == "pending")
-    .values(
-        status="captured",
-        captured_tokens=bindparam("captured_tokens"),
-        resolved_at=bindparam("resolved_at"),
-    )
-)
 
 
 async def lock_holds(conn: AsyncConnection, hold_ids: list[str]) -> dict[str, AnyRow]:
     """The holds by id (those that exist), each with its wallet's user, locked."""
     statement = _LOCK_HOLDS if is_sqlite(conn) else _LOCK_HOLDS_POSTGRES
     return {row.id: row for row in await conn.execute(statement, {"hold_ids": hold_ids})}
-
-
-async def write_holds(
-    conn: AsyncConnection, placed: list[dict[str, Any]], captured: list[dict[str, Any]]
-) -> None:
-    """SQLite: insert the placed holds (rows of the holds table) and settle the captured
-    ones (``hold_id``, ``captured_tokens``, ``resolved_at``)."""
-    if placed:
-        await conn.execute(insert(holds), placed)
-    if captured:
-        result = await conn.execute(_CAPTURE, captured)
-        if result.rowcount != len(captured):  # locked as pending: cannot happen
-            raise RuntimeError("a hold the batch captured was no longer pending")

@@ -65,10 +65,6 @@ async def insert_grant(conn: AsyncConnection, values: dict[str, Any]) -> int:
     return int((await conn.execute(statement, values)).scalar_one())
 
 
-async def insert_grants(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    await conn.execute(insert(grants), rows)
-
-
 async def add_to_grants(conn: AsyncConnection, deltas: list[dict[str, int]]) -> None:
     """Change remainders: ``{"grant_id": id, "delta": tokens}`` each."""
     await conn.execute(_ADD_TO_GRANT, deltas)

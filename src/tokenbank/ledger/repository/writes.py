@@ -32,7 +32,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.engine import is_sqlite
 from tokenbank.db.rows import AnyRow
-from tokenbank.db.types import UTCDateTime
 from tokenbank.ledger.repository.tables import (
     costs,
     entries,
@@ -681,45 +680,6 @@ async def transactions_by_keys(
     return {
         (row.idempotency_scope, row.idempotency_key): row for row in await conn.execute(statement)
     }
-
-
-async def apply_wallet_deltas(conn: AsyncConnection, changes: list[dict[str, Any]]) -> None:
-    """One UPDATE per changed wallet, sent as one executemany.
-
-    Deltas are relative, so the CHECK constraints judge the real final row; the
-    wallets were locked by :func:`lock_wallets`, so the decisions made on the read
-    values still hold.
-    """
-    statement = (
-        update(wallets)
-        .where(wallets.c.id == bindparam("wallet_id"))
-        .values(
-            balance_tokens=wallets.c.balance_tokens + bindparam("balance_delta"),
-            spent_tokens=wallets.c.spent_tokens + bindparam("spent_delta"),
-            held_tokens=wallets.c.held_tokens + bindparam("held_delta"),
-            status=bindparam("new_status"),
-            suspended_reason=bindparam("new_reason"),
-            next_grant_event_at=bindparam("next_event_at", type_=UTCDateTime()),
-            updated_at=bindparam("now"),
-        )
-    )
-    await conn.execute(statement, changes)
-
-
-async def insert_batch(
-    conn: AsyncConnection, legs: list[dict[str, Any]], headers: list[dict[str, Any]]
-) -> dict[str, int]:
-    """Write a batch's entries, then the headers that seal them; wallet entry ids by
-    transaction id."""
-    # Parameter lists, not .values(rows): one statement whose compiled form is cached
-    # (SQLAlchemy's "insertmanyvalues" batches the rows at execution). A multi-row
-    # .values() is compiled afresh for every batch, which cost a quarter of the CPU.
-    statement = insert(entries).returning(
-        entries.c.id, entries.c.transaction_id, entries.c.wallet_id
-    )
-    rows = (await conn.execute(statement, legs)).all()
-    await conn.execute(insert(transactions), headers)
-    return {row.transaction_id: int(row.id) for row in rows if row.wallet_id is not None}
 
 
 # --- the idempotency key registry --------------------------------------------------------
