@@ -23,7 +23,7 @@ from sqlalchemy.util import await_
 
 from tokenbank.config import Settings
 from tokenbank.db.read_pool import ReadPool
-from tokenbank.db.sqlite_driver import BEGIN_WRITING, one_hop_connector
+from tokenbank.db.sqlite_driver import BEGIN_READING, BEGIN_WRITING, one_hop_connector
 from tokenbank.db.write_queue import WriteQueue
 
 READ_ONLY_OPTION = "tokenbank_read_only"
@@ -168,7 +168,7 @@ def _create_sqlite_engine(url: str, settings: Settings) -> AsyncEngine:
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Connection) -> None:
         read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
-        connection.exec_driver_sql("BEGIN" if read_only else BEGIN_WRITING)
+        connection.exec_driver_sql(BEGIN_READING if read_only else BEGIN_WRITING)
 
     database = make_url(url).database
     if database is not None:  # always a file (_check_sqlite_path)

@@ -37,6 +37,7 @@ from sqlalchemy.engine import make_url
 
 _T = TypeVar("_T")
 BEGIN_WRITING = "BEGIN IMMEDIATE"
+BEGIN_READING = "BEGIN"
 # What a cursor reports after a statement: description, rowcount, lastrowid, rows.
 _Outcome = tuple[Any, int, int | None, list[Any]]
 
@@ -63,6 +64,9 @@ class OneHopCursor:
     async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> OneHopCursor:
         if sql == BEGIN_WRITING:
             await self._connection.begin_writing()
+            return self
+        if sql == BEGIN_READING:
+            self._connection.begin_reading()
             return self
 
         def run(cursor: sqlite3.Cursor) -> None:
@@ -115,6 +119,8 @@ class OneHopCursor:
 class OneHopConnection(aiosqlite.Connection):
     # Inside BEGIN IMMEDIATE ... COMMIT: statements run on the caller's thread.
     writing = False
+    # Inside BEGIN ... COMMIT of a read: its end runs on the caller's thread.
+    reading = False
     _busy_timeout_ms: int | None = None
 
     def cursor(self) -> OneHopCursor:  # type: ignore[override]  # no hop to open one
@@ -147,19 +153,26 @@ class OneHopConnection(aiosqlite.Connection):
         finally:
             connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
 
+    def begin_reading(self) -> None:
+        """A deferred BEGIN takes no lock (the first read takes the snapshot): now."""
+        self._conn.execute(BEGIN_READING)
+        self.reading = True
+
     async def commit(self) -> None:
-        if self.writing:
-            self.writing = False
-            self._conn.commit()
-        else:
-            await super().commit()
+        await self._end(self._conn.commit)
 
     async def rollback(self) -> None:
-        if self.writing:
-            self.writing = False
-            self._conn.rollback()
-        else:
-            await super().rollback()
+        await self._end(self._conn.rollback)
+
+    async def _end(self, end: Callable[[], None]) -> None:
+        """A write's COMMIT (its sync) and a read's end (no lock waited for, no I/O)
+        now; nothing at all outside a transaction (the pool's rollback on return)."""
+        inline = self.writing or self.reading
+        self.writing = self.reading = False
+        if inline:
+            end()
+        elif self._connection is not None and self._conn.in_transaction:
+            await self._execute(end)  # type: ignore[no-untyped-call]
 
 
 def one_hop_connector(url: str, connect_args: dict[str, Any]) -> Callable[[], Any]:
