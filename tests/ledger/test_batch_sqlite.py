@@ -51,7 +51,7 @@ async def _write_keys(engine: AsyncEngine, keys: list[dict[str, Any]]) -> None:
             conn,
             changes=[],
             legs=[],
-            grants_added=[],
+            grants=[],
             grant_deltas=[],
             movements=[],
             headers=[],

@@ -13,7 +13,8 @@ capture twelve; this kernel instead
    per-operation handlers (several operations on one wallet are judged one after
    another against the running balance; holds and captures in ``batch_holds``);
 4. writes the wallets' relative updates, the holds, the grants, the entries, the
-   keys and the headers (two statements on PostgreSQL, ``batch_postgres``).
+   keys and the headers (two statements on PostgreSQL, ``batch_postgres``; sqlite3's
+   ``executemany`` on SQLite, ``batch_sqlite``).
 
 The database still judges the result: the CHECK constraints see the final rows
 and the triggers see every transaction. Anything the kernel does not settle
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -304,41 +304,21 @@ async def _write(
     if not changes:
         return
     deltas = [{"grant_id": grant_id, "delta": d} for grant_id, d in batch.grant_deltas.items()]
-    if not is_sqlite(conn):
-        entry_ids = await batch_postgres.write_batch(
-            conn,
-            changes=changes,
-            legs=batch.legs,
-            grants=batch.new_grants,
-            grant_deltas=deltas,
-            movements=batch.movements,
-            headers=batch.headers,
-            key_rows=batch.key_rows,
-            placed_holds=batch.placed_holds,
-            captured_holds=batch.captured_holds,
-            now=batch.now,
-        )
-    else:
-        entry_ids = await batch_sqlite.write_batch(
-            conn,
-            changes=changes,
-            legs=batch.legs,
-            grants_added=batch.new_grants,
-            grant_deltas=deltas,
-            movements=batch.movements,
-            headers=_uniform(batch.headers),
-            key_rows=batch.key_rows,
-            placed_holds=batch.placed_holds,
-            captured_holds=batch.captured_holds,
-            now=batch.now,
-        )
+    write_batch = batch_sqlite.write_batch if is_sqlite(conn) else batch_postgres.write_batch
+    entry_ids = await write_batch(
+        conn,
+        changes=changes,
+        legs=batch.legs,
+        grants=batch.new_grants,
+        grant_deltas=deltas,
+        movements=batch.movements,
+        headers=batch.headers,
+        key_rows=batch.key_rows,
+        placed_holds=batch.placed_holds,
+        captured_holds=batch.captured_holds,
+        now=batch.now,
+    )
     for position, transaction_id in batch.pending_entry.items():
         result = batch.results[position]
         if isinstance(result, OperationResult | HoldResult) and transaction_id in entry_ids:
             batch.results[position] = replace(result, ledger_entry_id=entry_ids[transaction_id])
-
-
-def _uniform(headers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A multi-row INSERT needs the same columns in every row."""
-    columns = {column for header in headers for column in header}
-    return [{column: header.get(column) for column in columns} for header in headers]

@@ -8,9 +8,9 @@ building and processing parameters row by row; here each is one ``executemany`` 
 rows made directly, with the same SQL SQLAlchemy compiles (cached per table and
 columns) and the same value conversions (each column type's own bind processor).
 
-The CHECK constraints and triggers judge every row as on the generic path, and a
-refused row raises SQLAlchemy's ``IntegrityError``, so the writer falls back to
-one operation at a time as it does there.
+The CHECK constraints and triggers judge every row as they judge the per-operation
+path's, and a refused row raises SQLAlchemy's ``IntegrityError``: the writer rolls
+the batch back and applies it one operation at a time, as on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from tokenbank.db.sqlite_driver import OneHopConnection
 from tokenbank.ledger.repository.tables import (
     entries,
     grant_movements,
-    grants,
     holds,
     idempotency_keys,
     transactions,
     wallets,
 )
+from tokenbank.ledger.repository.tables import grants as grants_table
 
 Processor = Callable[[Any], Any] | None
 
@@ -121,7 +121,7 @@ async def write_batch(
     *,
     changes: list[dict[str, Any]],
     legs: list[dict[str, Any]],
-    grants_added: list[dict[str, Any]],
+    grants: list[dict[str, Any]],
     grant_deltas: list[dict[str, int]],
     movements: list[dict[str, Any]],
     headers: list[dict[str, Any]],
@@ -130,8 +130,8 @@ async def write_batch(
     captured_holds: list[dict[str, Any]],
     now: datetime,
 ) -> dict[str, int]:
-    """Write a batch's wallet changes, holds, grants, entries, keys and headers, in
-    the generic path's order; wallet entry ids by transaction id."""
+    """Write a batch's wallet changes, holds, grants, entries, headers and keys;
+    wallet entry ids by transaction id."""
     dialect = conn.dialect
     next_event = functools.partial(_at, _processor(wallets, "next_grant_event_at", dialect))
     updated = _at(_processor(wallets, "updated_at", dialect), now)
@@ -152,17 +152,17 @@ async def write_batch(
     captures = [
         (c["captured_tokens"], resolved(c["resolved_at"]), c["hold_id"]) for c in captured_holds
     ]
-    # The generic path's order: a capture's header names its hold, and the header
+    # The per-operation path's order: a capture's header names its hold, and the header
     # trigger checks the grants against the wallets.
     before_captures = [(_WALLET_CHANGES, wallet_changes), _inserting(holds, placed_holds, dialect)]
     grant_steps = [
-        _inserting(grants, grants_added, dialect),
+        _inserting(grants_table, grants, dialect),
         (_GRANT_CHANGES, [(d["delta"], d["grant_id"]) for d in grant_deltas]),
         _inserting(grant_movements, movements, dialect),
     ]
     entry_insert = _insert(entries, _columns(legs), dialect) if legs else None
     last_steps = [
-        _inserting(transactions, headers, dialect),
+        _inserting(transactions, _uniform(headers), dialect),
         _inserting(idempotency_keys, key_rows, dialect),
     ]
 
@@ -181,6 +181,13 @@ async def write_batch(
     driver = (await conn.get_raw_connection()).driver_connection
     assert isinstance(driver, OneHopConnection)
     return _as_sqlalchemy_errors(driver, run)
+
+
+def _uniform(headers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One INSERT for all headers: the same columns in every row (a capture's names
+    its hold, a debit's has none)."""
+    columns = {column for header in headers for column in header}
+    return [{column: header.get(column) for column in columns} for header in headers]
 
 
 def _run_steps(cursor: sqlite3.Cursor, steps: Sequence[_Step]) -> None:
