@@ -100,10 +100,11 @@ HEALTH_TIMEOUT_S = 60.0
 # After the settle, how long the job workers' sweeps may still take to expire every
 # grant past its expiry (the harness loads both cores: a pass can run late).
 EXPIRY_WAIT_S = 10.0
+# Both engines: the cutoff is bound (now less the grace), in the column's own format.
 UNEXPIRED_COUNT_SQL = (
-    "SELECT COUNT(*) FROM grants WHERE remaining_tokens > 0"
-    " AND expires_at < CURRENT_TIMESTAMP - INTERVAL '2 seconds'"
+    "SELECT COUNT(*) FROM grants WHERE remaining_tokens > 0 AND expires_at < :cutoff"
 )
+EXPIRY_GRACE_S = 2.0
 RETRY_GRACE_S = 30.0  # how long unknown outcomes are retried after the last kill
 MIN_UPTIME_S = 0.3  # the server serves at least this long between kills
 # Operations that commit a keyed write: their key must be in idempotency_keys.
@@ -246,6 +247,16 @@ class JobWorker(Server):
         assert self.process is not None
         if self.process.poll() is not None:
             raise RuntimeError(f"tokenbank jobs run exited:\n{self.log_tail()}")
+
+
+def _cutoff() -> Any:
+    """``:cutoff``: past expiry by more than the grace (the last sweep's)."""
+    from sqlalchemy import bindparam
+
+    from tokenbank.db.types import UTCDateTime
+
+    moment = datetime.now(UTC) - timedelta(seconds=EXPIRY_GRACE_S)
+    return bindparam("cutoff", moment, type_=UTCDateTime())
 
 
 class Harness:
@@ -544,6 +555,7 @@ class Harness:
 
         url = self.env["TOKENBANK_DATABASE_URL"]
         engine = create_engine(url, Settings(database_url=url))
+        joined = "string_agg" if engine.dialect.name == "postgresql" else "group_concat"
         try:
             async with engine.connect() as conn:
                 credits = await conn.execute(text(
@@ -572,13 +584,12 @@ class Harness:
                     "SELECT g.id, g.remaining_tokens, g.amount_tokens, g.expires_at,"
                     " w.user_id, w.balance_tokens, w.held_tokens, w.next_grant_event_at,"
                     " CURRENT_TIMESTAMP,"
-                    " (SELECT string_agg(m.kind || ' ' || m.amount_tokens || ' at '"
-                    "  || m.created_at, '; ' ORDER BY m.id)"
+                    f" (SELECT {joined}(m.kind || ' ' || m.amount_tokens || ' at '"
+                    "  || m.created_at, '; ')"
                     "  FROM grant_movements m WHERE m.grant_id = g.id)"
                     " FROM grants g JOIN wallets w ON w.id = g.wallet_id"
-                    " WHERE g.remaining_tokens > 0"
-                    " AND g.expires_at < CURRENT_TIMESTAMP - INTERVAL '2 seconds'"
-                ))  # fmt: skip
+                    " WHERE g.remaining_tokens > 0 AND g.expires_at < :cutoff"
+                ).bindparams(_cutoff()))  # fmt: skip
                 expiring = await conn.execute(
                     text("SELECT COUNT(*) FROM grants WHERE expires_at IS NOT NULL")
                 )
@@ -632,7 +643,8 @@ class Harness:
         try:
             while time.monotonic() - began < EXPIRY_WAIT_S:
                 async with engine.connect() as conn:
-                    left = (await conn.execute(text(UNEXPIRED_COUNT_SQL))).scalar_one()
+                    unexpired = text(UNEXPIRED_COUNT_SQL).bindparams(_cutoff())
+                    left = (await conn.execute(unexpired)).scalar_one()
                 if left == 0:
                     break
                 await asyncio.sleep(0.25)

@@ -32,6 +32,7 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -211,7 +212,7 @@ async def delivery_facts(
             }
     finally:
         await engine.dispose()
-    created = {str(row[0]): row[2] for row in events}
+    created = {str(row[0]): _moment(row[2]) for row in events}
     rows_per_event = Counter(str(row[0]) for row in rows)
     deliveries = {
         str(row[0]): Delivery(
@@ -220,7 +221,7 @@ async def delivery_facts(
             recorded=int(row[4]),
             unanswered=int(row[5]),
             lag_seconds=(
-                (row[3] - created[str(row[0])]).total_seconds()
+                (_moment(row[3]) - created[str(row[0])]).total_seconds()
                 if row[3] is not None and str(row[0]) in created
                 else None
             ),
@@ -229,6 +230,14 @@ async def delivery_facts(
         for row in rows
     }
     return {str(row[0]): str(row[1]) for row in events}, deliveries, errors, causes
+
+
+def _moment(value: Any) -> datetime:
+    """A timestamp read by a text() query: a datetime on PostgreSQL, text on SQLite
+    (naive UTC, as tokenbank stores it there)."""
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
 
 # --- the checks ----------------------------------------------------------------------------

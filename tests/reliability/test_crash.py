@@ -50,14 +50,15 @@ def test_no_token_is_created_or_lost_when_the_server_is_killed(engine: str, tmp_
 
 
 @pytest.mark.slow
-def test_two_servers_and_two_job_workers_over_one_postgresql(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_two_servers_and_two_job_workers_over_one_database(engine: str, tmp_path: Path) -> None:
     """The same, with the processes of a larger deployment sharing one database:
     kills of either server or either jobs worker, renewals, expiries, auto-recharges
     and webhook deliveries raced by both workers (docs/operations.md, "Several
-    processes")."""
+    processes"). On SQLite the processes also take turns for its one write lock."""
     report_path = tmp_path / "report.json"
     command = [
-        sys.executable, str(HARNESS), "--engine", "postgresql", "--servers", "2",
+        sys.executable, str(HARNESS), "--engine", engine, "--servers", "2",
         "--job-workers", "2", "--recharges", "4", "--webhooks", "--clients", str(CLIENTS),
         "--kills", str(KILLS // 2),
         "--seconds", str(SECONDS * 2), "--json", str(report_path),
