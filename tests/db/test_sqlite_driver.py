@@ -119,3 +119,14 @@ async def _insert_twice(engine: AsyncEngine) -> None:
     async with write_transaction(engine) as conn:
         await conn.execute(text("INSERT INTO t (n) VALUES (1)"))
         await conn.execute(text("INSERT INTO t (n) VALUES (1)"))
+
+
+async def test_a_streamed_read_comes_in_parts(engine: AsyncEngine) -> None:
+    """SQLAlchemy's server-side cursor (``stream``) fetches one row, then some."""
+    async with write_transaction(engine) as conn:
+        await conn.execute(text("INSERT INTO t (n) VALUES (1), (2), (3), (4)"))
+    async with read_transaction(engine) as conn:
+        result = await conn.stream(text("SELECT n FROM t ORDER BY n"))
+        assert (await result.fetchone()) == (1,)
+        assert list(await result.fetchmany(2)) == [(2,), (3,)]
+        assert [tuple(row) async for row in result] == [(4,)]

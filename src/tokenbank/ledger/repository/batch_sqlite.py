@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -64,15 +64,12 @@ class _Insert:
     defaults: dict[str, Any]
 
     def rows(self, rows: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        pairs = tuple(zip(self.names, self.processors, strict=True))
-        return [
-            tuple(
-                value if convert is None or value is None else convert(value)
-                for name, convert in pairs
-                for value in (row[name] if name in row else self.defaults[name],)
-            )
-            for row in rows
-        ]
+        return [tuple(self._values(row)) for row in rows]
+
+    def _values(self, row: dict[str, Any]) -> Iterator[Any]:
+        for name, convert in zip(self.names, self.processors, strict=True):
+            value = row[name] if name in row else self.defaults[name]
+            yield value if convert is None or value is None else convert(value)
 
 
 @functools.cache
