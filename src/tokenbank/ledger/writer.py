@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenbank.clock import Clock
 from tokenbank.config import MAX_WRITE_RETRIES
-from tokenbank.db.engine import write_transaction, write_turn
+from tokenbank.db.engine import read_transaction, write_transaction, write_turn
 from tokenbank.ledger import handlers, scheduled, spend_caps
 from tokenbank.ledger.batch import FAST_TYPES, FastOperation, apply_fast
 from tokenbank.ledger.errors import ErrorCode
@@ -227,7 +227,8 @@ class LedgerWriter:
         """Expire the due grants of up to ``limit`` wallets, one transaction each (a
         wallet's failure leaves the others done); how many wallets were looked at."""
         now = self._clock()
-        async with self._engine.connect() as conn:
+        # Looking takes no write lock: a sweep that finds nothing keeps no writer waiting.
+        async with read_transaction(self._engine) as conn:
             due = await grant_repo.wallets_with_due_grants(conn, now, limit)
         for user_id in due:
             async with write_transaction(self._engine) as conn:
@@ -238,7 +239,7 @@ class LedgerWriter:
         """Apply the scheduled credits whose time has come, for up to ``limit`` wallets
         (one transaction each); how many wallets were looked at."""
         now = self._clock()
-        async with self._engine.connect() as conn:
+        async with read_transaction(self._engine) as conn:
             due = await scheduled_repo.users_with_due(conn, now, limit)
         for user_id in due:
             async with write_transaction(self._engine) as conn:

@@ -13,6 +13,7 @@ from tokenbank.api.auth import AnyKey
 from tokenbank.api.direct import Direct
 from tokenbank.api.responses import HealthBody, errors
 from tokenbank.api.state import get_services
+from tokenbank.db.engine import read_transaction
 
 HEALTH_CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -29,7 +30,8 @@ async def healthz(request: Request) -> JSONResponse:
     engine = await get_services(request).tokens.engine()
     try:
         async with asyncio.timeout(HEALTH_CHECK_TIMEOUT_SECONDS):
-            async with engine.connect() as conn:
+            # A read: on SQLite it neither takes nor waits for the write lock.
+            async with read_transaction(engine) as conn:
                 await conn.execute(text("SELECT 1"))
     except Exception as error:  # any failure to reach the database is "unavailable"
         body = {"status": "unavailable", "database": type(error).__name__}
