@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 _T = TypeVar("_T")
 BEGIN_WRITING = "BEGIN IMMEDIATE"
@@ -173,6 +175,21 @@ class OneHopConnection(aiosqlite.Connection):
             end()
         elif self._connection is not None and self._conn.in_transaction:
             await self._execute(end)  # type: ignore[no-untyped-call]
+
+
+async def run_now(
+    conn: AsyncConnection, work: Callable[[sqlite3.Connection], _T], statement: str
+) -> _T:
+    """``work`` on the sqlite3 connection under ``conn``, now (only inside a writing
+    transaction: :meth:`OneHopConnection.run_writing`); sqlite3's errors become
+    SQLAlchemy's, as if ``statement`` had gone through it (a refused row is an
+    ``IntegrityError`` to the writer either way)."""
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert isinstance(driver, OneHopConnection)
+    try:
+        return driver.run_writing(work)
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(statement, None, error, sqlite3.Error) from error
 
 
 def one_hop_connector(url: str, connect_args: dict[str, Any]) -> Callable[[], Any]:

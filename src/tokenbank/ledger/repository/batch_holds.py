@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.engine import is_sqlite
 from tokenbank.db.rows import AnyRow
+from tokenbank.ledger.repository.sqlite_reads import select_now
 from tokenbank.ledger.repository.tables import holds, wallets
 
 _HOLD_COLUMNS = (
@@ -43,5 +44,8 @@ _LOCK_HOLDS_POSTGRES = (
 
 async def lock_holds(conn: AsyncConnection, hold_ids: list[str]) -> dict[str, AnyRow]:
     """The holds by id (those that exist), each with its wallet's user, locked."""
-    statement = _LOCK_HOLDS if is_sqlite(conn) else _LOCK_HOLDS_POSTGRES
-    return {row.id: row for row in await conn.execute(statement, {"hold_ids": hold_ids})}
+    if is_sqlite(conn):
+        rows = await select_now(conn, _LOCK_HOLDS, "hold_ids", hold_ids)
+    else:
+        rows = list(await conn.execute(_LOCK_HOLDS_POSTGRES, {"hold_ids": hold_ids}))
+    return {row.id: row for row in rows}

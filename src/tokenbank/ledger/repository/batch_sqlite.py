@@ -24,11 +24,10 @@ from typing import Any
 
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from tokenbank.db.sqlite_driver import OneHopConnection
+from tokenbank.db.sqlite_driver import run_now
 from tokenbank.ledger.repository.tables import (
     entries,
     grant_movements,
@@ -175,9 +174,7 @@ async def write_batch(
         _run_steps(cursor, last_steps)
         return entry_ids
 
-    driver = (await conn.get_raw_connection()).driver_connection
-    assert isinstance(driver, OneHopConnection)
-    return _as_sqlalchemy_errors(driver, run)
+    return await run_now(conn, run, "kernel batch writes")
 
 
 def _uniform(headers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -206,12 +203,3 @@ def _insert_entries(
         if leg["wallet_id"] is not None:
             entry_ids[leg["transaction_id"]] = int(cursor.lastrowid or 0)
     return entry_ids
-
-
-def _as_sqlalchemy_errors(
-    driver: OneHopConnection, run: Callable[[sqlite3.Connection], dict[str, int]]
-) -> dict[str, int]:
-    try:
-        return driver.run_writing(run)
-    except sqlite3.Error as error:
-        raise DBAPIError.instance("kernel batch writes", None, error, sqlite3.Error) from error

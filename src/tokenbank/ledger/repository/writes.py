@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Select,
     String,
     Table,
     and_,
@@ -32,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.engine import is_sqlite
 from tokenbank.db.rows import AnyRow
+from tokenbank.ledger.repository.sqlite_reads import select_now
 from tokenbank.ledger.repository.tables import (
     costs,
     entries,
@@ -625,7 +627,7 @@ async def lock_wallets_with_grants(
         # asyncpg decodes the records' timestamps as aware UTC datetimes.
         return [(row, list(row.live_grants)) for row in rows]
     locked: dict[int, tuple[AnyRow, list[GrantTuple]]] = {}
-    for row in await conn.execute(_LOCK_WITH_GRANTS, {"user_ids": user_ids}):
+    for row in await select_now(conn, _LOCK_WITH_GRANTS, "user_ids", user_ids):
         _, live = locked.setdefault(row.id, (row, []))
         if row.grant_id is not None:
             live.append(
@@ -697,11 +699,8 @@ async def registered_key(conn: AsyncConnection, scope: str, key: str) -> AnyRow 
     return (await conn.execute(statement)).first()
 
 
-async def registered_keys(
-    conn: AsyncConnection, keys: list[tuple[str, str]]
-) -> dict[tuple[str, str], AnyRow]:
-    """A batch's registered keys, with the transaction each left (if any)."""
-    statement = (
+def _registered_keys(keys: Any) -> Select[Any]:
+    return (
         select(
             idempotency_keys.c.scope,
             idempotency_keys.c.key,
@@ -726,4 +725,18 @@ async def registered_keys(
         .outerjoin(wallets, wallets.c.id == entries.c.wallet_id)
         .where(tuple_(idempotency_keys.c.scope, idempotency_keys.c.key).in_(keys))
     )
-    return {(row.scope, row.key): row for row in await conn.execute(statement)}
+
+
+# SQLite: built once, its SQL compiled once per number of keys (sqlite_reads).
+_REGISTERED_KEYS_SQLITE = _registered_keys(bindparam("keys", expanding=True))
+
+
+async def registered_keys(
+    conn: AsyncConnection, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], AnyRow]:
+    """A batch's registered keys, with the transaction each left (if any)."""
+    if is_sqlite(conn):
+        rows = await select_now(conn, _REGISTERED_KEYS_SQLITE, "keys", keys)
+    else:
+        rows = list(await conn.execute(_registered_keys(keys)))
+    return {(row.scope, row.key): row for row in rows}
