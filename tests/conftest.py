@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import fastapi.dependencies.models as fastapi_models
 import pytest
 
 from tokenbank import ManualClock, TokenService
@@ -23,6 +24,17 @@ from tokenbank.db.migrate import upgrade
 from tokenbank.testing.postgres import PostgresServer, quote_ident
 
 ENGINES = ["sqlite", "postgresql"]
+# FastAPI keeps the last 4,096 endpoint and dependency functions it classified (sync,
+# coroutine, generator) in module-level caches, and tokenbank's are closures over
+# their app: the caches held every app of the last few dozen tests, over a million
+# objects, which the collector walked at each full collection (pauses of 1-2 s in a
+# full run, long enough to time a test's request out). One app per process, as
+# served, keeps one app's worth. Looked up by name: gone in another FastAPI, nothing.
+_FASTAPI_CALLABLE_CACHES = (
+    "_is_gen_callable_cached",
+    "_is_async_gen_callable_cached",
+    "_is_coroutine_callable_cached",
+)
 PG_TEMPLATE = "tokenbank_template"
 _database_numbers = itertools.count()
 
@@ -33,6 +45,15 @@ async def _migrate(url: str) -> None:
         await upgrade(engine)
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _forget_finished_apps() -> Iterator[None]:
+    yield
+    for name in _FASTAPI_CALLABLE_CACHES:
+        cache = getattr(fastapi_models, name, None)
+        if cache is not None and hasattr(cache, "cache_clear"):
+            cache.cache_clear()
 
 
 @pytest.fixture(scope="session")

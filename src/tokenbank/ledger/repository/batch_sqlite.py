@@ -71,7 +71,9 @@ class _Insert:
             yield value if convert is None or value is None else convert(value)
 
 
-@functools.cache
+# Keyed by the dialect instance too: bounded, so that engines created and disposed
+# (one per test, say) do not stay alive through it. A served engine needs a few.
+@functools.lru_cache(maxsize=256)
 def _insert(table: Table, columns: frozenset[str], dialect: Dialect) -> _Insert:
     compiled = insert(table).compile(dialect=dialect, column_keys=sorted(columns))
     assert isinstance(compiled, SQLCompiler)

@@ -50,7 +50,9 @@ class _Read:
         ]
 
 
-@functools.cache
+# Bounded, as batch_sqlite's INSERTs are: an entry per number of values a batch has
+# had, for each statement and engine.
+@functools.lru_cache(maxsize=4096)
 def _compiled(statement: Select[Any], name: str, shape: tuple[int, int], dialect: Dialect) -> _Read:
     """``statement`` with its one expanding parameter ``name`` rendered for ``count``
     values of ``width`` columns each (``shape``); plain strings only, which sqlite3
