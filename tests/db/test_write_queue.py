@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,26 @@ from tokenbank.db.engine import create_engine, write_transaction
 from tokenbank.db.write_queue import LOCK_FILE_SUFFIX
 
 BUSY_TIMEOUT_MS = 400
+# Far more than starting Python and giving up after the busy timeout take.
+EXITS_WITHIN_S = 30.0
+GIVES_UP = """
+import asyncio, sys
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from tokenbank.config import Settings
+from tokenbank.db.engine import create_engine, write_transaction
+
+async def main() -> None:
+    engine = create_engine(sys.argv[1], Settings(sqlite_busy_timeout_ms=300))
+    try:
+        async with write_transaction(engine) as conn:
+            await conn.execute(text("INSERT INTO t VALUES (5)"))
+    except OperationalError as error:
+        print(error.orig, flush=True)
+    await engine.dispose()
+
+asyncio.run(main())
+"""
 
 
 @pytest.fixture
@@ -148,3 +169,22 @@ async def test_writers_of_one_process_take_turns(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         rows = (await conn.execute(text("SELECT n FROM t ORDER BY n"))).scalars().all()
     assert rows == list(range(8))
+
+
+async def test_a_process_that_gave_up_waiting_can_exit(engine: AsyncEngine, tmp_path: Path) -> None:
+    """Its waiting thread is still in flock while the other process holds the turn:
+    a thread the interpreter joins at exit (an executor's) would keep it from exiting
+    until then."""
+    url = f"sqlite:///{tmp_path / 'bank.db'}"
+    with another_process_writing(_lock_path(tmp_path)):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", GIVES_UP, url, stdout=asyncio.subprocess.PIPE
+        )
+        try:
+            said, _ = await asyncio.wait_for(process.communicate(), EXITS_WITHIN_S)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert said.decode().strip() == "database is locked"
+    assert process.returncode == 0

@@ -19,14 +19,15 @@ lock and busy timeout: the queue orders tokenbank's writers, SQLite still decide
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import os
+import queue
 import sqlite3
 import threading
 import weakref
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -55,8 +56,8 @@ class WriteQueue:
         self._fd_pid = 0
         # One thread, started only when the file lock is contended: a blocking
         # flock cannot wait on the event loop.
-        self._waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenbank-sqlite")
-        weakref.finalize(self, self._waiter.shutdown, wait=False)
+        self._waiter = _Waiter()
+        weakref.finalize(self, self._waiter.stop)
 
     @asynccontextmanager
     async def turn(self) -> AsyncIterator[None]:
@@ -95,7 +96,7 @@ class WriteQueue:
             if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise
         ticket = _Ticket()
-        wait = asyncio.get_running_loop().run_in_executor(self._waiter, _wait_for, fd, ticket)
+        wait = self._waiter.wait(fd, ticket)
         try:
             await asyncio.wait_for(asyncio.shield(wait), max(timeout_seconds, 0.0))
         except BaseException as error:  # the timeout, or the caller cancelled
@@ -111,6 +112,54 @@ class WriteQueue:
             if timed_out:
                 raise _locked() from None
             raise
+
+
+_Job = tuple[int, _Ticket, asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+class _Waiter:
+    """A daemon thread that waits for the file lock, one wait after another (an
+    abandoned wait lets go of the lock before the next wait takes it: both use one
+    open file, whose flock a second wait would find already held).
+
+    A daemon, unlike an executor's thread: a process that gave up waiting (its busy
+    timeout ran out) must still be able to exit while another process holds the
+    lock, and an executor's threads are joined at exit, this one still in flock.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._starting = threading.Lock()
+
+    def wait(self, fd: int, ticket: _Ticket) -> asyncio.Future[None]:
+        """A future that is done when this wait has the lock (or gave it back)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._jobs.put((fd, ticket, loop, done))
+        with self._starting:
+            # Not alive in a forked child, which inherits the object but no thread.
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="tokenbank-sqlite-turn", daemon=True
+                )
+                self._thread.start()
+        return done
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            fd, ticket, loop, done = job
+            _wait_for(fd, ticket)
+            with contextlib.suppress(RuntimeError):  # its loop has closed: nobody waits
+                loop.call_soon_threadsafe(_finish, done)
+
+
+def _finish(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
 
 
 def _wait_for(fd: int, ticket: _Ticket) -> None:
