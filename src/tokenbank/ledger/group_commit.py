@@ -83,7 +83,13 @@ class GroupCommitter:
             while self._queue:
                 async with self._writer.connection() as connection:
                     while self._queue:
-                        await self._write(self._take(), connection)
+                        # The batch is closed once the write turn is ours (SQLite's; no
+                        # wait on PostgreSQL): what arrives while another process
+                        # writes rides in it, rather than waiting for a turn of its own.
+                        async with self._writer.turn():
+                            batch = self._take()
+                            if batch:
+                                await self._write(batch, connection)
         except Exception as error:
             # No connection (the database is down): fail what is queued rather than
             # leave it waiting for a drainer that may never come.
@@ -107,7 +113,7 @@ class GroupCommitter:
         group_commit_batch_operations.observe(len(batch))
         group_commit_wait_seconds.observe(started - batch[0][2])
         try:
-            results = await self._writer.apply(operations, connection=connection)
+            results = await self._writer.apply(operations, connection=connection, turn_held=True)
         except BaseException as error:
             self._fail(batch, error)
             if not isinstance(error, Exception):

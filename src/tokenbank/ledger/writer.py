@@ -14,8 +14,9 @@ result instead (or a conflict, if the request differs).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeGuard
 
@@ -152,8 +153,17 @@ class LedgerWriter:
         async with self._engine.connect() as conn:
             yield conn
 
+    def turn(self) -> AbstractAsyncContextManager[None]:
+        """The database's write turn (SQLite's; nothing on PostgreSQL), for a caller
+        that decides what to write only once it has it: group commit."""
+        return write_turn(self._engine)
+
     async def apply(
-        self, operations: Sequence[Operation], *, connection: AsyncConnection | None = None
+        self,
+        operations: Sequence[Operation],
+        *,
+        connection: AsyncConnection | None = None,
+        turn_held: bool = False,
     ) -> list[LedgerResult]:
         """Apply every operation in one transaction; one result per operation, in order.
 
@@ -163,12 +173,15 @@ class LedgerWriter:
         a time, where each refusal stays with its own operation.
 
         With ``connection`` (from :meth:`connection`), the transaction runs on it;
-        otherwise on one from the pool.
+        otherwise on one from the pool. ``turn_held``: the caller holds the write turn
+        (:meth:`turn`) around this call, with a ``connection``.
         """
+        if turn_held and connection is None:
+            raise ValueError("turn_held needs the connection the turn was taken for")
         use_kernel = self._batch_kernel
         for attempt in range(MAX_WRITE_RETRIES):
             try:
-                async with self._transaction(connection) as conn:
+                async with self._transaction(connection, turn_held) as conn:
                     now = self._clock()
                     return await self._apply_all(conn, operations, now, use_kernel=use_kernel)
             except IntegrityError:
@@ -182,7 +195,7 @@ class LedgerWriter:
 
     @asynccontextmanager
     async def _transaction(
-        self, connection: AsyncConnection | None
+        self, connection: AsyncConnection | None, turn_held: bool
     ) -> AsyncIterator[AsyncConnection]:
         """A transaction on the held connection, or on one from the pool.
 
@@ -193,7 +206,8 @@ class LedgerWriter:
             async with write_transaction(self._engine) as conn:
                 yield conn
         else:
-            async with write_turn(self._engine), connection.begin():
+            turn = contextlib.nullcontext() if turn_held else write_turn(self._engine)
+            async with turn, connection.begin():
                 yield connection
 
     async def _apply_all(
