@@ -197,13 +197,10 @@ async def test_group_commit_coalesces_concurrent_debits(database_url: str) -> No
         original = writer.apply
 
         async def counting(
-            operations: Sequence[Operation],
-            *,
-            connection: AsyncConnection | None = None,
-            turn_held: bool = False,
+            operations: Sequence[Operation], *, connection: AsyncConnection | None = None
         ) -> list[LedgerResult]:
             batches.append(len(operations))
-            return await original(operations, connection=connection, turn_held=turn_held)
+            return await original(operations, connection=connection)
 
         writer.apply = counting  # type: ignore[method-assign]
         results = await asyncio.gather(

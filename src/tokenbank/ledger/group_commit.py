@@ -113,7 +113,7 @@ class GroupCommitter:
         group_commit_batch_operations.observe(len(batch))
         group_commit_wait_seconds.observe(started - batch[0][2])
         try:
-            results = await self._writer.apply(operations, connection=connection, turn_held=True)
+            results = await self._writer.apply(operations, connection=connection)
         except BaseException as error:
             self._fail(batch, error)
             if not isinstance(error, Exception):

@@ -14,7 +14,6 @@ result instead (or a conflict, if the request differs).
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
@@ -159,11 +158,7 @@ class LedgerWriter:
         return write_turn(self._engine)
 
     async def apply(
-        self,
-        operations: Sequence[Operation],
-        *,
-        connection: AsyncConnection | None = None,
-        turn_held: bool = False,
+        self, operations: Sequence[Operation], *, connection: AsyncConnection | None = None
     ) -> list[LedgerResult]:
         """Apply every operation in one transaction; one result per operation, in order.
 
@@ -172,16 +167,14 @@ class LedgerWriter:
         batch's idempotency keys first), the batch is applied again one operation at
         a time, where each refusal stays with its own operation.
 
-        With ``connection`` (from :meth:`connection`), the transaction runs on it;
-        otherwise on one from the pool. ``turn_held``: the caller holds the write turn
-        (:meth:`turn`) around this call, with a ``connection``.
+        With ``connection`` (from :meth:`connection`), the transaction runs on it,
+        inside the write turn (:meth:`turn`) its caller holds; otherwise on one from
+        the pool, in a turn of its own.
         """
-        if turn_held and connection is None:
-            raise ValueError("turn_held needs the connection the turn was taken for")
         use_kernel = self._batch_kernel
         for attempt in range(MAX_WRITE_RETRIES):
             try:
-                async with self._transaction(connection, turn_held) as conn:
+                async with self._transaction(connection) as conn:
                     now = self._clock()
                     return await self._apply_all(conn, operations, now, use_kernel=use_kernel)
             except IntegrityError:
@@ -195,7 +188,7 @@ class LedgerWriter:
 
     @asynccontextmanager
     async def _transaction(
-        self, connection: AsyncConnection | None, turn_held: bool
+        self, connection: AsyncConnection | None
     ) -> AsyncIterator[AsyncConnection]:
         """A transaction on the held connection, or on one from the pool.
 
@@ -206,8 +199,7 @@ class LedgerWriter:
             async with write_transaction(self._engine) as conn:
                 yield conn
         else:
-            turn = contextlib.nullcontext() if turn_held else write_turn(self._engine)
-            async with turn, connection.begin():
+            async with connection.begin():  # the caller holds the turn
                 yield connection
 
     async def _apply_all(
