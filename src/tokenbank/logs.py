@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
-import os
+import random
 import re
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -37,8 +37,13 @@ request_id_var: ContextVar[str | None] = ContextVar("tokenbank_request_id", defa
 
 
 def new_request_id() -> str:
-    """128 random bits as 32 hex digits (a UUID's entropy without building a UUID)."""
-    return os.urandom(16).hex()
+    """128 random bits as 32 hex digits (a UUID's entropy without building a UUID).
+
+    An id, not a secret: Python's generator (seeded by the OS, and again in a forked
+    child) draws it without the system call ``os.urandom`` made on every request,
+    2% of a ping's CPU under load (py-spy).
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 def accepted_request_id(header: bytes | None) -> str:

@@ -199,3 +199,58 @@ async def test_the_direct_routes_serve_and_are_named_in_the_metrics(served: Serv
     assert seen == ["/api/ping", balance, "/api/tokens/deduct"]
     exposition = metrics.exposition().decode()
     assert 'route="/api/tokens/balance/{userId}",status="200"' in exposition
+
+
+async def _refuse(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app standing in for FastAPI's whole middleware stack."""
+    await send({"type": "http.response.start", "status": 418, "headers": []})
+    await send({"type": "http.response.body", "body": b"the long way"})
+
+
+@SQLITE_ONLY
+async def test_the_direct_routes_are_served_in_front_of_fastapis_stack(served: Served) -> None:
+    """A direct route's request never enters FastAPI's middleware stack; any other does."""
+    app = served.app
+    stack = app.middleware_stack
+    app.middleware_stack = _refuse
+    try:
+        assert (await served.send(CASES[0], "twin-direct"))["status"] == 200
+        assert (await served.send(CASES[17], "twin-direct"))["status"] == 200
+        assert (await served.client.get("/healthz")).status_code == 418
+        # A method the direct route does not serve takes the long way (its 405).
+        assert (await served.client.post("/api/ping")).status_code == 418
+        key = {"Authorization": f"Bearer {served.keys['all']}"}
+        with served.without_direct_routes():
+            assert (await served.client.get("/api/ping", headers=key)).status_code == 418
+    finally:
+        app.middleware_stack = stack
+
+
+def _break_ping(app: FastAPI, error: Exception) -> None:
+    async def broken(**given: Any) -> Any:
+        raise error
+
+    for route in app.router.routes:
+        if isinstance(route, DirectRoute) and route.direct.path == "/api/ping":
+            route.direct = replace(route.direct, endpoint=broken)
+
+
+@SQLITE_ONLY
+async def test_errors_in_a_direct_route_meet_the_apps_handlers(served: Served) -> None:
+    """An error with a handler gets its answer, with the request id; any other error
+    the server error answer, counted as a 500 under the route's name."""
+    _break_ping(served.app, ConnectionRefusedError())
+    key = {"Authorization": f"Bearer {served.keys['all']}"}
+    answer = await served.client.get("/api/ping", headers=key)
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "database_unavailable"
+    assert answer.headers["x-request-id"]
+
+    _break_ping(served.app, RuntimeError("a bug"))
+    transport = httpx.ASGITransport(app=served.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answer = await client.get("/api/ping", headers=key)
+    assert answer.status_code == 500
+    assert answer.text == "Internal Server Error"  # Starlette's, as on every route
+    exposition = metrics.exposition().decode()
+    assert 'method="GET",route="/api/ping",status="500"' in exposition

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from tokenbank.accounts.service import AccountService
-from tokenbank.api.direct import install_direct_routes
+from tokenbank.api.direct import DirectFirstAPI, install_direct_routes
 from tokenbank.api.docs import install_docs
 from tokenbank.api.handlers import install_error_handlers
 from tokenbank.api.limits import RequestLimitsMiddleware
@@ -150,11 +150,11 @@ def create_app(
             if token_service is None:
                 await tokens.close()
 
-    app = FastAPI(
+    app = DirectFirstAPI(
         # FastAPI's native OpenTelemetry looks up the global providers on every request
         # (2 us of a 20 us ping, measured); tokenbank's own metrics are Prometheus's
         # (/metrics) and its logs carry request ids.
-        telemetry={"tracing": False, "metrics": False},
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         title="tokenbank",
         version="0.1.0",
         description=DESCRIPTION,

@@ -15,6 +15,15 @@ stay registered behind these: they are what the OpenAPI document describes, and
 they answer the methods a direct route does not serve (a 405 that names the
 allowed ones). ``tests/api/test_direct_routes.py`` sends the same requests, good
 and bad, through both and requires the same answers.
+
+:class:`DirectFirstAPI` serves a request that a direct route matches in front of
+FastAPI's middleware stack, through a shorter one built from the same parts: the
+server-error handler, the app's own middlewares (request id, metrics, access log,
+limits) and the exception handlers, in FastAPI's order. What it leaves out does
+nothing for these routes: FastAPI's telemetry is off, no body size is set on
+FastAPI itself (the limits middleware enforces tokenbank's), and no file is opened
+that an exit stack would close. Measured in process, that stack and the router in
+front of the direct routes cost about a quarter of a ping.
 """
 
 from __future__ import annotations
@@ -31,10 +40,12 @@ from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette._utils import get_route_path  # what Starlette's own routes match on
+from starlette.middleware.errors import ServerErrorMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Match, compile_path
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tokenbank.api.auth import authenticate_presented, check_scope, presented_key
 
@@ -163,3 +174,53 @@ def _located(error: ValidationError, prefix: tuple[str, ...]) -> list[Any]:
 def install_direct_routes(app: FastAPI, directs: tuple[Direct, ...]) -> None:
     """Put the direct routes first: the router tries routes in order."""
     app.router.routes[0:0] = [DirectRoute(direct) for direct in directs]
+
+
+class DirectFirstAPI(FastAPI):
+    """FastAPI, serving what a direct route matches through a shorter stack.
+
+    The direct routes are those at the head of the router (where
+    :func:`install_direct_routes` puts them): taken out of the router, they are
+    no longer served this way either.
+    """
+
+    _direct_stack: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.max_body_size is None:
+            if self.root_path:
+                scope["root_path"] = self.root_path
+            for route in self.router.routes:
+                if not isinstance(route, DirectRoute):
+                    break
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    # What Starlette's app and router put in the scope on the long way.
+                    scope.update(child_scope)
+                    scope["app"] = self
+                    scope.setdefault("router", self.router)
+                    if self._direct_stack is None:
+                        self._direct_stack = self._build_direct_stack()
+                    await self._direct_stack(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+    def _build_direct_stack(self) -> ASGIApp:
+        """FastAPI's stack (``build_middleware_stack``) without the parts these
+        routes do not use, around the matched route."""
+        error_handler = None
+        handlers: dict[Any, Any] = {}
+        for key, handler in self.exception_handlers.items():
+            if key in (500, Exception):
+                error_handler = handler
+            else:
+                handlers[key] = handler
+        app: ASGIApp = ExceptionMiddleware(_serve_matched, handlers=handlers, debug=self.debug)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return ServerErrorMiddleware(app, handler=error_handler, debug=self.debug)
+
+
+async def _serve_matched(scope: Scope, receive: Receive, send: Send) -> None:
+    route: DirectRoute = scope["route"]
+    await route.handle(scope, receive, send)
