@@ -165,6 +165,20 @@ def reset_peak_rss(pid: int) -> bool:
         return False
 
 
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def postgres_processes() -> list[int]:
+    """Every PostgreSQL process on the machine: the bench's own servers (one case
+    runs at a time, so their CPU during a run is that run's)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == "postgres":
+                pids.append(int(entry.name))
+    return pids
+
+
 def cpu_ticks(pids: list[int]) -> int:
     """User plus system CPU ticks of the processes, so far."""
     total = 0

@@ -73,9 +73,35 @@ def summarise(runs: list[Run], plan: list[tuple[Case, str]]) -> dict[str, dict[s
                 for i in range(max((len(r.peak_rss_mib) for r in measured), default=0))
             ],
         }
+        summary[key]["cpu_us_per_op"] = _cpu_medians(measured)
         peaks = summary[key]["peak_rss_mib"]
         summary[key]["peak_rss_max_mib"] = max(peaks) if peaks else None
     return summary
+
+
+def _cpu_medians(measured: list[Run]) -> tuple[float, float] | None:
+    """Median CPU microseconds per operation of the server's workers and of
+    PostgreSQL (wrk's cases only)."""
+    pairs = [
+        (r.detail["server_cpu_us_per_op"], r.detail["postgres_cpu_us_per_op"])
+        for r in measured
+        if "server_cpu_us_per_op" in r.detail
+    ]
+    if not pairs:
+        return None
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+
+
+def _cpu_cell(row: dict[str, Any]) -> str:
+    cpu = row.get("cpu_us_per_op")
+    if cpu is None:
+        return "-"
+    server, postgres = cpu
+    return (
+        f"{server:,.0f}"
+        if str(row["target"]).startswith("sqlite")
+        else f"{server:,.0f} / {postgres:,.0f}"
+    )
 
 
 def _median_of(values: list[float | None]) -> float | None:
@@ -126,6 +152,7 @@ def render_table(summary: dict[str, dict[str, Any]]) -> str:
         "p99 ms",
         "errors",
         "spread",
+        "CPU us/op",
         "peak RSS MiB/proc",
     )
     rows: list[tuple[str, ...]] = [header]
@@ -142,10 +169,11 @@ def render_table(summary: dict[str, dict[str, Any]]) -> str:
                 _fmt(row["p99_ms"]),
                 str(row["errors"]),
                 "-" if row["spread_pct"] is None else f"{row['spread_pct']:.0f}%",
+                _cpu_cell(row),
                 " / ".join(f"{m:.0f}" for m in row["peak_rss_mib"]) or "-",
             )
         )
-    return _markdown(rows, right=(0, 3, 5, 6, 7, 8, 9))
+    return _markdown(rows, right=(0, 3, 5, 6, 7, 8, 9, 10))
 
 
 def render_ratios(ratios: list[dict[str, Any]]) -> str:
@@ -295,8 +323,10 @@ Rate is operations per second: requests for cases 1-5, hold+capture pairs (6) an
 start+end pairs (7) per second (req/s counts both requests), debits per second (8),
 transactions per second (9). Latencies are per request (per debit in case 8, per
 transaction in case 9). Errors: non-2xx answers plus socket errors, over all repeats.
-Spread: (max - min) / median of the rates. Peak RSS: VmHWM of each uvicorn worker,
-reset before each run (the embedded process's own in case 8).
+Spread: (max - min) / median of the rates. CPU us/op: CPU time per operation
+(user + system, median of the runs) of the server's workers, then of all of
+PostgreSQL's processes; steadier than a rate on a shared machine. Peak RSS: VmHWM
+of each uvicorn worker, reset before each run (the embedded process's own in case 8).
 
 {ratios}
 

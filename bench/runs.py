@@ -14,7 +14,15 @@ from typing import Any
 
 from bench.cases import CASE_BY_NAME, FEATURE_ID, HOT_USER, SCALE_TARGET, Case
 from bench.common import BENCH, LUA, PYTHON, REPO, BenchFailure
-from bench.processes import Server, clean_env, reset_peak_rss, status_kib
+from bench.processes import (
+    TICKS_PER_SECOND,
+    Server,
+    clean_env,
+    cpu_ticks,
+    postgres_processes,
+    reset_peak_rss,
+    status_kib,
+)
 from bench.profiling import Profiler
 
 WRK_ERRORS = ("connect_errors", "read_errors", "write_errors", "timeouts")
@@ -73,9 +81,12 @@ def run_wrk(
     if profiler is not None:
         pid = server.process.pid if server.process else 0
         spy = profiler.attach(run.key, run.case, run.target, pid, seconds)
+    postgres_pids = postgres_processes()
+    ticks_before = (cpu_ticks(server.worker_pids), cpu_ticks(postgres_pids))
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=seconds + 60, check=False
     )
+    ticks_after = (cpu_ticks(server.worker_pids), cpu_ticks(postgres_pids))
     if spy is not None and profiler is not None:
         profiler.finish(spy)
     counts = _wrk_counts(run, result)
@@ -89,6 +100,20 @@ def run_wrk(
         round((status_kib(pid, "VmHWM") or 0) / 1024, 1) for pid in server.worker_pids
     ]
     run.detail = counts | {"users": wrk_users(server.name, args)}  # the script's users=
+    run.detail |= _cpu_per_operation(ticks_before, ticks_after, counts["ops"])
+
+
+def _cpu_per_operation(
+    before: tuple[int, int], after: tuple[int, int], operations: int
+) -> dict[str, float]:
+    """CPU microseconds per operation of the server's workers and of PostgreSQL's
+    processes: on a shared machine, steadier than a rate (another tenant's load
+    lowers the rate, not the CPU each operation takes)."""
+    per_operation = 1e6 / TICKS_PER_SECOND / max(operations, 1)
+    return {
+        "server_cpu_us_per_op": round((after[0] - before[0]) * per_operation, 1),
+        "postgres_cpu_us_per_op": round((after[1] - before[1]) * per_operation, 1),
+    }
 
 
 def _wrk_command(
