@@ -187,23 +187,28 @@ class DirectFirstAPI(FastAPI):
     _direct_stack: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.max_body_size is None:
-            if self.root_path:
-                scope["root_path"] = self.root_path
-            for route in self.router.routes:
-                if not isinstance(route, DirectRoute):
-                    break
-                match, child_scope = route.matches(scope)
-                if match is Match.FULL:
-                    # What Starlette's app and router put in the scope on the long way.
-                    scope.update(child_scope)
-                    scope["app"] = self
-                    scope.setdefault("router", self.router)
-                    if self._direct_stack is None:
-                        self._direct_stack = self._build_direct_stack()
-                    await self._direct_stack(scope, receive, send)
-                    return
+        if scope["type"] == "http" and self.max_body_size is None and self._matched(scope):
+            if self._direct_stack is None:
+                self._direct_stack = self._build_direct_stack()
+            await self._direct_stack(scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
+
+    def _matched(self, scope: Scope) -> bool:
+        """Whether a direct route takes the request; if so, the scope as Starlette's
+        app and router would leave it for that route."""
+        if self.root_path:
+            scope["root_path"] = self.root_path
+        for route in self.router.routes:
+            if not isinstance(route, DirectRoute):
+                return False
+            match, child_scope = route.matches(scope)
+            if match is Match.FULL:
+                scope.update(child_scope)
+                scope["app"] = self
+                scope.setdefault("router", self.router)
+                return True
+        return False
 
     def _build_direct_stack(self) -> ASGIApp:
         """FastAPI's stack (``build_middleware_stack``) without the parts these
