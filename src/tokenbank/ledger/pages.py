@@ -207,7 +207,7 @@ class UserPages:
         engine = (await self.tokens.reads()).engine
         async with read_transaction(engine) as conn:
             wallet_id = await repo.wallet_id_of(conn, user_id)
-        after: tuple[datetime, int] | None = None
+        before_id: int | None = None
         while wallet_id is not None:
             async with read_transaction(engine) as conn:
                 rows = await repo.history_chunk(
@@ -216,13 +216,13 @@ class UserPages:
                     operation_type=filters.operation_type,
                     start=filters.start,
                     end=filters.end,
-                    after=after,
+                    before_id=before_id,
                     limit=chunk,
                 )
             if not rows:
                 return
             yield [_history_row(row) for row in rows]
-            after = (rows[-1].created_at, int(rows[-1].id))
+            before_id = int(rows[-1].id)
 
     async def usage(self, user_id: str, days: int) -> list[UsageRow] | None:
         """Usage of the last ``days`` UTC days, today included, by day, operation type

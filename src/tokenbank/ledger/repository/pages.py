@@ -2,9 +2,10 @@
 history a page (or a chunk) at a time, and its usage by day.
 
 Every statement starts from one wallet id and walks an index that starts with it:
-``wallets`` by its unique ``user_id``, ``ledger_transactions`` by
-``ix_ledger_transactions_wallet_created`` (wallet, time: the history's order and its
-date filters), and each transaction's entries by ``ix_ledger_entries_transaction_id``.
+``wallets`` by its unique ``user_id``; the history by ``ix_ledger_entries_wallet_id``
+(wallet, entry id: its order), each entry's transaction by its key; usage by
+``ix_ledger_transactions_wallet_created`` (wallet, time: a period), each
+transaction's entries by ``ix_ledger_entries_transaction_id``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.db.rows import AnyRow
@@ -39,22 +40,16 @@ async def wallet_figures(conn: AsyncConnection, user_id: str) -> tuple[int, int]
 
 
 # A transaction moves exactly one wallet, its header's (decision 2): its wallet leg is
-# the entry that is not a system account's. Said so rather than ``wallet_id = :id``,
-# which SQLite (without statistics) would answer through (wallet_id, id), walking all
-# of the wallet's entries for every transaction: 13 s for a page of a wallet with
-# 100,000 entries, against an index lookup by transaction id.
+# the entry that is not a system account's. Said so rather than ``wallet_id = :id``
+# where a statement walks the transactions: SQLite (without statistics) would answer
+# that through (wallet_id, id), walking all of the wallet's entries for every
+# transaction (13 s for a page of a wallet with 100,000 entries).
 _WALLET_LEG = entries.c.system_account.is_(None)
 
 
-def _history(
-    wallet_id: int,
-    *,
-    operation_type: str | None,
-    start: datetime | None,
-    end: datetime | None,
-) -> Select[Any]:
-    """The wallet's entries with their transactions, newest first; ``end`` excluded."""
-    statement = (
+def _history_rows() -> Select[Any]:
+    """The columns of a history row: an entry with its transaction's."""
+    return (
         select(
             entries.c.id,
             entries.c.transaction_id,
@@ -64,21 +59,43 @@ def _history(
             transactions.c.operation_type,
             transactions.c.description,
         )
-        .select_from(transactions)
-        .join(
-            entries,
-            and_(entries.c.transaction_id == transactions.c.id, _WALLET_LEG),
-        )
-        .where(transactions.c.wallet_id == wallet_id)
-        .order_by(transactions.c.created_at.desc(), entries.c.id.desc())
+        .select_from(entries)
+        .join(transactions, transactions.c.id == entries.c.transaction_id)
     )
-    if operation_type is not None:
-        statement = statement.where(transactions.c.operation_type == operation_type)
+
+
+def _history(
+    wallet_id: int,
+    *,
+    operation_type: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    before_id: int | None,
+    limit: int,
+    offset: int,
+) -> Select[Any]:
+    """A page of the wallet's entries with their transactions, newest first: in the
+    order they were written, which is the order of the wallet's balance chain.
+
+    The page walks (wallet_id, id) down from the newest entry (or from ``before_id``).
+    Without a type to match, it picks the page's entry ids from that index alone and
+    joins only them: page 200 of a 40,000-entry wallet skipped 10,000 index entries
+    in 1 ms on PostgreSQL, where joining every skipped row first took 118 ms. The
+    dates bound the entries' own time (a transaction's entries carry its time); a
+    type needs the transaction, so that walk joins as it goes."""
+    walk = [entries.c.wallet_id == wallet_id]
     if start is not None:
-        statement = statement.where(transactions.c.created_at >= start)
+        walk.append(entries.c.created_at >= start)
     if end is not None:
-        statement = statement.where(transactions.c.created_at < end)
-    return statement
+        walk.append(entries.c.created_at < end)
+    if before_id is not None:
+        walk.append(entries.c.id < before_id)
+    newest_first = entries.c.id.desc()
+    if operation_type is not None:
+        statement = _history_rows().where(*walk, transactions.c.operation_type == operation_type)
+        return statement.order_by(newest_first).limit(limit).offset(offset)
+    page_ids = select(entries.c.id).where(*walk).order_by(newest_first).limit(limit).offset(offset)
+    return _history_rows().where(entries.c.id.in_(page_ids)).order_by(newest_first)
 
 
 async def history_page(
@@ -91,8 +108,16 @@ async def history_page(
     limit: int,
     offset: int,
 ) -> list[AnyRow]:
-    statement = _history(wallet_id, operation_type=operation_type, start=start, end=end)
-    return list((await conn.execute(statement.limit(limit).offset(offset))).all())
+    statement = _history(
+        wallet_id,
+        operation_type=operation_type,
+        start=start,
+        end=end,
+        before_id=None,
+        limit=limit,
+        offset=offset,
+    )
+    return list((await conn.execute(statement)).all())
 
 
 async def history_chunk(
@@ -102,22 +127,22 @@ async def history_chunk(
     operation_type: str | None,
     start: datetime | None,
     end: datetime | None,
-    after: tuple[datetime, int] | None,
+    before_id: int | None,
     limit: int,
 ) -> list[AnyRow]:
-    """The next ``limit`` rows after ``after`` (the last row's time and entry id): an
-    export walks the whole history this way, each chunk from the index, never from an
-    ever larger offset."""
-    statement = _history(wallet_id, operation_type=operation_type, start=start, end=end)
-    if after is not None:
-        moment, entry_id = after
-        # ``created_at <= moment`` on its own lets the index start at the last row;
-        # the OR alone would have it walk from the newest row every chunk.
-        statement = statement.where(
-            transactions.c.created_at <= moment,
-            or_(transactions.c.created_at < moment, entries.c.id < entry_id),
-        )
-    return list((await conn.execute(statement.limit(limit))).all())
+    """The next ``limit`` rows older than entry ``before_id``: an export walks the
+    whole history this way, each chunk from the index, never from an ever larger
+    offset."""
+    statement = _history(
+        wallet_id,
+        operation_type=operation_type,
+        start=start,
+        end=end,
+        before_id=before_id,
+        limit=limit,
+        offset=0,
+    )
+    return list((await conn.execute(statement)).all())
 
 
 def _day(conn: AsyncConnection) -> ColumnElement[Any]:
