@@ -28,6 +28,8 @@ from typing import Any, Literal
 LogFormat = Literal["json", "text"]
 
 REQUEST_ID_HEADER = "x-request-id"
+# The request's id in its ASGI scope's state (``request.state.request_id``).
+REQUEST_ID_STATE = "request_id"
 # What an incoming X-Request-ID may be: enough for a UUID, a ULID or a trace id,
 # nothing that could break a log line or a header (no spaces, quotes, controls).
 MAX_REQUEST_ID_LENGTH = 128

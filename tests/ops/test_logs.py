@@ -210,3 +210,30 @@ def test_the_logging_config_writes_json_or_text_and_keeps_sql_quiet() -> None:
     assert "[req-42] hello there" in text[0] and "INFO tokenbank.ledger" in text[0]
     assert not any("SELECT 1" in line or "too detailed" in line for line in text)
     assert TEXT_FORMAT.count("%(request_id)s") == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"), [("/api/test-unexpected", "json"), ("/test-unexpected", "text")]
+)
+async def test_an_unexpected_error_answers_500_with_the_request_id(
+    ops: Ops, json_logs: JsonLines, path: str, shape: str
+) -> None:
+    """The server error answer is made outside the request id's middleware; it still
+    carries the id, and a line logged with it says what failed, so the answer a client
+    reports can be found."""
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    ops.app.add_api_route(path, broken)
+    transport = httpx.ASGITransport(app=ops.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answer = await client.get(path, headers={"X-Request-ID": "failed-123"})
+    assert answer.status_code == 500
+    assert answer.headers["x-request-id"] == "failed-123"
+    if shape == "json":
+        assert answer.json()["code"] == "internal_error"
+    else:
+        assert answer.text == "Internal Server Error"
+    said = [line["message"] for line in json_logs.lines() if "failed-123" in line["message"]]
+    assert said == ["unhandled RuntimeError: answered 500 (request id failed-123)"], said

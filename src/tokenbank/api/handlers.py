@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
@@ -27,6 +27,7 @@ from tokenbank.api.errors import (
     logger,
 )
 from tokenbank.errors import IdempotencyConflict, InvalidInput, TokenBankError
+from tokenbank.logs import REQUEST_ID_HEADER, REQUEST_ID_STATE
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -97,8 +98,24 @@ async def on_os_error(request: Request, error: OSError) -> JSONResponse:
     return error_response(request, 503, DATABASE_UNAVAILABLE, "database_unavailable")
 
 
+async def on_unexpected(request: Request, error: Exception) -> Response:
+    """An error nothing else answers: 500, with the request's id, so that the answer a
+    client reports can be found in the logs. The server error middleware, outside the
+    request id's, sends it and then raises the error on (the server logs the traceback)."""
+    request_id = request.scope.get("state", {}).get(REQUEST_ID_STATE)
+    logger.error("unhandled %s: answered 500 (request id %s)", type(error).__name__, request_id)
+    response: Response
+    if request.url.path.startswith("/api/"):
+        response = error_response(request, 500, "Internal error", "internal_error")
+    else:  # a page: the plain answer Starlette gives
+        response = PlainTextResponse("Internal Server Error", status_code=500)
+    if request_id is not None:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
 # Each exception class and its handler; Starlette picks the most specific class.
-HANDLERS: tuple[tuple[type[Exception], Callable[..., Awaitable[JSONResponse]]], ...] = (
+HANDLERS: tuple[tuple[type[Exception], Callable[..., Awaitable[Response]]], ...] = (
     (ApiError, on_api_error),
     (RequestValidationError, on_validation),
     (InvalidInput, on_invalid),
@@ -108,6 +125,8 @@ HANDLERS: tuple[tuple[type[Exception], Callable[..., Awaitable[JSONResponse]]], 
     (OperationalError, on_database_down),
     (DBAPIError, on_database_error),
     (OSError, on_os_error),
+    # Starlette gives this one to its server error middleware, the outermost.
+    (Exception, on_unexpected),
 )
 
 

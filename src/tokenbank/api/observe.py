@@ -25,7 +25,12 @@ from tokenbank import metrics
 from tokenbank.api.auth import bearer_scheme, check_scope, header_scheme, principal_for
 from tokenbank.api.errors import ROUTABLE_METHODS
 from tokenbank.api.state import get_services
-from tokenbank.logs import REQUEST_ID_HEADER, accepted_request_id, request_id_var
+from tokenbank.logs import (
+    REQUEST_ID_HEADER,
+    REQUEST_ID_STATE,
+    accepted_request_id,
+    request_id_var,
+)
 
 access_logger = logging.getLogger("tokenbank.access")
 
@@ -61,6 +66,8 @@ class ObserveMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = accepted_request_id(_request_id_header(scope))
+        # Where the server-error answer, made outside this middleware, finds it.
+        scope.setdefault("state", {})[REQUEST_ID_STATE] = request_id
         echoed = (_REQUEST_ID_KEY, request_id.encode())
         token = request_id_var.set(request_id)
         started = time.perf_counter()
