@@ -10,11 +10,9 @@ page); the history's page 200 joined and sorted all of them (118 ms).
 
 from __future__ import annotations
 
-from typing import Any
+from sqlalchemy import text
 
-from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncConnection
-
+from tests.support.plans import plans_of
 from tokenbank import TokenService
 from tokenbank.ledger.operations import Credit, Debit, OpenWallet, Operation
 from tokenbank.ledger.pages import HistoryFilters, UserPages
@@ -43,31 +41,6 @@ async def _fill(service: TokenService) -> None:
         await conn.execute(text("ANALYZE"))
 
 
-async def _plans(service: TokenService, read: Any) -> list[str]:
-    """The plan of every SELECT on a ledger table that ``read()`` runs."""
-    statements: list[tuple[str, Any]] = []
-    engine = await service.engine()
-
-    def capture(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
-        if sql.lstrip().upper().startswith("SELECT") and "ledger_entries" in sql:
-            statements.append((sql, params))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", capture)
-    try:
-        await read()
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", capture)
-    assert statements, "the read ran no SELECT on the entries"
-    async with engine.connect() as conn:
-        return [await _plan(conn, sql, params) for sql, params in statements]
-
-
-async def _plan(conn: AsyncConnection, sql: str, params: Any) -> str:
-    prefix = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
-    rows = await conn.exec_driver_sql(prefix + sql, tuple(params))
-    return "\n".join(str(row[-1]) for row in rows)
-
-
 WALKS = (
     "Index Scan Backward using ix_ledger_entries_wallet_id",
     "Index Only Scan Backward using ix_ledger_entries_wallet_id",
@@ -89,7 +62,7 @@ async def test_the_first_page_of_a_whales_entries_walks_its_index(service: Token
         entries = await service.get_ledger().get_user_entries(WHALE, limit=26, offset=0)
         assert len(entries) == 26
 
-    [plan] = await _plans(service, first_page)
+    [plan] = await plans_of(service, first_page, naming="ledger_entries")
     _assert_walks_the_wallet_in_order(plan)
     assert "Sort" not in plan, plan
 
@@ -104,7 +77,7 @@ async def test_a_deep_history_page_skips_index_entries_not_joined_rows(
         rows = await pages.history(WHALE, HistoryFilters(), limit=51, offset=1_000)
         assert rows is not None and len(rows) == 51
 
-    [plan] = await _plans(service, deep_page)
+    [plan] = await plans_of(service, deep_page, naming="ledger_entries")
     # The walk picks the page's ids in order; then only those 51 are joined (and
     # sorted). How PostgreSQL fetches those rows is its choice by the table's size.
     _assert_walks_the_wallet_in_order(plan)

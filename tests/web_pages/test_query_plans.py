@@ -12,11 +12,11 @@ import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 
+from tests.support.plans import plans_of
 from tokenbank import ManualClock, TokenService
 from tokenbank.ledger.pages import HistoryFilters, UserPages
 
@@ -33,29 +33,6 @@ async def sqlite_service(sqlite_template: Path, tmp_path: Path) -> AsyncIterator
         await service.credit("alice", amount=100, operation_type="bonus")
         await service.debit("alice", amount=1, metadata={"model": "gpt-4o"})
         yield service
-
-
-async def plans_of(service: TokenService, read: Any) -> list[str]:
-    """The plan of every SELECT that ``read()`` runs."""
-    statements: list[tuple[str, Any]] = []
-    engine = await service.engine()
-
-    def capture(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
-        if sql.lstrip().upper().startswith("SELECT"):
-            statements.append((sql, params))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", capture)
-    try:
-        await read()
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", capture)
-    plans = []
-    async with engine.connect() as conn:
-        for sql, params in statements:
-            rows = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
-            plans.append("\n".join(str(row[-1]) for row in rows))
-    assert plans, "the read ran no SELECT"
-    return plans
 
 
 FILTERS = [

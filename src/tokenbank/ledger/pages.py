@@ -178,7 +178,7 @@ class UserPages:
             wallet_id = await repo.wallet_id_of(conn, user_id)
             if wallet_id is None:
                 return await self._not_replicated_yet(user_id)
-            rows = await repo.history_page(
+            rows = await repo.history(
                 conn,
                 wallet_id,
                 operation_type=filters.operation_type,
@@ -210,7 +210,7 @@ class UserPages:
         before_id: int | None = None
         while wallet_id is not None:
             async with read_transaction(engine) as conn:
-                rows = await repo.history_chunk(
+                rows = await repo.history(
                     conn,
                     wallet_id,
                     operation_type=filters.operation_type,

@@ -64,25 +64,27 @@ def _history_rows() -> Select[Any]:
     )
 
 
-def _history(
+async def history(
+    conn: AsyncConnection,
     wallet_id: int,
     *,
     operation_type: str | None,
     start: datetime | None,
     end: datetime | None,
-    before_id: int | None,
+    before_id: int | None = None,
     limit: int,
-    offset: int,
-) -> Select[Any]:
+    offset: int = 0,
+) -> list[AnyRow]:
     """A page of the wallet's entries with their transactions, newest first: in the
     order they were written, which is the order of the wallet's balance chain.
 
-    The page walks (wallet_id, id) down from the newest entry (or from ``before_id``).
-    Without a type to match, it picks the page's entry ids from that index alone and
-    joins only them: page 200 of a 40,000-entry wallet skipped 10,000 index entries
-    in 1 ms on PostgreSQL, where joining every skipped row first took 118 ms. The
-    dates bound the entries' own time (a transaction's entries carry its time); a
-    type needs the transaction, so that walk joins as it goes."""
+    The page walks (wallet_id, id) down from the newest entry, or from ``before_id``:
+    an export takes the whole history a chunk at a time that way, never from an ever
+    larger offset. Without a type to match, it picks the page's entry ids from that
+    index alone and joins only them: page 200 of a 40,000-entry wallet skipped 10,000
+    index entries in 1 ms on PostgreSQL, where joining every skipped row first took
+    118 ms. The dates bound the entries' own time (a transaction's entries carry its
+    time); a type needs the transaction, so that walk joins as it goes."""
     walk = [entries.c.wallet_id == wallet_id]
     if start is not None:
         walk.append(entries.c.created_at >= start)
@@ -93,55 +95,11 @@ def _history(
     newest_first = entries.c.id.desc()
     if operation_type is not None:
         statement = _history_rows().where(*walk, transactions.c.operation_type == operation_type)
-        return statement.order_by(newest_first).limit(limit).offset(offset)
-    page_ids = select(entries.c.id).where(*walk).order_by(newest_first).limit(limit).offset(offset)
-    return _history_rows().where(entries.c.id.in_(page_ids)).order_by(newest_first)
-
-
-async def history_page(
-    conn: AsyncConnection,
-    wallet_id: int,
-    *,
-    operation_type: str | None,
-    start: datetime | None,
-    end: datetime | None,
-    limit: int,
-    offset: int,
-) -> list[AnyRow]:
-    statement = _history(
-        wallet_id,
-        operation_type=operation_type,
-        start=start,
-        end=end,
-        before_id=None,
-        limit=limit,
-        offset=offset,
-    )
-    return list((await conn.execute(statement)).all())
-
-
-async def history_chunk(
-    conn: AsyncConnection,
-    wallet_id: int,
-    *,
-    operation_type: str | None,
-    start: datetime | None,
-    end: datetime | None,
-    before_id: int | None,
-    limit: int,
-) -> list[AnyRow]:
-    """The next ``limit`` rows older than entry ``before_id``: an export walks the
-    whole history this way, each chunk from the index, never from an ever larger
-    offset."""
-    statement = _history(
-        wallet_id,
-        operation_type=operation_type,
-        start=start,
-        end=end,
-        before_id=before_id,
-        limit=limit,
-        offset=0,
-    )
+        statement = statement.order_by(newest_first).limit(limit).offset(offset)
+    else:
+        page_ids = select(entries.c.id).where(*walk).order_by(newest_first)
+        page_ids = page_ids.limit(limit).offset(offset)
+        statement = _history_rows().where(entries.c.id.in_(page_ids)).order_by(newest_first)
     return list((await conn.execute(statement)).all())
 
 
