@@ -144,8 +144,7 @@ class ReadPool:
             if waiter.done() and not waiter.cancelled():
                 handed = waiter.result()
                 if handed is None:
-                    self._size -= 1
-                    self._offer_place()
+                    self._free_place()
                 else:
                     self._release(handed)
             raise
@@ -157,8 +156,7 @@ class ReadPool:
                 record_class=AttributeRecord, **self._connect_kwargs
             )
         except BaseException:
-            self._size -= 1
-            self._offer_place()
+            self._free_place()
             raise
         self._generations[connection] = self._generation
         return connection
@@ -171,34 +169,37 @@ class ReadPool:
         if self._closed or not self._usable(connection):
             self._discard(connection)
             return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():  # not timed out or cancelled
-                waiter.set_result(connection)
-                return
-        self._idle.append(connection)
+        waiter = self._next_waiter()
+        if waiter is None:
+            self._idle.append(connection)
+        else:
+            waiter.set_result(connection)
 
     def _discard(self, connection: Connection) -> None:
         """Close a connection and free its place."""
         self._forget(connection)
         with contextlib.suppress(asyncpg.InterfaceError):
             connection.terminate()
-        self._size -= 1
-        self._offer_place()
+        self._free_place()
 
     def _forget(self, connection: Connection) -> None:
         self._generations.pop(connection, None)
 
-    def _offer_place(self) -> None:
+    def _free_place(self) -> None:
         """A place freed: the first reader still waiting opens a connection in it."""
-        if self._closed:
-            return
+        self._size -= 1
+        waiter = None if self._closed else self._next_waiter()
+        if waiter is not None:
+            self._size += 1
+            waiter.set_result(None)
+
+    def _next_waiter(self) -> asyncio.Future[Connection | None] | None:
+        """The first read still waiting (not timed out or cancelled), if any."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                self._size += 1
-                waiter.set_result(None)
-                return
+                return waiter
+        return None
 
 
 class _ConnectionLost(Exception):
