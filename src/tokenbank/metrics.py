@@ -17,10 +17,12 @@ Gauges say how they combine (``livesum``: the live processes' values added up).
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import ParamSpec, TypeVar
 
 from prometheus_client import (
@@ -53,12 +55,80 @@ http_requests_total = Counter(
     "HTTP requests answered, by method, route template and status code.",
     ["method", "route", "status"],
 )
-http_request_duration_seconds = Histogram(
+
+
+class FoldingHistogram(Histogram):
+    """A histogram that also takes observations tallied elsewhere, bucket by bucket
+    (:class:`RequestTally`), in one write per bucket rather than one per observation."""
+
+    def add_tallied(self, bucket_counts: Sequence[int], total: float) -> None:
+        """``bucket_counts[i]`` more observations in bucket i (not cumulative), whose
+        values sum to ``total``. On a labelled histogram, call it on a child
+        (``.labels(...)``), as ``observe``."""
+        self._raise_if_not_observable()  # type: ignore[no-untyped-call]
+        self._sum.inc(total)
+        for value, count in zip(self._buckets, bucket_counts, strict=True):
+            if count:
+                value.inc(count)
+
+    def upper_bounds(self) -> tuple[float, ...]:
+        """Each bucket's upper bound, +Inf last (an observation goes in the first
+        bucket whose bound it does not exceed)."""
+        return tuple(self._upper_bounds)
+
+
+http_request_duration_seconds = FoldingHistogram(
     "tokenbank_http_request_duration_seconds",
     "Time from a request's arrival to its last response byte, by method and route template.",
     ["method", "route"],
     buckets=HTTP_BUCKETS_SECONDS,
 )
+
+
+class RequestTally:
+    """The answered requests' counts and durations, kept in this process's memory and
+    folded into their Prometheus values by :meth:`fold`.
+
+    In multi-process mode each write to a value takes a lock, checks the process id
+    and writes a file mapped in memory: three of them a request cost about a quarter
+    of a ping's CPU (measured in process). Tallied here, a request costs a dict
+    update; the API's processes fold their tallies once a second
+    (:data:`FOLD_INTERVAL_SECONDS`), before every exposition and when they stop, so a
+    scrape answered by another worker may miss the last second of this one's requests
+    (the next scrape counts them) and a worker killed outright loses at most that second.
+    """
+
+    def __init__(self) -> None:
+        # The lock keeps a fold (an exposition runs in a thread) and an add apart.
+        self._lock = threading.Lock()
+        self._counts: dict[Counter, int] = {}
+        self._durations: dict[FoldingHistogram, tuple[list[int], list[float]]] = {}
+
+    def add(self, counter: Counter, histogram: FoldingHistogram, seconds: float) -> None:
+        """One request counted on ``counter`` and its duration observed on ``histogram``
+        (both labelled children)."""
+        with self._lock:
+            self._counts[counter] = self._counts.get(counter, 0) + 1
+            pending = self._durations.get(histogram)
+            if pending is None:
+                pending = self._durations[histogram] = ([0] * len(_HTTP_BOUNDS), [0.0])
+            pending[0][bisect.bisect_left(_HTTP_BOUNDS, seconds)] += 1
+            pending[1][0] += seconds
+
+    def fold(self) -> None:
+        """Everything tallied so far, into the Prometheus values."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            durations, self._durations = self._durations, {}
+        for counter, count in counts.items():
+            counter.inc(count)
+        for histogram, (bucket_counts, total) in durations.items():
+            histogram.add_tallied(bucket_counts, total[0])
+
+
+_HTTP_BOUNDS = http_request_duration_seconds.upper_bounds()
+FOLD_INTERVAL_SECONDS = 1.0
+http_tally = RequestTally()
 
 # --- the ledger -------------------------------------------------------------------------
 # operation: open_wallet, credit, debit, refund, claw_back, hold, capture, void.
@@ -214,7 +284,8 @@ def _registry() -> CollectorRegistry:
 
 
 def exposition() -> bytes:
-    """The Prometheus text of :func:`_registry`."""
+    """The Prometheus text of :func:`_registry`, this process's tallies folded in first."""
+    http_tally.fold()
     return generate_latest(_registry())
 
 

@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 import stripe
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy.exc import OperationalError
 
 from tests.ops.conftest import WEBHOOK_SECRET, Ops, OpsFactory, Samples
@@ -213,3 +214,42 @@ async def test_metrics_need_an_admin_key_unless_public(make_ops: OpsFactory) -> 
         open_scrape = await ops.client.get("/metrics")
         assert open_scrape.status_code == 200
         assert "tokenbank_ledger_operations_total" in open_scrape.text
+
+
+def test_a_tally_folds_into_the_same_buckets_as_observing() -> None:
+    """The request tally (one write per bucket at each fold) must leave the histogram
+    exactly as observing each duration would: an observation on a bound goes in that
+    bound's bucket, one past the last bound in +Inf, and the sum is exact."""
+    durations = [0.0, 0.0004, 0.0005, 0.00051, 0.001, 0.3, 10.0, 10.5, 0.0005]
+    tallied, observed = CollectorRegistry(), CollectorRegistry()
+    labels = ("GET", "/t")
+    folding = metrics.FoldingHistogram(
+        "t_seconds", "t", ["method", "route"], buckets=metrics.HTTP_BUCKETS_SECONDS,
+        registry=tallied,
+    )  # fmt: skip
+    plain = Histogram(
+        "t_seconds", "t", ["method", "route"], buckets=metrics.HTTP_BUCKETS_SECONDS,
+        registry=observed,
+    )  # fmt: skip
+    counted, reference = Counter("t", "t", registry=tallied), Counter("t", "t", registry=observed)
+    tally = metrics.RequestTally()
+    for seconds in durations:
+        tally.add(counted, folding.labels(*labels), seconds)
+        plain.labels(*labels).observe(seconds)
+        reference.inc()
+    assert _values(tallied) != _values(observed)  # nothing folded yet
+    tally.fold()
+    assert _values(tallied) == _values(observed)
+    assert _values(observed)[("t_seconds_bucket", ("GET", "/t", "0.0005"))] == 4
+    tally.fold()  # a second fold adds nothing
+    assert _values(tallied) == _values(observed)
+
+
+def _values(registry: CollectorRegistry) -> dict[tuple[str, tuple[str, ...]], float]:
+    """Every sample but the creation times (which differ by when each was made)."""
+    return {
+        (sample.name, tuple(sample.labels.values())): sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }

@@ -20,6 +20,7 @@ import pytest
 
 from tests.ops.conftest import Samples
 from tests.support.server import free_port, wait_until_healthy
+from tokenbank import metrics
 
 PING = {"method": "GET", "route": "/api/ping", "status": "200"}
 MAX_ROUNDS = 20
@@ -130,7 +131,10 @@ def test_one_scrape_counts_both_workers(served: Served) -> None:
             break
     pids = _ping_pids(served)
     assert len(pids) == 2, "the kernel gave every connection to one worker"
-    # Every scrape, whichever worker answers it, counts every worker's requests.
+    # Each worker folds its tallies into the shared files within a second
+    # (metrics.FOLD_INTERVAL_SECONDS); after that, every scrape, whichever worker
+    # answers it, counts every worker's requests.
+    _wait_until_counted(served, sent)
     for _ in range(6):
         samples = served.scrape()
         assert samples.get("tokenbank_http_requests_total", **PING) == sent
@@ -162,6 +166,13 @@ def test_one_scrape_counts_both_workers(served: Served) -> None:
         except httpx.TransportError:
             time.sleep(0.2)
     assert samples.get("tokenbank_http_requests_total", **PING) == sent
+
+
+def _wait_until_counted(served: Served, sent: int) -> None:
+    deadline = time.monotonic() + 10 * metrics.FOLD_INTERVAL_SECONDS
+    while served.scrape().get("tokenbank_http_requests_total", **PING) != sent:
+        assert time.monotonic() < deadline, "a worker's tally was never folded in"
+        time.sleep(0.1)
 
 
 def test_the_jobs_worker_serves_its_own_metrics(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from tokenbank.api.direct import DirectFirstAPI, install_direct_routes
 from tokenbank.api.docs import install_docs
 from tokenbank.api.handlers import install_error_handlers
 from tokenbank.api.limits import RequestLimitsMiddleware
-from tokenbank.api.observe import ObserveMiddleware, refresh_pool_gauges
+from tokenbank.api.observe import ObserveMiddleware, keep_metrics_fresh
 from tokenbank.api.observe import router as metrics_router
 from tokenbank.api.observe import stop as stop_task
 from tokenbank.api.routes import costs, estimate, health, token_process, tokens, users
@@ -138,13 +138,13 @@ def create_app(
             sweeper = asyncio.create_task(
                 _sweep_holds(services, settings.hold_sweep_interval_seconds)
             )
-        pool_gauges = asyncio.create_task(refresh_pool_gauges(engine))
+        metrics_folder = asyncio.create_task(keep_metrics_fresh(engine))
         try:
             yield
         finally:
             await stop_task(warmer)
             await stop_task(sweeper)
-            await stop_task(pool_gauges)
+            await stop_task(metrics_folder)
             mark_process_dead(os.getpid())  # multi-process mode: this worker's gauges go
             await services.payments.aclose()
             if token_service is None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials
-from prometheus_client.metrics import Counter, Histogram
+from prometheus_client.metrics import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -59,7 +60,7 @@ class ObserveMiddleware:
         self.app = app
         self.access_log = access_log
         self._counters: dict[tuple[str, str, int], Counter] = {}
-        self._histograms: dict[tuple[str, str], Histogram] = {}
+        self._histograms: dict[tuple[str, str], metrics.FoldingHistogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,12 +94,11 @@ class ObserveMiddleware:
         if counter is None:
             counter = metrics.http_requests_total.labels(method, route, str(status))
             self._counters[(method, route, status)] = counter
-        counter.inc()
         histogram = self._histograms.get((method, route))
         if histogram is None:
             histogram = metrics.http_request_duration_seconds.labels(method, route)
             self._histograms[(method, route)] = histogram
-        histogram.observe(duration_seconds)
+        metrics.http_tally.add(counter, histogram, duration_seconds)
         if self.access_log and access_logger.isEnabledFor(logging.INFO):
             # The path without its query string: a query may carry what must not be logged.
             access_logger.info(
@@ -141,11 +141,18 @@ async def prometheus_metrics(
     return Response(body, media_type=metrics.CONTENT_TYPE)
 
 
-async def refresh_pool_gauges(engine: AsyncEngine) -> None:
-    """Keep this process's pool gauges fresh for the scrapes other workers answer."""
-    while True:
-        metrics.update_pool_gauges(engine)
-        await asyncio.sleep(POOL_REFRESH_SECONDS)
+async def keep_metrics_fresh(engine: AsyncEngine) -> None:
+    """For the scrapes other workers answer: this process's request tallies folded in
+    every second, its pool gauges read every few."""
+    folds_per_pool_read = max(round(POOL_REFRESH_SECONDS / metrics.FOLD_INTERVAL_SECONDS), 1)
+    try:
+        for tick in itertools.count():
+            if tick % folds_per_pool_read == 0:
+                metrics.update_pool_gauges(engine)
+            metrics.http_tally.fold()
+            await asyncio.sleep(metrics.FOLD_INTERVAL_SECONDS)
+    finally:
+        metrics.http_tally.fold()  # the last requests of a worker that stops
 
 
 async def stop(task: asyncio.Task[Any] | None) -> None:
