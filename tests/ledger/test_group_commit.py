@@ -31,7 +31,7 @@ from tokenbank.ledger.operations import (
     VoidHold,
 )
 from tokenbank.ledger.results import LedgerResult
-from tokenbank.ledger.writer import LedgerWriter
+from tokenbank.ledger.writer import Joiner, LedgerWriter
 from tokenbank.testing.postgres import PostgresServer, quote_ident
 
 USERS = ["u0", "u1", "u2"]
@@ -197,10 +197,13 @@ async def test_group_commit_coalesces_concurrent_debits(database_url: str) -> No
         original = writer.apply
 
         async def counting(
-            operations: Sequence[Operation], *, connection: AsyncConnection | None = None
+            operations: Sequence[Operation],
+            *,
+            connection: AsyncConnection | None = None,
+            join: Joiner | None = None,
         ) -> list[LedgerResult]:
             batches.append(len(operations))
-            return await original(operations, connection=connection)
+            return await original(operations, connection=connection, join=join)
 
         writer.apply = counting  # type: ignore[method-assign]
         results = await asyncio.gather(

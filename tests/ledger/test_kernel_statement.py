@@ -7,7 +7,6 @@ statement's own headers and refused every batch, and every other test passed.)""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 
 import pytest
@@ -17,7 +16,7 @@ from tokenbank import ManualClock, TokenService
 from tokenbank.config import Settings
 from tokenbank.ledger.operations import CaptureHold, Credit, Debit, Operation, PlaceHold
 from tokenbank.ledger.results import LedgerResult
-from tokenbank.ledger.writer import LedgerWriter
+from tokenbank.ledger.writer import Joiner, LedgerWriter
 
 
 async def test_a_mixed_batch_commits_through_the_kernel(
@@ -38,13 +37,14 @@ async def test_a_mixed_batch_commits_through_the_kernel(
         async def recording(
             self: LedgerWriter,
             conn: AsyncConnection,
-            operations: Sequence[Operation],
+            operations: list[Operation],
             now: datetime,
             *,
             use_kernel: bool,
+            join: Joiner | None = None,
         ) -> list[LedgerResult]:
             attempts.append(use_kernel)
-            return await original(self, conn, operations, now, use_kernel=use_kernel)
+            return await original(self, conn, operations, now, use_kernel=use_kernel, join=join)
 
         monkeypatch.setattr(LedgerWriter, "_apply_all", recording)
         writer = LedgerWriter(await service.engine(), clock=clock)

@@ -26,6 +26,7 @@ on that wallet goes there too, so each wallet's operations keep their order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
@@ -61,15 +62,22 @@ async def apply_fast(
     operations: list[tuple[int, FastOperation]],
     now: datetime,
     slow_by_user: dict[str, int] | None = None,
+    join: Callable[[frozenset[str]], list[tuple[int, FastOperation]]] | None = None,
 ) -> tuple[dict[int, LedgerResult], list[int]]:
     """Settle what it can; the results by position, and the positions it left.
     ``slow_by_user``: where each user's first operation the kernel never takes is (a
-    capture's user is known only once its hold is read: one after it waits its turn)."""
+    capture's user is known only once its hold is read: one after it waits its turn).
+    ``join``: called once the wallets are locked, with their users; what it returns
+    (later positions) is settled with the rest."""
     hold_ids = sorted({op.hold_id for _, op in operations if isinstance(op, CaptureHold)})
     holds = await hold_repo.lock_holds(conn, hold_ids) if hold_ids else {}
     users = {user for _, op in operations if (user := _user_of(op, holds)) is not None}
     locked = await repo.lock_wallets_with_grants(conn, sorted(users))
     wallets = wallets_with_grants(locked)
+    if join is not None:
+        # Waiting for those locks (another process's batch held one), more operations
+        # on the same wallets queued: they need no lock but these (issue 15).
+        operations = operations + join(frozenset(wallets))
     keys = sorted({_key(op) for _, op in operations if op.idempotency_key is not None})
     committed = await repo.registered_keys(conn, keys) if keys else {}
     batch = KernelBatch(now=now)

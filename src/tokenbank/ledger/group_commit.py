@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokenbank.ledger.operations import Operation
 from tokenbank.ledger.results import LedgerResult
-from tokenbank.ledger.writer import LedgerWriter
+from tokenbank.ledger.writer import Joiner, LedgerWriter, may_join
 from tokenbank.metrics import (
     group_commit_batch_operations,
     group_commit_wait_seconds,
@@ -110,19 +110,63 @@ class GroupCommitter:
         operations = [operation for operation, _, _ in batch]
         # Per batch, not per operation: three observations however large the batch.
         started = time.perf_counter()
-        group_commit_batch_operations.observe(len(batch))
         group_commit_wait_seconds.observe(started - batch[0][2])
         try:
-            results = await self._writer.apply(operations, connection=connection)
+            results = await self._writer.apply(
+                operations, connection=connection, join=self._joiner(batch)
+            )
         except BaseException as error:
             self._fail(batch, error)
             if not isinstance(error, Exception):
                 raise
             return
+        finally:
+            group_commit_batch_operations.observe(len(batch))  # what joined included
         group_commit_write_seconds.observe(time.perf_counter() - started)
         for (_, future, _), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    def _joiner(self, batch: list[_Queued]) -> Joiner:
+        """Take into ``batch`` the queued operations on wallets it holds locked.
+
+        On one busy wallet, two processes' batches take turns on its lock: while one
+        waits, its next requests queue. Joining the batch that waits (it decides only
+        once it holds the lock) doubles the batches' size, where otherwise each turn
+        would carry half the wallet's requests. Queue order is kept per user: once a
+        user has a queued operation that cannot join, none of theirs behind it joins;
+        and nothing behind an operation whose user is unknown (a void) joins.
+        """
+
+        def join(locked_users: frozenset[str]) -> list[Operation]:
+            room = self._max_batch - len(batch)
+            if room <= 0 or not locked_users or not self._queue:
+                return []
+            kept: deque[_Queued] = deque()
+            closed: set[str] = set()
+            unknown_seen = False
+            joined: list[Operation] = []
+            for queued in self._queue:
+                operation, user = queued[0], queued[0].user_key
+                if (
+                    len(joined) < room
+                    and not unknown_seen
+                    and user in locked_users
+                    and user not in closed
+                    and may_join(operation)
+                ):
+                    joined.append(operation)
+                    batch.append(queued)
+                    continue
+                kept.append(queued)
+                if user is None:
+                    unknown_seen = True
+                else:
+                    closed.add(user)
+            self._queue = kept
+            return joined
+
+        return join
 
     @staticmethod
     def _fail(batch: list[_Queued], error: BaseException) -> None:

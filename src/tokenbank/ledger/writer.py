@@ -101,6 +101,37 @@ def _kernel_operations(
     return fast, slow_by_user
 
 
+# Group commit's: given the users whose wallets a batch now holds locked, the queued
+# operations it took out of its queue to join the batch (only ones `may_join` allows,
+# on those users' wallets, none ahead of another operation of the same user).
+Joiner = Callable[[frozenset[str]], list[Operation]]
+
+
+def may_join(op: Operation) -> bool:
+    """Whether a queued operation may join a batch that holds its wallet's lock: one
+    the kernel settles whose wallet is known without a read (a capture's is not)."""
+    return _for_kernel(op) and not isinstance(op, CaptureHold)
+
+
+def _joining(
+    operations: list[Operation], slow_by_user: dict[str, int], join: Joiner | None
+) -> Callable[[frozenset[str]], list[tuple[int, FastOperation]]] | None:
+    """The kernel's view of ``join``: what joins is appended to ``operations`` and
+    handed back with its positions. Not for a batch with an operation the kernel
+    leaves whose user is unknown (a void: everything after it goes per operation),
+    nor for a user with an operation the kernel leaves (theirs must follow it)."""
+    if join is None or any(op.user_key is None and not _for_kernel(op) for op in operations):
+        return None
+
+    def joined(locked_users: frozenset[str]) -> list[tuple[int, FastOperation]]:
+        taken = join(locked_users - slow_by_user.keys())
+        first = len(operations)
+        operations.extend(taken)
+        return [(first + offset, op) for offset, op in enumerate(taken) if _for_kernel(op)]
+
+    return joined
+
+
 def _for_kernel(op: Operation) -> TypeGuard[FastOperation]:
     # A credit with an effective date may be scheduled for later, and a debit under a
     # key's spend cap counts in its own savepoint: per operation.
@@ -158,7 +189,11 @@ class LedgerWriter:
         return write_turn(self._engine)
 
     async def apply(
-        self, operations: Sequence[Operation], *, connection: AsyncConnection | None = None
+        self,
+        operations: Sequence[Operation],
+        *,
+        connection: AsyncConnection | None = None,
+        join: Joiner | None = None,
     ) -> list[LedgerResult]:
         """Apply every operation in one transaction; one result per operation, in order.
 
@@ -170,13 +205,19 @@ class LedgerWriter:
         With ``connection`` (from :meth:`connection`), the transaction runs on it,
         inside the write turn (:meth:`turn`) its caller holds; otherwise on one from
         the pool, in a turn of its own.
+
+        With ``join`` (group commit's), once the kernel holds its wallets' locks it
+        takes in the operations queued meanwhile on those wallets (see
+        :data:`Joiner`): they are applied after the others, and the results answer
+        them too, in the order ``join`` returned them.
         """
         use_kernel = self._batch_kernel
+        batch = list(operations)  # grows by what joins it (kept for a retry)
         for attempt in range(MAX_WRITE_RETRIES):
             try:
                 async with self._transaction(connection) as conn:
                     now = self._clock()
-                    return await self._apply_all(conn, operations, now, use_kernel=use_kernel)
+                    return await self._apply_all(conn, batch, now, use_kernel=use_kernel, join=join)
             except IntegrityError:
                 if not use_kernel:
                     raise
@@ -205,18 +246,21 @@ class LedgerWriter:
     async def _apply_all(
         self,
         conn: AsyncConnection,
-        operations: Sequence[Operation],
+        operations: list[Operation],
         now: datetime,
         *,
         use_kernel: bool,
+        join: Joiner | None = None,
     ) -> list[LedgerResult]:
         results: dict[int, LedgerResult] = {}
-        remaining = list(range(len(operations)))
         await spend_caps.lock_counters(conn, operations, now)
         fast, slow = _kernel_operations(operations)
         if use_kernel and fast:
-            results, deferred = await apply_fast(conn, fast, now, slow)
-            remaining = sorted(set(remaining) - set(results) | set(deferred))
+            joining = _joining(operations, slow, join)
+            results, deferred = await apply_fast(conn, fast, now, slow, joining)
+            remaining = sorted(set(range(len(operations))) - set(results) | set(deferred))
+        else:
+            remaining = list(range(len(operations)))
         for position in remaining:
             results[position] = await self._apply_one(conn, operations[position], now)
         return [results[position] for position in range(len(operations))]
