@@ -1,11 +1,15 @@
-"""A group-commit batch that waited for a wallet's lock takes in what queued on that
-wallet meanwhile (issue 15): the operations join in queue order, each user's order
-is kept, and the books are the same as one operation at a time."""
+"""How group commit fills its batches (issue 15).
+
+A batch that waited for a wallet's lock takes in what queued on that wallet
+meanwhile: the operations join in queue order, each user's order is kept, and the
+books are the same as one operation at a time. And a drainer gives the requests
+already on their way a few turns of the event loop to queue before it takes a batch."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -24,7 +28,7 @@ from tokenbank.ledger.operations import (
     Refund,
     VoidHold,
 )
-from tokenbank.ledger.results import LedgerResult
+from tokenbank.ledger.results import LedgerResult, OperationResult
 
 POSTGRESQL_ONLY = pytest.mark.parametrize("engine_name", ["postgresql"], indirect=True)
 LOCK_WAIT_POLLS = 1_000  # 10 s
@@ -141,3 +145,38 @@ async def _until_waiting_for_a_lock(connection: asyncpg.Connection) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the batch never waited for the wallet's lock")
+
+
+class _CountingWriter:
+    """Stands in for the ledger writer: records each batch's size, applies nothing."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[None]:
+        yield None
+
+    def turn(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+    async def apply(self, operations: Sequence[Operation], **_: Any) -> list[LedgerResult]:
+        self.batches.append(len(operations))
+        return [OperationResult(success=True) for _ in operations]
+
+
+async def test_a_drainer_gives_the_requests_on_their_way_a_few_turns_to_queue() -> None:
+    """After a batch of four, four requests arriving one loop turn apart ride in one
+    batch, not in the two or three the first of them would otherwise have closed."""
+    writer = _CountingWriter()
+    committer = GroupCommitter(writer)  # type: ignore[arg-type]
+
+    async def debit_after(turns: int) -> LedgerResult:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await committer.submit(Debit(user_id="ann", amount_tokens=1))
+
+    await asyncio.gather(*(debit_after(0) for _ in range(4)))
+    await committer.wait_idle()
+    await asyncio.gather(*(debit_after(turns) for turns in range(4)))
+    assert writer.batches == [4, 4]

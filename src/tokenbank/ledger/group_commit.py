@@ -30,6 +30,10 @@ from tokenbank.metrics import (
 )
 
 DEFAULT_MAX_BATCH_OPERATIONS = 256
+# How many turns of the event loop a drainer gives the queue to fill back up to the
+# last batch's size (see GroupCommitter._gather). Measured over HTTP, 2 workers, 32
+# connections: 3 and 8 gave the same batches (14-15 operations against 8).
+GATHER_LOOP_TURNS = 4
 
 # An operation, its caller's future, and when it was queued (perf_counter seconds).
 _Queued = tuple[Operation, "asyncio.Future[LedgerResult]", float]
@@ -50,6 +54,7 @@ class GroupCommitter:
         self._max_inflight = max_inflight_batches
         self._queue: deque[_Queued] = deque()
         self._inflight = 0
+        self._last_batch_operations = 0  # what joined it included
         self._drainers: set[asyncio.Task[None]] = set()
 
     async def submit(self, operation: Operation) -> LedgerResult:
@@ -86,10 +91,12 @@ class GroupCommitter:
                         # The batch is closed once the write turn is ours (SQLite's; no
                         # wait on PostgreSQL): what arrives while another process
                         # writes rides in it, rather than waiting for a turn of its own.
+                        await self._gather()
                         async with self._writer.turn():
                             batch = self._take()
                             if batch:
                                 await self._write(batch, connection)
+                                self._last_batch_operations = len(batch)
         except Exception as error:
             # No connection (the database is down): fail what is queued rather than
             # leave it waiting for a drainer that may never come.
@@ -97,6 +104,23 @@ class GroupCommitter:
                 self._fail(self._take(), error)
         finally:
             self._inflight -= 1
+
+    async def _gather(self) -> None:
+        """Give the requests already on their way a few turns of the event loop to
+        queue, up to the last batch's size, before the next batch is taken.
+
+        Under load, the requests whose answers the last batch sent come back within
+        a turn or two (their bytes are already in the sockets). Taken at once, the
+        queue holds only those that arrived while that batch was written: the
+        process's requests split into two half-size batches that alternate, and each
+        pays a transaction's statements for half the operations it could carry.
+        Waiting costs nothing when the queue is already as large as the last batch,
+        and at most a few turns (no timer) when the load has dropped.
+        """
+        for _ in range(GATHER_LOOP_TURNS):
+            if len(self._queue) >= self._last_batch_operations:
+                return
+            await asyncio.sleep(0)
 
     def _take(self) -> list[_Queued]:
         size = min(len(self._queue), self._max_batch)
