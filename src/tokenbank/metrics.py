@@ -23,6 +23,7 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from prometheus_client import (
@@ -102,18 +103,18 @@ class RequestTally:
         # The lock keeps a fold (an exposition runs in a thread) and an add apart.
         self._lock = threading.Lock()
         self._counts: dict[Counter, int] = {}
-        self._durations: dict[FoldingHistogram, tuple[list[int], list[float]]] = {}
+        self._durations: dict[FoldingHistogram, _Durations] = {}
 
     def add(self, counter: Counter, histogram: FoldingHistogram, seconds: float) -> None:
         """One request counted on ``counter`` and its duration observed on ``histogram``
         (both labelled children)."""
         with self._lock:
             self._counts[counter] = self._counts.get(counter, 0) + 1
-            pending = self._durations.get(histogram)
-            if pending is None:
-                pending = self._durations[histogram] = ([0] * len(_HTTP_BOUNDS), [0.0])
-            pending[0][bisect.bisect_left(_HTTP_BOUNDS, seconds)] += 1
-            pending[1][0] += seconds
+            durations = self._durations.get(histogram)
+            if durations is None:
+                durations = self._durations[histogram] = _Durations(histogram.upper_bounds())
+            durations.bucket_counts[bisect.bisect_left(durations.bounds, seconds)] += 1
+            durations.total_seconds += seconds
 
     def fold(self) -> None:
         """Everything tallied so far, into the Prometheus values."""
@@ -122,11 +123,23 @@ class RequestTally:
             durations, self._durations = self._durations, {}
         for counter, count in counts.items():
             counter.inc(count)
-        for histogram, (bucket_counts, total) in durations.items():
-            histogram.add_tallied(bucket_counts, total[0])
+        for histogram, tallied in durations.items():
+            histogram.add_tallied(tallied.bucket_counts, tallied.total_seconds)
 
 
-_HTTP_BOUNDS = http_request_duration_seconds.upper_bounds()
+@dataclass(slots=True)
+class _Durations:
+    """One histogram's observations since the last fold: a count per bucket (an
+    observation goes in the first whose bound it does not exceed) and their sum."""
+
+    bounds: tuple[float, ...]
+    bucket_counts: list[int] = field(init=False)
+    total_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.bucket_counts = [0] * len(self.bounds)
+
+
 FOLD_INTERVAL_SECONDS = 1.0
 http_tally = RequestTally()
 

@@ -53,6 +53,10 @@ from tokenbank.ledger.repository import writes as repo
 from tokenbank.ledger.results import HoldResult, LedgerResult, OperationResult, refused_operation
 
 FastOperation = Credit | Debit | PlaceHold | CaptureHold
+# Given the users whose wallets the kernel now holds locked, more operations on them
+# to settle in the same batch, at positions after the others (the writer's view of
+# group commit's joiner).
+KernelJoin = Callable[[frozenset[str]], list[tuple[int, FastOperation]]]
 FAST_TYPES = (Credit, Debit, PlaceHold, CaptureHold)
 STATUS_REFUSALS = {"suspended": ErrorCode.WALLET_SUSPENDED, "closed": ErrorCode.WALLET_CLOSED}
 
@@ -62,7 +66,7 @@ async def apply_fast(
     operations: list[tuple[int, FastOperation]],
     now: datetime,
     slow_by_user: dict[str, int] | None = None,
-    join: Callable[[frozenset[str]], list[tuple[int, FastOperation]]] | None = None,
+    join: KernelJoin | None = None,
 ) -> tuple[dict[int, LedgerResult], list[int]]:
     """Settle what it can; the results by position, and the positions it left.
     ``slow_by_user``: where each user's first operation the kernel never takes is (a

@@ -26,7 +26,7 @@ from tokenbank.clock import Clock
 from tokenbank.config import MAX_WRITE_RETRIES
 from tokenbank.db.engine import read_transaction, write_transaction, write_turn
 from tokenbank.ledger import handlers, scheduled, spend_caps
-from tokenbank.ledger.batch import FAST_TYPES, FastOperation, apply_fast
+from tokenbank.ledger.batch import FAST_TYPES, FastOperation, KernelJoin, apply_fast
 from tokenbank.ledger.errors import ErrorCode
 from tokenbank.ledger.idempotency import KEYED_OPERATIONS, key_row
 from tokenbank.ledger.operations import (
@@ -115,7 +115,7 @@ def may_join(op: Operation) -> bool:
 
 def _joining(
     operations: list[Operation], slow_by_user: dict[str, int], join: Joiner | None
-) -> Callable[[frozenset[str]], list[tuple[int, FastOperation]]] | None:
+) -> KernelJoin | None:
     """The kernel's view of ``join``: what joins is appended to ``operations`` and
     handed back with its positions. Not for a batch with an operation the kernel
     leaves whose user is unknown (a void: everything after it goes per operation),
