@@ -116,11 +116,24 @@ def check_scope(principal: Principal, scope: str) -> None:
 
 def presented_key(request: Request) -> str | None:
     """The key as the two security schemes above read it: a Bearer credential, else
-    the x-server-api-key header."""
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return request.headers.get(SERVER_API_KEY_HEADER)
+    the x-server-api-key header (the first of each, as ``request.headers`` reads
+    them, but off the raw list: building those headers is a cost on every request)."""
+    authorization: bytes | None = None
+    server_key: bytes | None = None
+    for name, value in request.scope["headers"]:
+        if name == _AUTHORIZATION and authorization is None:
+            authorization = value
+        elif name == _SERVER_API_KEY and server_key is None:
+            server_key = value
+    if authorization is not None:
+        scheme, _, credentials = authorization.decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    return None if server_key is None else server_key.decode("latin-1")
+
+
+_AUTHORIZATION = b"authorization"
+_SERVER_API_KEY = SERVER_API_KEY_HEADER.encode("latin-1")
 
 
 def _route_access(dependant: Dependant) -> tuple[bool, list[str]]:

@@ -40,10 +40,10 @@ from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette._utils import get_route_path  # what Starlette's own routes match on
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.errors import ServerErrorMiddleware
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -94,7 +94,10 @@ class DirectRoute(BaseRoute):
         return Match.FULL, {"route": self, "path_params": found.groupdict()}
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
+        await send_json(send, await self.answer(Request(scope, receive)))
+
+    async def answer(self, request: Request) -> Any:
+        """What the endpoint answers (before any of it is sent); a refusal raises."""
         direct = self.direct
         principal = await authenticate_presented(request, presented_key(request))
         if direct.scope is not None:
@@ -103,8 +106,21 @@ class DirectRoute(BaseRoute):
         body = await _body(request, direct.body_model) if direct.body_model else None
         given = {"request": request, "principal": principal, "body": body}
         given |= {self._python_names[name]: value for name, value in params.items()}
-        answer = await call_endpoint(direct.endpoint, given)
-        await JSONResponse(answer)(scope, receive, send)
+        return await call_endpoint(direct.endpoint, given)
+
+
+# What Starlette's JSONResponse renders, with the same options, from one encoder: it
+# builds an encoder (json.dumps with options) and a response object per request.
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
+async def send_json(send: Send, answer: Any) -> None:
+    """A 200 with ``answer`` as JSON, as ``JSONResponse(answer)`` sends it."""
+    body = _JSON_ENCODER.encode(answer).encode("utf-8")
+    headers = [(b"content-length", str(len(body)).encode("latin-1")), _JSON_CONTENT_TYPE]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def call_endpoint(endpoint: Endpoint, given: dict[str, Any]) -> Any:
@@ -220,12 +236,53 @@ class DirectFirstAPI(FastAPI):
                 error_handler = handler
             else:
                 handlers[key] = handler
-        app: ASGIApp = ExceptionMiddleware(_serve_matched, handlers=handlers, debug=self.debug)
+        app: ASGIApp = _ServeMatched(handlers)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
         return ServerErrorMiddleware(app, handler=error_handler, debug=self.debug)
 
 
-async def _serve_matched(scope: Scope, receive: Receive, send: Send) -> None:
-    route: DirectRoute = scope["route"]
-    await route.handle(scope, receive, send)
+ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+class _ServeMatched:
+    """The matched route, its refusals answered by the app's exception handlers.
+
+    In the place of Starlette's ExceptionMiddleware, and choosing the handler as it
+    does (an HTTPException's status code first, then the exception's classes in
+    order), without its wrapper of every ``send`` that notes whether an answer has
+    started: a direct route sends nothing until its work is done, so a refusal never
+    follows a started answer. (Measured in process: about a twentieth of a ping.)
+    """
+
+    def __init__(self, handlers: Mapping[Any, ErrorHandler]) -> None:
+        for handler in handlers.values():
+            if not inspect.iscoroutinefunction(handler):
+                raise TypeError(f"{handler!r}: the direct routes take async handlers only")
+        self._by_status = {key: h for key, h in handlers.items() if isinstance(key, int)}
+        self._by_class = {key: h for key, h in handlers.items() if not isinstance(key, int)}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route: DirectRoute = scope["route"]
+        request = Request(scope, receive)
+        try:
+            answer = await route.answer(request)
+        except Exception as error:
+            handler = self._handler_for(error)
+            if handler is None:
+                raise
+            response = await handler(request, error)
+            await response(scope, receive, send)
+            error.__traceback__ = None  # as Starlette does: a reused instance's grows
+            return
+        await send_json(send, answer)
+
+    def _handler_for(self, error: Exception) -> ErrorHandler | None:
+        if isinstance(error, StarletteHTTPException):
+            handler = self._by_status.get(error.status_code)
+            if handler is not None:
+                return handler
+        for cls in type(error).__mro__:
+            if cls in self._by_class:
+                return self._by_class[cls]
+        return None

@@ -7,6 +7,9 @@ statement compiled once for the connection's dialect and then executed by asyncp
 with positional arguments, so the statement is still written once, in Core, and
 SQLite runs it through SQLAlchemy as before.
 
+Inside a transaction, :func:`driver_fetch` sends a statement written for asyncpg
+(the batch kernel's writes) on the transaction's own connection.
+
 Only for statements whose columns need no processing by SQLAlchemy on PostgreSQL:
 numbers, text, booleans, and ``timestamptz``, which asyncpg returns as aware UTC
 datetimes (what :class:`~tokenbank.db.types.UTCDateTime` makes of them anyway).
@@ -23,12 +26,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import asyncpg
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from tokenbank.db.engine import read_pool, read_transaction
+from tokenbank.db.read_pool import CONNECTION_ERRORS
 
 
 class DirectRead:
@@ -57,3 +63,29 @@ class DirectRead:
             assert isinstance(compiled, SQLCompiler)
             self._compiled = compiled
         return self._compiled
+
+
+async def driver_fetch(conn: AsyncConnection, sql: str, arguments: Sequence[Any]) -> list[Any]:
+    """``sql`` (asyncpg's ``$n`` parameters) run by asyncpg on ``conn``'s connection;
+    its records.
+
+    Only inside a transaction that a statement through SQLAlchemy has begun: the
+    adapter sends ``BEGIN`` lazily, with its own first statement, so one sent past it
+    before that would run, and commit, on its own. Errors come out as SQLAlchemy's
+    would: ``IntegrityError`` for a refused row (the writer then goes one operation at
+    a time), ``DBAPIError`` with asyncpg's error (and its SQLSTATE) as ``orig``,
+    ``OperationalError`` for a connection lost (SQLAlchemy's rollback then finds it
+    gone and drops it from the pool).
+    """
+    driver = (await conn.get_raw_connection()).driver_connection
+    if not isinstance(driver, asyncpg.Connection) or not driver.is_in_transaction():
+        raise RuntimeError("driver_fetch runs inside a transaction begun through SQLAlchemy")
+    try:
+        records: list[Any] = await driver.fetch(sql, *arguments)
+    except CONNECTION_ERRORS as error:
+        raise OperationalError(sql, None, error, connection_invalidated=True) from error
+    except asyncpg.IntegrityConstraintViolationError as error:
+        raise IntegrityError(sql, None, error) from error
+    except asyncpg.PostgresError as error:
+        raise DBAPIError(sql, None, error) from error
+    return records

@@ -37,7 +37,7 @@ Connection: TypeAlias = "asyncpg.Connection[Any]"
 
 # Failures that say the connection or the server is gone, not that the statement is
 # wrong: a read meeting one may run again, and past that the database is down.
-_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,  # ConnectionDoesNotExistError: closed under the read
@@ -94,18 +94,18 @@ class ReadPool:
         while self._idle:
             connection = self._idle.pop()
             self._forget(connection)
-            with contextlib.suppress(*_CONNECTION_ERRORS):
+            with contextlib.suppress(*CONNECTION_ERRORS):
                 await connection.close(timeout=self._timeout_seconds)
 
     async def _fetch_once(self, sql: str, arguments: Sequence[Any]) -> list[AttributeRecord]:
         try:
             connection = await self._acquire()
-        except _CONNECTION_ERRORS as error:  # opening a connection, or none came in time
+        except CONNECTION_ERRORS as error:  # opening a connection, or none came in time
             raise _unavailable(sql, error) from error
         try:
             records: list[AttributeRecord] = await connection.fetch(sql, *arguments)
         except Exception as error:
-            if not (isinstance(error, _CONNECTION_ERRORS) or connection.is_closed()):
+            if not (isinstance(error, CONNECTION_ERRORS) or connection.is_closed()):
                 self._release(connection)
                 raise
             # The pool's other connections most likely went the same way (a restart,

