@@ -16,10 +16,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbank import ManualClock, TokenService
 from tokenbank.config import Settings
+from tokenbank.db.direct import driver_fetch
 from tokenbank.db.engine import create_engine, read_pool, read_transaction, write_transaction
 from tokenbank.ledger.repository import reads
 from tokenbank.plans.service import PlanService
@@ -124,3 +126,24 @@ async def _backends(engine: AsyncEngine) -> int:
             " WHERE datname = current_database() AND backend_type = 'client backend'"
         )
         return int((await conn.execute(query)).scalar_one())
+
+
+async def test_a_driver_statement_runs_only_inside_a_begun_transaction(database_url: str) -> None:
+    """db.direct.driver_fetch (the kernel's writes on PostgreSQL) refuses to run before
+    SQLAlchemy has begun the transaction (it would commit on its own), and a refused
+    row comes out as SQLAlchemy's IntegrityError, which the writer's fallback catches."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's kernel writes through sqlite3 itself")
+    engine = create_engine(database_url, Settings())
+    try:
+        async with engine.connect() as conn:
+            with pytest.raises(RuntimeError, match="inside a transaction"):
+                await driver_fetch(conn, "SELECT 1", [])
+        async with write_transaction(engine) as conn:
+            await conn.execute(text("CREATE TEMP TABLE once (n integer PRIMARY KEY)"))
+            assert await driver_fetch(conn, "INSERT INTO once VALUES ($1) RETURNING n", [1])
+            with pytest.raises(IntegrityError):
+                await driver_fetch(conn, "INSERT INTO once VALUES ($1)", [1])
+            await conn.rollback()
+    finally:
+        await engine.dispose()

@@ -222,17 +222,13 @@ def _picker(columns: Columns) -> Callable[[dict[str, Any]], Any]:
     return itemgetter(*(name for name, _ in columns))
 
 
-def _document(rows: list[Any]) -> str:
-    return _ENCODER.encode(rows)
-
-
 def _table(rows: list[dict[str, Any]], pick: Callable[[dict[str, Any]], Any]) -> str:
-    return _document([pick(row) for row in rows])
+    return _ENCODER.encode([pick(row) for row in rows])
 
 
 def _with_json_text(rows: list[dict[str, Any]], columns: Columns) -> str:
     """Rows that may lack optional columns, their JSON columns as text."""
-    return _document(
+    return _ENCODER.encode(
         [
             [
                 _json_text(row.get(name)) if name in JSON_COLUMNS else row.get(name)
