@@ -596,6 +596,58 @@ async def test_entry_added_to_a_sealed_transaction_is_refused(
     await assert_refused(shared, [added], SEALED)
 
 
+def header_with_its_legs(*, transaction_id: str, wallet_id: int, amount_tokens: int) -> TextClause:
+    """A credit's two entries and its header in one statement, as the batch kernel
+    writes on PostgreSQL (a data-modifying CTE; SQLite has none)."""
+    return text(
+        "WITH legs AS ("
+        " INSERT INTO ledger_entries (transaction_id, wallet_id, system_account, amount_tokens,"
+        " balance_before, balance_after, created_at)"
+        " VALUES (:t, :w, NULL, :a, :before, :before + :a, :created_at),"
+        " (:t, NULL, 'tokens_sold', -:a, NULL, NULL, :created_at) RETURNING 1)"
+        " INSERT INTO ledger_transactions (id, wallet_id, kind, operation_type,"
+        " idempotency_scope, created_at)"
+        " SELECT :t, :w, 'credit', 'raw_sql', '', :created_at"
+        " WHERE (SELECT count(*) FROM legs) = 2"
+    ).bindparams(
+        at("created_at"), t=transaction_id, w=wallet_id, a=amount_tokens, before=RAW_BALANCE_BEFORE
+    )
+
+
+@pytest.mark.parametrize("sealed_by", ["its own statement", "one statement with its entries"])
+async def test_an_entry_after_its_header_in_the_same_transaction_is_refused(
+    world: World, shared: AsyncEngine, sealed_by: str
+) -> None:
+    """The statement that writes a header seals its transaction: a later statement of
+    the same database transaction adds nothing to it (PostgreSQL's check passes only
+    a header written by the entries' own command)."""
+    if sealed_by != "its own statement" and shared.dialect.name == "sqlite":
+        pytest.skip("SQLite has no data-modifying CTE: a header is always its own statement")
+    tid = new_id()
+    sealed = (
+        transaction(transaction_id=tid, wallet_id=world.alice, kind="credit", amount_tokens=10)
+        if sealed_by == "its own statement"
+        else [header_with_its_legs(transaction_id=tid, wallet_id=world.alice, amount_tokens=10)]
+    )
+    late = system_leg(transaction_id=tid, amount_tokens=-5, account="tokens_sold")
+    await assert_refused(shared, [*sealed, late], SEALED)
+
+
+async def test_entries_and_their_header_in_one_statement_are_accepted(
+    service: TokenService, scratch: AsyncEngine, user: str
+) -> None:
+    """Positive control of the above: the header's own statement may write its entries."""
+    if scratch.dialect.name == "sqlite":
+        pytest.skip("SQLite has no data-modifying CTE")
+    wallet = await funded_wallet(service, scratch, user)
+    tid = new_id()
+    await write(
+        scratch, [header_with_its_legs(transaction_id=tid, wallet_id=wallet, amount_tokens=7)]
+    )
+    count = "SELECT COUNT(*) FROM ledger_entries WHERE transaction_id = :t"
+    assert await scalar(scratch, count, t=tid) == 2
+
+
 # --- ledger rows are append-only --------------------------------------------------------------
 
 

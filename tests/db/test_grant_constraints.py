@@ -35,6 +35,7 @@ from tests.db.test_constraints import (
     new_id,
     scalar,
     sql,
+    transaction,
     trigger_refusal,
 )
 from tokenbank import ManualClock, TokenService
@@ -274,6 +275,16 @@ async def test_a_movement_cannot_join_a_sealed_transaction(
         amount_tokens=-1,
     )
     await assert_refused(engine, [late], MOVEMENT_SEALED)
+
+
+async def test_a_movement_after_its_header_in_the_same_transaction_is_refused(
+    engine: AsyncEngine, wallet: Wallet
+) -> None:
+    """Sealed by the header's statement, not by the end of its database transaction."""
+    tid = new_id()
+    sealed = transaction(transaction_id=tid, wallet_id=wallet.id, kind="credit", amount_tokens=5)
+    late = movement(transaction_id=tid, grant_id=wallet.grant_id, kind="consume", amount_tokens=-1)
+    await assert_refused(engine, [*sealed, late], MOVEMENT_SEALED)
 
 
 async def test_no_consumption_takes_from_an_expired_grant(

@@ -1,9 +1,9 @@
-"""The batch kernel's writes on PostgreSQL: two statements per batch, whatever its size.
+"""The batch kernel's writes on PostgreSQL: one statement per batch, whatever its size.
 
 A batch's rows go in as one JSON document per table (an array of rows, each an
 array of values in a fixed column order) and come out of ``json_array_elements``,
-so the SQL text never changes with the batch size: one prepared statement each,
-one round trip each. Both go to asyncpg directly (:func:`tokenbank.db.direct.driver_fetch`),
+so the SQL text never changes with the batch size: one prepared statement, one
+round trip. It goes to asyncpg directly (:func:`tokenbank.db.direct.driver_fetch`),
 inside the transaction the kernel's lock read began through SQLAlchemy.
 
 Measured (bench/PROFILE.md, eighth section): SQLAlchemy's execution path and
@@ -12,13 +12,13 @@ cost about 800 us of Python per batch of 16 debits; a JSON document per table,
 made by the standard library's C encoder, and asyncpg alone cost about 200. The
 generic path before both (parameter lists) cost a bind-and-execute per row.
 
-1. The wallets' relative updates, the credits' new grants, the debits' changes of
-   grant remainders and their movements, the holds placed and captured, and the
-   entries, in one statement (a data-modifying CTE: PostgreSQL runs it to
-   completion whether or not the main query reads it). The CHECK constraints and
-   the triggers judge every row as they do on the generic path.
-2. The idempotency keys and the headers, in one statement. The header trigger
-   reads the entries, which statement 1 wrote, so it sees them all.
+The statement is a data-modifying CTE (PostgreSQL runs each part to completion
+whether or not the main query reads it): the wallets' relative updates, the credits'
+new grants, the debits' changes of grant remainders and their movements, the holds
+placed and captured, the entries and the idempotency keys, then the headers. The
+CHECK constraints and the triggers judge every row as they do on the generic path;
+the statement-level checks run when it ends, and the headers' check then reads every
+entry and movement the statement wrote.
 
 A refused row (a key taken meanwhile, a constraint) fails the whole statement,
 as on the generic path: the writer then applies the batch one operation at a time.
@@ -130,7 +130,13 @@ def _rows_of(parameter: int, columns: Columns) -> str:
 
 
 NOW = "CAST($1 AS timestamptz)"
-WALLETS_AND_ENTRIES = f"""
+# Every write of the batch in one statement. Its parts run in an order PostgreSQL
+# chooses, except where one reads another's rows; the headers read all the others'
+# (a count of each), so they go in last: the grants' row check (``grants_sealed``)
+# refuses a grant whose header it can already see. The statement-level checks run
+# when the statement ends and see all of it (migration 0016: a header seals its
+# transaction against the rows of other statements).
+BATCH = f"""
 WITH updated AS (
   UPDATE wallets SET
     balance_tokens = wallets.balance_tokens + c.balance_delta,
@@ -148,13 +154,16 @@ WITH updated AS (
   SELECT g.wallet_id, g.transaction_id, g.source, g.category, g.priority, g.expires_at,
          g.amount_tokens, g.amount_tokens, {NOW}
   FROM {_rows_of(3, GRANT_COLUMNS)} AS g
+  RETURNING grants.id
 ), grant_changes AS (
   UPDATE grants SET remaining_tokens = grants.remaining_tokens + d.delta
   FROM {_rows_of(4, GRANT_DELTA_COLUMNS)} AS d WHERE grants.id = d.grant_id
-), new_movements AS (
+  RETURNING grants.id
+), movements AS (
   INSERT INTO grant_movements (transaction_id, grant_id, kind, amount_tokens, created_at)
   SELECT m.transaction_id, m.grant_id, m.kind, m.amount_tokens, {NOW}
   FROM {_rows_of(5, MOVEMENT_COLUMNS)} AS m
+  RETURNING grant_movements.id
 ), new_holds AS (
   INSERT INTO holds (id, wallet_id, amount_tokens, status, operation_type, description,
                      metadata, idempotency_scope, idempotency_key, request_hash,
@@ -163,34 +172,45 @@ WITH updated AS (
          h.metadata, h.idempotency_scope, h.idempotency_key, h.request_hash,
          h.expires_at, {NOW}
   FROM {_rows_of(6, HOLD_COLUMNS)} AS h
+  RETURNING holds.id
 ), captured_holds AS (
   -- Locked as pending by the kernel's read (batch_holds.lock_holds).
   UPDATE holds SET status = 'captured', captured_tokens = d.captured_tokens,
                    resolved_at = {NOW}
   FROM {_rows_of(7, CAPTURE_COLUMNS)} AS d
   WHERE holds.id = d.hold_id AND holds.status = 'pending'
-)
-INSERT INTO ledger_entries (transaction_id, wallet_id, system_account, amount_tokens,
-                            balance_before, balance_after, created_at)
-SELECT e.transaction_id, e.wallet_id, e.system_account, e.amount_tokens,
-       e.balance_before, e.balance_after, {NOW}
-FROM {_rows_of(8, LEG_COLUMNS)} AS e
-ORDER BY e.position  -- ids in batch order: a wallet's balance chain follows them
-RETURNING id, transaction_id, wallet_id
-"""  # noqa: S608 - made of this module's constants
-
-KEYS_AND_HEADERS = f"""
-WITH keys AS (
+  RETURNING holds.id
+), entries AS (
+  INSERT INTO ledger_entries (transaction_id, wallet_id, system_account, amount_tokens,
+                              balance_before, balance_after, created_at)
+  SELECT e.transaction_id, e.wallet_id, e.system_account, e.amount_tokens,
+         e.balance_before, e.balance_after, {NOW}
+  FROM {_rows_of(8, LEG_COLUMNS)} AS e
+  ORDER BY e.position  -- ids in batch order: a wallet's balance chain follows them
+  RETURNING id, transaction_id, wallet_id
+), keys AS (
   INSERT INTO idempotency_keys (scope, key, request_hash, operation, created_at)
   SELECT k.scope, k.key, k.request_hash, k.operation, {NOW}
-  FROM {_rows_of(2, KEY_COLUMNS)} AS k
+  FROM {_rows_of(9, KEY_COLUMNS)} AS k
+  RETURNING 1
+), written AS (
+  SELECT 1 FROM updated UNION ALL SELECT 1 FROM new_grants
+  UNION ALL SELECT 1 FROM grant_changes UNION ALL SELECT 1 FROM movements
+  UNION ALL SELECT 1 FROM new_holds UNION ALL SELECT 1 FROM captured_holds
+  UNION ALL SELECT 1 FROM entries UNION ALL SELECT 1 FROM keys
+), headers AS (
+  INSERT INTO ledger_transactions (id, wallet_id, kind, operation_type, description,
+                                   metadata, pricing, idempotency_scope, idempotency_key,
+                                   request_hash, hold_id, created_at)
+  SELECT h.id, h.wallet_id, h.kind, h.operation_type, h.description, h.metadata,
+         h.pricing, h.idempotency_scope, h.idempotency_key, h.request_hash, h.hold_id,
+         {NOW}
+  FROM {_rows_of(10, HEADER_COLUMN_TYPES)} AS h
+  WHERE (SELECT count(*) FROM written) >= 0  -- after every other part has run
+  RETURNING 1
 )
-INSERT INTO ledger_transactions (id, wallet_id, kind, operation_type, description,
-                                 metadata, pricing, idempotency_scope, idempotency_key,
-                                 request_hash, hold_id, created_at)
-SELECT h.id, h.wallet_id, h.kind, h.operation_type, h.description, h.metadata, h.pricing,
-       h.idempotency_scope, h.idempotency_key, h.request_hash, h.hold_id, {NOW}
-FROM {_rows_of(3, HEADER_COLUMN_TYPES)} AS h
+SELECT id, transaction_id, wallet_id FROM entries
+WHERE (SELECT count(*) FROM headers) >= 0  -- the headers run, whether or not read
 """  # noqa: S608 - made of this module's constants
 
 
@@ -269,7 +289,7 @@ async def write_batch(
         raise ValueError(f"header columns the batch statement does not write: {unexpected}")
     rows = await driver_fetch(
         conn,
-        WALLETS_AND_ENTRIES,
+        BATCH,
         [
             now,
             _table(changes, _CHANGE),
@@ -279,14 +299,8 @@ async def write_batch(
             _with_json_text(placed_holds, HOLD_COLUMNS),
             _table(captured_holds, _CAPTURE),
             _table(legs, _LEG),
+            _table(key_rows, _KEY),
+            _with_json_text(headers, HEADER_COLUMN_TYPES),
         ],
     )
-    entry_ids = {
-        row["transaction_id"]: int(row["id"]) for row in rows if row["wallet_id"] is not None
-    }
-    await driver_fetch(
-        conn,
-        KEYS_AND_HEADERS,
-        [now, _table(key_rows, _KEY), _with_json_text(headers, HEADER_COLUMN_TYPES)],
-    )
-    return entry_ids
+    return {row["transaction_id"]: int(row["id"]) for row in rows if row["wallet_id"] is not None}
