@@ -1,9 +1,10 @@
 """The batch kernel's write statement is accepted as written: a batch of every kind
 of operation the kernel takes commits on its first attempt, without the writer's
 fallback (one operation at a time), which would give the same outcomes and so hide
-a statement the database refuses every time. (Found by trying to merge PostgreSQL's
-two statements into one: the sealing triggers, statement-level, then saw the
-statement's own headers and refused every batch, and every other test passed.)"""
+a statement the database refuses every time. (Found by a first attempt to merge
+PostgreSQL's two statements into one: the sealing triggers, statement-level, then saw
+the statement's own headers and refused every batch, and every other test passed;
+migration 0016 now lets them pass a header their own statement wrote.)"""
 
 from __future__ import annotations
 

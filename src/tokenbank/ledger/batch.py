@@ -13,7 +13,7 @@ capture twelve; this kernel instead
    per-operation handlers (several operations on one wallet are judged one after
    another against the running balance; holds and captures in ``batch_holds``);
 4. writes the wallets' relative updates, the holds, the grants, the entries, the
-   keys and the headers (two statements on PostgreSQL, ``batch_postgres``; sqlite3's
+   keys and the headers (one statement on PostgreSQL, ``batch_postgres``; sqlite3's
    ``executemany`` on SQLite, ``batch_sqlite``).
 
 The database still judges the result: the CHECK constraints see the final rows
