@@ -47,38 +47,3 @@ def test_no_token_is_created_or_lost_when_the_server_is_killed(engine: str, tmp_
     # (Refunds and captures depend on earlier answers and can be few in a short run.)
     for kind in ("deduct", "credit", "hold", "end"):
         assert report["by_kind"][kind]["acknowledged"] > 0, output
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
-def test_two_servers_and_two_job_workers_over_one_database(engine: str, tmp_path: Path) -> None:
-    """The same, with the processes of a larger deployment sharing one database:
-    kills of either server or either jobs worker, renewals, expiries, auto-recharges
-    and webhook deliveries raced by both workers (docs/operations.md, "Several
-    processes"). On SQLite the processes also take turns for its one write lock."""
-    report_path = tmp_path / "report.json"
-    command = [
-        sys.executable, str(HARNESS), "--engine", engine, "--servers", "2",
-        "--job-workers", "2", "--recharges", "4", "--webhooks", "--clients", str(CLIENTS),
-        "--kills", str(KILLS // 2),
-        "--seconds", str(SECONDS * 2), "--json", str(report_path),
-    ]  # fmt: skip
-    run = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-    output = run.stdout + run.stderr
-    assert report_path.exists(), output
-    report = json.loads(report_path.read_text())
-    assert report["violations"] == [], output
-    assert run.returncode == 0, output
-    assert report["tokens_created_or_lost"] == 0
-    assert report["unresolved"] == 0
-    assert report["renewals"] == 20  # crash.py's USERS, each once however many workers raced
-    assert report["grants_expired"] > 0  # the workers did expire grants
-    assert report["recharge_purchases_paid"] > 0  # and charge auto-recharges
-    assert report["kills"] >= KILLS // 2
-    # Every event reached the receiver (crash_webhooks.py checks each id), some only
-    # after a refused first try.
-    hooks = report["webhooks"]
-    assert hooks["events"] > 0
-    assert hooks["delivered"] == hooks["events"]
-    assert hooks["refused_first_tries"] > 0
-    assert hooks["duplicates"]["unexplained"] == 0
