@@ -14,7 +14,8 @@ FUZZ_ENGINES  ?= sqlite,postgresql
 # `make security`: rounds of the database fault tests.
 FAULT_ROUNDS  ?= 20
 # `make test`: processes running the suite (pytest-xdist), a file at a time each. Two
-# took it from 30 to about 20 minutes on two cores; 0 runs it in this process alone.
+# took it from 30 to about 20 minutes on two cores (three: no faster, the cores are
+# busy); 0 runs it in this process alone.
 TEST_WORKERS  ?= 2
 # `make crash`: SIGKILLs of the server under load, and the kill phase's length (s).
 CRASH_KILLS   ?= 30
