@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,20 +22,29 @@ KILLS = 10
 SECONDS = 5  # the kill phase: kills come as soon as the server has served briefly
 
 
+def run_harness(
+    engine: str, options: list[str], tmp_path: Path, *, timeout_seconds: float
+) -> tuple[dict[str, Any], str]:
+    """crash.py's report and its output, once it ran clean (no violation, exit 0)."""
+    report_path = tmp_path / "report.json"
+    command = [sys.executable, str(HARNESS), "--engine", engine, *options]
+    command += ["--json", str(report_path)]
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout_seconds, check=False
+    )
+    output = run.stdout + run.stderr
+    assert report_path.exists(), output
+    report: dict[str, Any] = json.loads(report_path.read_text())
+    assert report["violations"] == [], output
+    assert run.returncode == 0, output
+    return report, output
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 def test_no_token_is_created_or_lost_when_the_server_is_killed(engine: str, tmp_path: Path) -> None:
-    report_path = tmp_path / "report.json"
-    command = [
-        sys.executable, str(HARNESS), "--engine", engine, "--clients", str(CLIENTS),
-        "--kills", str(KILLS), "--seconds", str(SECONDS), "--json", str(report_path),
-    ]  # fmt: skip
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    output = run.stdout + run.stderr
-    assert report_path.exists(), output
-    report = json.loads(report_path.read_text())
-    assert report["violations"] == [], output
-    assert run.returncode == 0, output
+    options = ["--clients", str(CLIENTS), "--kills", str(KILLS), "--seconds", str(SECONDS)]
+    report, output = run_harness(engine, options, tmp_path, timeout_seconds=600)
     assert report["kills"] >= KILLS
     assert report["tokens_created_or_lost"] == 0
     assert report["actual_total"] == report["expected_total"]

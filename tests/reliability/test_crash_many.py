@@ -8,14 +8,11 @@ by side. `make crash-many` runs the long variant.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.reliability.test_crash import CLIENTS, HARNESS, KILLS, SECONDS
+from tests.reliability.test_crash import CLIENTS, KILLS, SECONDS, run_harness
 
 
 @pytest.mark.slow
@@ -25,19 +22,11 @@ def test_two_servers_and_two_job_workers_over_one_database(engine: str, tmp_path
     kills of either server or either jobs worker, renewals, expiries, auto-recharges
     and webhook deliveries raced by both workers (docs/operations.md, "Several
     processes"). On SQLite the processes also take turns for its one write lock."""
-    report_path = tmp_path / "report.json"
-    command = [
-        sys.executable, str(HARNESS), "--engine", engine, "--servers", "2",
-        "--job-workers", "2", "--recharges", "4", "--webhooks", "--clients", str(CLIENTS),
-        "--kills", str(KILLS // 2),
-        "--seconds", str(SECONDS * 2), "--json", str(report_path),
+    options = [
+        "--servers", "2", "--job-workers", "2", "--recharges", "4", "--webhooks",
+        "--clients", str(CLIENTS), "--kills", str(KILLS // 2), "--seconds", str(SECONDS * 2),
     ]  # fmt: skip
-    run = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
-    output = run.stdout + run.stderr
-    assert report_path.exists(), output
-    report = json.loads(report_path.read_text())
-    assert report["violations"] == [], output
-    assert run.returncode == 0, output
+    report, _output = run_harness(engine, options, tmp_path, timeout_seconds=900)
     assert report["tokens_created_or_lost"] == 0
     assert report["unresolved"] == 0
     assert report["renewals"] == 20  # crash.py's USERS, each once however many workers raced
