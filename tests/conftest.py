@@ -85,14 +85,19 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-async def _create_pg_database(server: PostgresServer, name: str) -> None:
+async def _on_postgres_database(server: PostgresServer, sql: str) -> None:
+    """One statement on the server's ``postgres`` database, by asyncpg: the server's own
+    ``create_database`` and ``drop_database`` start psql, a process per test."""
     connection = await asyncpg.connect(server.sync_dsn("postgres"))
     try:
-        await connection.execute(
-            f"CREATE DATABASE {quote_ident(name)} TEMPLATE {quote_ident(PG_TEMPLATE)}"
-        )
+        await connection.execute(sql)
     finally:
         await connection.close()
+
+
+async def _create_pg_database(server: PostgresServer, name: str) -> None:
+    template = quote_ident(PG_TEMPLATE)
+    await _on_postgres_database(server, f"CREATE DATABASE {quote_ident(name)} TEMPLATE {template}")
 
 
 @pytest.fixture(params=ENGINES)
@@ -101,12 +106,8 @@ def engine_name(request: pytest.FixtureRequest) -> str:
 
 
 async def _drop_pg_database(server: PostgresServer, name: str) -> None:
-    connection = await asyncpg.connect(server.sync_dsn("postgres"))
-    try:
-        # FORCE: a test that failed may have left a pool or a server process connected.
-        await connection.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
-    finally:
-        await connection.close()
+    # FORCE: a test that failed may have left a pool or a server process connected.
+    await _on_postgres_database(server, f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
 
 
 @pytest.fixture
